@@ -1,0 +1,28 @@
+#pragma once
+// Lenient parsing of Azure's code-execution request bodies: flat or wrapped in
+// "properties", `code` or `pythonCode`, enums in any case, optional timeout.
+
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "sessiond/config.hpp"
+#include "sessiond/sandbox/sandbox.hpp"
+
+namespace sessiond::api {
+
+struct ParsedExecute {
+    ExecuteRequest request;
+    std::optional<std::string> identifier;  // from the body, when given there
+};
+
+struct RequestError {
+    std::string code;     // Azure error code
+    std::string message;
+};
+
+// Returns the request, or fills `error` and returns nullopt.
+std::optional<ParsedExecute> parseExecuteBody(const std::string& body, const PoolConfig& pool, RequestError& error);
+
+}  // namespace sessiond::api

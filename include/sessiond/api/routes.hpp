@@ -1,0 +1,13 @@
+#pragma once
+// The Azure Container Apps dynamic-sessions routes (docs/api.md), mapped onto
+// the pool manager. HTTP mechanics live in http/; this layer only translates
+// Azure's request and response bodies and error codes.
+
+#include "sessiond/http/router.hpp"
+#include "sessiond/pool/pool.hpp"
+
+namespace sessiond::api {
+
+void addRoutes(http::Router& router, PoolManager& pools);
+
+}  // namespace sessiond::api

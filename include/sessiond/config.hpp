@@ -1,0 +1,93 @@
+#pragma once
+// The daemon's configuration, parsed from JSON (config/sessiond.json is the
+// documented example; docs/configuration.md describes every field).
+// parseConfig() validates every field and throws ConfigError naming the field.
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace sessiond {
+
+class ConfigError : public std::runtime_error {
+public:
+    ConfigError(const std::string& field, const std::string& problem)
+        : std::runtime_error(field + ": " + problem), field_(field) {}
+    const std::string& field() const { return field_; }
+
+private:
+    std::string field_;
+};
+
+struct ListenConfig {
+    std::string address = "127.0.0.1";
+    std::uint16_t port = 8080;
+};
+
+struct HttpConfig {
+    std::size_t maxConnections = 1024;
+    std::size_t maxHeaderBytes = 16 * 1024;
+    std::size_t maxBodyBytes = 8 * 1024 * 1024;
+    std::chrono::seconds readTimeout{30};      // to receive one whole request
+    std::chrono::seconds keepAliveTimeout{60}; // idle connection between requests
+};
+
+struct ResourceLimits {
+    double cpus = 1.0;                 // cgroup CPU quota, in cores
+    std::uint64_t memoryBytes = 1024ull << 20;
+    std::uint64_t pids = 256;
+    std::uint64_t openFiles = 1024;    // RLIMIT_NOFILE
+    std::uint64_t tmpfsBytes = 256ull << 20;  // each of /mnt/data and /tmp
+};
+
+struct NamespaceSandboxConfig {
+    std::filesystem::path interpreter = "/usr/bin/python3";
+    // Host paths mounted read-only into the sandbox at the same place.
+    // Entries that do not exist on the host are skipped.
+    std::vector<std::string> readOnlyPaths = {
+        "/usr",               "/etc/alternatives", "/etc/ld.so.cache", "/etc/ld.so.conf",
+        "/etc/ld.so.conf.d",  "/etc/localtime",    "/etc/matplotlibrc", "/etc/mime.types",
+        "/etc/ssl/certs",     "/etc/python3",      "/etc/python3.11",   "/etc/fonts"};
+    std::uint32_t sandboxUid = 1000;   // inside the sandbox
+    std::uint32_t hostUidBase = 600000; // inside uids 0..65535 map to base.. on the host
+    bool seccomp = true;
+};
+
+struct PoolConfig {
+    std::string name;
+    std::string containerType = "PythonLTS";
+    std::string backend = "namespace";
+    std::size_t maxConcurrentSessions = 10;
+    std::size_t readySessionInstances = 2;
+    std::chrono::seconds cooldownPeriod{300};
+    std::chrono::seconds sandboxStartTimeout{60};
+    std::chrono::seconds defaultExecutionTimeout{100};
+    std::chrono::seconds maxExecutionTimeout{220};
+    std::size_t maxOutputChars = 4096;
+    // Modules the interpreter imports before the session counts as ready.
+    std::vector<std::string> preloadModules;
+    ResourceLimits resources;
+};
+
+struct Config {
+    ListenConfig listen;
+    HttpConfig http;
+    std::string logLevel = "info";
+    // Name of the cgroup (under each hierarchy) that holds the sandboxes.
+    std::string cgroupName = "sessiond";
+    // Directory holding the agent's Python sources; empty = found beside the binary.
+    std::filesystem::path agentDirectory;
+    NamespaceSandboxConfig namespaceSandbox;
+    std::vector<PoolConfig> pools;
+};
+
+Config parseConfig(const nlohmann::json& document);
+Config loadConfig(const std::filesystem::path& file);
+
+}  // namespace sessiond

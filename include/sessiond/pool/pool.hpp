@@ -1,0 +1,136 @@
+#pragma once
+// One session pool: a warm set of started sandboxes and the sessions that hold
+// one each. A sandbox moves Pending (starting) -> Unallocated (ready) ->
+// Allocated (bound to a session identifier) -> Destroyed. The pool keeps
+// `readySessionInstances` sandboxes Pending or Unallocated, caps Allocated
+// sessions at `maxConcurrentSessions`, destroys a session after its idle
+// cooldown, and retries failed starts with backoff. Everything runs on the
+// io_context thread.
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <boost/asio.hpp>
+#include <nlohmann/json.hpp>
+
+#include "sessiond/config.hpp"
+#include "sessiond/sandbox/sandbox.hpp"
+
+namespace sessiond {
+
+enum class PoolError {
+    None,
+    CapacityExceeded,    // maxConcurrentSessions sessions are allocated
+    SandboxUnavailable,  // no sandbox could be started for a new session
+    ShuttingDown,
+};
+
+struct PoolExecuteOutcome {
+    PoolError error = PoolError::None;
+    std::string message;    // for errors
+    ExecuteResult result;   // when error == None
+};
+
+struct PoolCounts {
+    std::size_t pending = 0;
+    std::size_t unallocated = 0;
+    std::size_t allocated = 0;
+    std::size_t waitingForSandbox = 0;  // new sessions waiting for a sandbox to start
+    std::uint64_t destroyed = 0;        // since start
+    std::uint64_t allocations = 0;
+    std::uint64_t startFailures = 0;
+    std::uint64_t sandboxExits = 0;     // sandboxes that ended unasked
+};
+
+class Pool {
+public:
+    using Clock = std::chrono::steady_clock;
+    using ExecuteHandler = std::function<void(PoolExecuteOutcome)>;
+
+    Pool(boost::asio::io_context& io, PoolConfig config, SandboxBackend& backend);
+    ~Pool();
+    Pool(const Pool&) = delete;
+    Pool& operator=(const Pool&) = delete;
+
+    const PoolConfig& config() const { return config_; }
+
+    // Starts filling the warm set and the cooldown reaper.
+    void start();
+
+    // Runs code in the session named `identifier`, allocating a sandbox to it
+    // if it is new. Every call counts as activity for the cooldown.
+    void execute(const std::string& identifier, ExecuteRequest request, ExecuteHandler onDone);
+
+    PoolCounts counts() const;
+    nlohmann::json describe() const;
+
+    // Destroys every sandbox and fails waiting requests. The pool stays stopped.
+    void shutdown();
+
+private:
+    struct Member {
+        std::uint64_t serial;
+        std::string sandboxId;
+        std::unique_ptr<Sandbox> sandbox;
+        Clock::time_point startedAt;
+    };
+    struct Session {
+        std::string identifier;
+        std::unique_ptr<Member> member;  // null while waiting for a sandbox
+        Clock::time_point createdAt;
+        Clock::time_point lastActivity;
+        std::size_t inFlight = 0;
+        std::vector<std::pair<ExecuteRequest, ExecuteHandler>> waiting;  // until a sandbox is bound
+    };
+
+    void refill();
+    void startMember();
+    void onMemberStarted(std::uint64_t serial, const std::string& error);
+    void onMemberExited(std::uint64_t serial, const std::string& reason);
+    void bind(Session& session, std::unique_ptr<Member> member);
+    void run(Session& session, ExecuteRequest request, ExecuteHandler onDone);
+    void destroySession(const std::string& identifier, const std::string& why);
+    void retire(std::unique_ptr<Member> member);
+    void reap();
+    void scheduleReaper();
+    std::size_t sessionsWaitingForSandbox() const;
+
+    boost::asio::io_context& io_;
+    PoolConfig config_;
+    SandboxBackend& backend_;
+    bool stopped_ = false;
+    std::uint64_t nextSerial_ = 1;
+
+    std::map<std::uint64_t, std::unique_ptr<Member>> pending_;
+    std::deque<std::unique_ptr<Member>> ready_;
+    std::map<std::string, Session> sessions_;
+    std::deque<std::string> waitingOrder_;  // identifiers waiting for a sandbox, oldest first
+
+    unsigned consecutiveFailures_ = 0;
+    Clock::time_point retryNotBefore_{};
+    boost::asio::steady_timer retryTimer_;
+    boost::asio::steady_timer reaperTimer_;
+    PoolCounts totals_;
+    std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+// The pools named in the configuration.
+class PoolManager {
+public:
+    PoolManager(boost::asio::io_context& io, const std::vector<PoolConfig>& pools, SandboxBackend& backend);
+    void start();
+    Pool* find(const std::string& name);
+    std::vector<Pool*> all();
+    void shutdown();
+
+private:
+    std::map<std::string, std::unique_ptr<Pool>> pools_;
+};
+
+}  // namespace sessiond

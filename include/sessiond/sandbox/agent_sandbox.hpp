@@ -1,0 +1,48 @@
+#pragma once
+// What every backend shares: a sandbox is something that starts a process or a
+// VM running the sessiond agent and hands back the host end of the agent
+// channel. Handshake, execution and exit reporting live here, once.
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include <boost/asio.hpp>
+
+#include "sessiond/sandbox/agent_channel.hpp"
+#include "sessiond/sandbox/sandbox.hpp"
+
+namespace sessiond {
+
+class AgentSandbox : public Sandbox {
+public:
+    AgentSandbox(boost::asio::io_context& io, std::string id, std::chrono::milliseconds startTimeout);
+    ~AgentSandbox() override;
+
+    const std::string& id() const override { return id_; }
+    void start(ReadyHandler onReady) override;
+    void execute(ExecuteRequest request, ExecuteHandler onDone) override;
+    void setExitHandler(ExitHandler onExit) override { onExit_ = std::move(onExit); }
+
+protected:
+    // Starts the process or VM and returns the host end of the agent channel.
+    // Throws std::exception on failure; whatever it created must be owned by
+    // members of the subclass, so that destroying the sandbox releases it.
+    virtual AgentChannel::Socket launch() = 0;
+
+    // For subclasses: the process or VM ended.
+    void reportExit(const std::string& reason);
+
+    boost::asio::io_context& io_;
+
+private:
+    std::string id_;
+    std::chrono::milliseconds startTimeout_;
+    std::shared_ptr<AgentChannel> channel_;
+    ExitHandler onExit_;
+    bool ready_ = false;
+    bool exitReported_ = false;
+    std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace sessiond

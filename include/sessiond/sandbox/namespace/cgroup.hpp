@@ -1,0 +1,54 @@
+#pragma once
+// A per-sandbox cgroup with memory, pids and CPU limits, on cgroup v2 (unified)
+// or v1 (one directory per controller). The object owns the directories: its
+// destructor kills every process still inside and removes them.
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace sessiond {
+
+struct CgroupLimits {
+    double cpus = 1.0;
+    std::uint64_t memoryBytes = 0;  // 0 = no limit
+    std::uint64_t pids = 0;         // 0 = no limit
+};
+
+class Cgroup {
+public:
+    // `group` names the daemon's parent cgroup (Config::cgroupName); `leaf` the
+    // sandbox. Throws std::runtime_error when the hierarchy cannot be used.
+    static std::unique_ptr<Cgroup> create(const std::string& group, const std::string& leaf,
+                                          const CgroupLimits& limits);
+
+    // Removes sandbox cgroups under `group` left by an earlier run (killing
+    // their processes first). Returns how many were removed.
+    static std::size_t removeLeftovers(const std::string& group);
+
+    ~Cgroup();
+    Cgroup(const Cgroup&) = delete;
+    Cgroup& operator=(const Cgroup&) = delete;
+
+    // The cgroup.procs files a process writes its pid into to join.
+    const std::vector<std::filesystem::path>& procsFiles() const;
+
+    // SIGKILLs every process in the cgroup and waits (bounded) until it is empty.
+    void killAll();
+
+    // Current memory use in bytes, and whether the memory limit was hit (OOM kill count grew).
+    std::uint64_t memoryCurrent() const;
+    std::uint64_t oomKills() const;
+
+private:
+    friend struct CgroupInternals;  // builds instances for one hierarchy version
+    Cgroup() = default;
+    int version_ = 0;
+    std::vector<std::filesystem::path> dirs_;  // the leaf directories this object created
+    std::vector<std::filesystem::path> procsFiles_;
+    std::filesystem::path memoryDir_;  // empty when no memory controller is available
+};
+
+}  // namespace sessiond

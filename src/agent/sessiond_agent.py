@@ -1,0 +1,431 @@
+"""The sessiond agent: runs inside every sandbox and speaks the framed JSON
+protocol of docs/agent-protocol.md with the daemon.
+
+The agent owns the channel and supervises a worker process
+(sessiond_worker.py) that hosts the persistent IPython interpreter. Keeping
+the interpreter in a separate process lets the agent enforce timeouts, cap
+output and survive a crashing cell, replacing the worker when needed.
+"""
+
+import argparse
+import codecs
+import json
+import os
+import platform
+import secrets
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+# The agent may run from a read-only or shared tree: leave no __pycache__ there.
+sys.dont_write_bytecode = True
+from sessiond_framing import FrameError, FrameReader, encode_frame, write_all
+
+PROTOCOL_VERSION = 1
+WORKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sessiond_worker.py")
+
+DEFAULT_TIMEOUT_MS = 100_000
+DEFAULT_MAX_OUTPUT_CHARS = 4096
+# Two capped streams must fit in one 64 MiB frame, escapes included.
+MAX_OUTPUT_CHARS = 8 << 20
+INTERRUPT_GRACE_S = 2.0      # a cell gets this long to stop after SIGINT
+SENTINEL_GRACE_S = 2.0       # output still in the pipes after "done"
+EXIT_DRAIN_S = 0.5           # output still in the pipes after the worker died
+WORKER_START_TIMEOUT_S = 120.0
+# How often a worker's death is noticed when a forked child of the cell keeps
+# its control socket open, so no end of file arrives.
+BUSY_POLL_S = 0.25
+IDLE_POLL_S = 5.0
+
+TIMEOUT_MESSAGE = "Request timed out waiting for code execution to complete"
+
+
+def log(text):
+    print(f"sessiond-agent: {text}", file=sys.stderr, flush=True)
+
+
+class ChannelClosed(Exception):
+    pass
+
+
+class Capture:
+    """One execution's output on one pipe: kept up to `limit` characters,
+    counted beyond it, and complete once the sentinel has been read."""
+
+    def __init__(self, sentinel, limit):
+        self.sentinel = sentinel
+        self.limit = limit
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self.pending = b""      # may hold the start of a sentinel
+        self.parts = []
+        self.kept = 0
+        self.omitted = 0
+        self.complete = False
+
+    def feed(self, data):
+        if self.complete:
+            return  # output of background activity after the cell ended
+        self.pending += data
+        end = self.pending.find(self.sentinel)
+        if end >= 0:
+            self._take(self.pending[:end], final=True)
+            self.pending = b""
+            self.complete = True
+            return
+        keep = len(self.sentinel) - 1
+        if len(self.pending) > keep:
+            self._take(self.pending[:-keep])
+            self.pending = self.pending[-keep:]
+
+    def _take(self, data, final=False):
+        text = self.decoder.decode(data, final)
+        room = max(self.limit - self.kept, 0)
+        if room:
+            self.parts.append(text[:room])
+            self.kept += min(room, len(text))
+        self.omitted += max(len(text) - room, 0)
+
+    def text(self):
+        if not self.complete:
+            self._take(self.pending, final=True)
+            self.pending = b""
+        out = "".join(self.parts)
+        if self.omitted:
+            out += f"\n[output truncated: {self.omitted} characters omitted]"
+        return out
+
+
+class Worker:
+    """A running sessiond_worker.py process and the agent's ends of its pipes."""
+
+    def __init__(self, preload):
+        ours, theirs = socket.socketpair()
+        env = dict(os.environ, MPLBACKEND="Agg")
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, WORKER_SCRIPT, "--control-fd", str(theirs.fileno()),
+                 "--parent-pid", str(os.getpid()), "--preload", ",".join(preload)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                pass_fds=[theirs.fileno()], start_new_session=True, env=env)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self.control = ours
+        self.control_reader = FrameReader()
+        self.control_eof = False
+        self.streams = {self.proc.stdout.fileno(): "out", self.proc.stderr.fileno(): "err"}
+        self.captures = {"out": None, "err": None}
+        self.ready = False
+        self.done = None
+        self.preload_errors = []
+
+    def fds(self):
+        fds = list(self.streams)
+        if not self.control_eof:
+            fds.append(self.control.fileno())
+        return fds
+
+    def alive(self):
+        return not self.control_eof and self.proc.poll() is None
+
+    def on_readable(self, fd):
+        try:
+            data = os.read(fd, 1 << 16)
+        except ConnectionResetError:  # the worker died with a request unread
+            data = b""
+        if fd == self.control.fileno():
+            if not data:
+                self.control_eof = True
+                return
+            self.control_reader.feed(data)
+            while (body := self.control_reader.next_body()) is not None:
+                self._on_message(json.loads(body))
+            return
+        name = self.streams[fd]
+        if not data:
+            del self.streams[fd]
+            return
+        capture = self.captures[name]
+        if capture is not None:
+            capture.feed(data)
+        # else: output between cells has no request to go to
+
+    def _on_message(self, message):
+        if message.get("type") == "ready":
+            self.ready = True
+            self.preload_errors = message.get("preloadErrors", [])
+        elif message.get("type") == "done":
+            self.done = message
+
+    def send(self, message):
+        try:
+            self.control.sendall(encode_frame(message))
+        except OSError:
+            self.control_eof = True  # dead; the caller sees it through alive()
+
+    def interrupt(self):
+        self._signal_group(signal.SIGINT)
+
+    def kill(self):
+        self._signal_group(signal.SIGKILL)
+
+    def _signal_group(self, signum):
+        # The group includes the cell's subprocesses; killpg stays safe after
+        # the worker was reaped because a live group id is never reused.
+        try:
+            os.killpg(self.proc.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def exit_description(self):
+        code = self.proc.wait()
+        return f"signal {-code}" if code < 0 else f"exit code {code}"
+
+    def close(self):
+        self.control.close()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
+class Agent:
+    def __init__(self, channel_fd, preload):
+        self.channel_fd = channel_fd
+        self.channel_reader = FrameReader()
+        self.preload = preload
+        self.worker = None
+        self.state_lost_since_last_reply = False
+
+    # -- event loop -------------------------------------------------------
+
+    def pump(self, deadline=None, timeout=BUSY_POLL_S):
+        """Waits until one of the channel or worker fds is readable (or the
+        deadline passes) and feeds what was read to its consumer."""
+        if deadline is not None:
+            timeout = min(timeout, max(deadline - time.monotonic(), 0))
+        poller = select.poll()
+        poller.register(self.channel_fd, select.POLLIN)
+        worker_fds = self.worker.fds() if self.worker else []
+        for fd in worker_fds:
+            poller.register(fd, select.POLLIN)
+        for fd, _ in poller.poll(timeout * 1000):
+            if fd == self.channel_fd:
+                data = os.read(fd, 1 << 16)
+                if not data:
+                    raise ChannelClosed()
+                self.channel_reader.feed(data)
+            else:
+                self.worker.on_readable(fd)
+
+    def run_until(self, condition, deadline):
+        """Pumps until `condition()`; False if the deadline passed or the
+        worker died first."""
+        while not condition():
+            if not self.worker.alive() or (deadline is not None and time.monotonic() >= deadline):
+                return False
+            self.pump(deadline)
+        return True
+
+    def send(self, message):
+        try:
+            write_all(self.channel_fd, encode_frame(message))
+        except (BrokenPipeError, ConnectionResetError) as e:
+            raise ChannelClosed() from e
+
+    # -- worker lifecycle ---------------------------------------------------
+
+    def start_worker(self):
+        self.worker = Worker(self.preload)
+
+    def wait_worker_ready(self):
+        """Starts a worker if there is none and waits until it is warm; an
+        error text if it failed."""
+        if self.worker is None:
+            self.start_worker()
+        if self.run_until(lambda: self.worker.ready, time.monotonic() + WORKER_START_TIMEOUT_S):
+            for error in self.worker.preload_errors:
+                log(f"preload failed: {error}")
+            self.worker.preload_errors = []
+            return ""
+        how = "did not start in time" if self.worker.alive() else "exited"
+        self.discard_worker()
+        return f"the interpreter {how}"
+
+    def discard_worker(self):
+        """Kills the worker and its subprocesses; drains what they wrote
+        into the current captures. Returns how the worker ended."""
+        worker = self.worker
+        worker.kill()
+        deadline = time.monotonic() + EXIT_DRAIN_S
+        while worker.streams and time.monotonic() < deadline:
+            self.pump(deadline)
+        description = worker.exit_description()
+        worker.close()
+        self.worker = None
+        return description
+
+    def replace_dead_idle_worker(self):
+        if self.worker is not None and self.worker.ready and not self.worker.alive():
+            log(f"the interpreter exited between requests ({self.discard_worker()}); restarting it")
+            self.state_lost_since_last_reply = True
+            self.start_worker()
+
+    # -- requests -------------------------------------------------------------
+
+    def serve(self):
+        error = self.wait_worker_ready()
+        if error:
+            log(f"cannot start: {error}")
+            return 1
+        self.send({"type": "hello", "protocol": PROTOCOL_VERSION,
+                   "runtime": {"name": "python", "version": platform.python_version()},
+                   "agentPid": os.getpid()})
+        while True:
+            body = self.channel_reader.next_body()
+            if body is None:
+                self.pump(timeout=IDLE_POLL_S)
+                self.replace_dead_idle_worker()
+                continue
+            self.handle(body)
+
+    def handle(self, body):
+        try:
+            message = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            self.send({"type": "error", "id": None, "message": f"malformed frame: {e}"})
+            return
+        if not isinstance(message, dict):
+            self.send({"type": "error", "id": None, "message": "a frame must hold a JSON object"})
+            return
+        kind = message.get("type")
+        request_id = message.get("id")
+        if kind == "ping":
+            self.send({"type": "pong", "id": request_id})
+        elif kind == "execute":
+            self.send(self.execute(message))
+        else:
+            self.send({"type": "error", "id": request_id,
+                       "message": f"unknown message type: {json.dumps(kind)}"})
+
+    def execute(self, message):
+        request_id = message.get("id")
+        code = message.get("code")
+        timeout_ms = message.get("timeoutMs", DEFAULT_TIMEOUT_MS)
+        max_chars = message.get("maxOutputChars", DEFAULT_MAX_OUTPUT_CHARS)
+        if not isinstance(code, str) or not isinstance(timeout_ms, int) \
+                or not isinstance(max_chars, int) or timeout_ms < 0 or max_chars < 0:
+            return {"type": "error", "id": request_id,
+                    "message": "execute needs a string code and non-negative integer "
+                               "timeoutMs and maxOutputChars"}
+        max_chars = min(max_chars, MAX_OUTPUT_CHARS)
+
+        reply = {"type": "result", "id": request_id, "status": "ok", "stdout": "",
+                 "stderr": "", "result": "", "durationMs": 0, "stateLost": False}
+        self.replace_dead_idle_worker()
+        error = self.wait_worker_ready()
+        if error:
+            self.state_lost_since_last_reply = False
+            self.start_worker()  # the next request tries again
+            reply.update(status="error", stateLost=True, stderr=f"Execution aborted: {error}")
+            return reply
+
+        worker = self.worker
+        sentinel = f"\x00sessiond-end-{secrets.token_hex(16)}\x00"
+        out = Capture(sentinel.encode(), max_chars)
+        err = Capture(sentinel.encode(), max_chars)
+        worker.captures = {"out": out, "err": err}
+        worker.done = None
+        started = time.monotonic()
+        worker.send({"type": "execute", "code": code, "sentinel": sentinel})
+
+        has_done = lambda: worker.done is not None
+        finished = self.run_until(has_done, started + timeout_ms / 1000)
+        timed_out = not finished and worker.alive()
+        if timed_out:
+            worker.interrupt()
+            finished = self.run_until(has_done, time.monotonic() + INTERRUPT_GRACE_S)
+        if finished:
+            self.run_until(lambda: out.complete and err.complete,
+                           time.monotonic() + SENTINEL_GRACE_S)
+        duration_ms = int((time.monotonic() - started) * 1000)
+
+        ended = ""
+        exiting = finished and worker.done.get("exiting", False)
+        if not finished:
+            ended = self.discard_worker()
+        else:
+            worker.captures = {"out": None, "err": None}
+        if exiting:
+            self.discard_worker()
+        reply.update(stdout=out.text(), stderr=err.text(), durationMs=duration_ms,
+                     stateLost=self.state_lost_since_last_reply or not finished or exiting)
+        self.state_lost_since_last_reply = False
+        if timed_out:
+            reply.update(status="timeout", stderr=_append_line(reply["stderr"], TIMEOUT_MESSAGE))
+        elif not finished:
+            reply.update(status="error", stderr=_append_line(
+                reply["stderr"], f"Execution aborted: the interpreter exited ({ended}); "
+                                 "its state was lost and a new interpreter was started"))
+        else:
+            reply.update(status=worker.done["status"], result=worker.done["result"])
+        if self.worker is None:
+            self.start_worker()  # warms up while the reply travels
+        return reply
+
+    def shutdown(self):
+        if self.worker is not None:
+            self.worker.kill()
+            self.worker.proc.wait()
+            self.worker.close()
+            self.worker = None
+
+
+def _append_line(text, line):
+    if text and not text.endswith("\n"):
+        text += "\n"
+    return text + line
+
+
+def open_transport(args):
+    if args.fd is not None:
+        # Stream socket inherited from the daemon (namespace sandbox).
+        os.set_inheritable(args.fd, False)
+        return args.fd
+    # virtio-serial port (microVM): one character device, read and written.
+    return os.open(args.port, os.O_RDWR | os.O_CLOEXEC | os.O_NOCTTY)
+
+
+def main():
+    parser = argparse.ArgumentParser(description="sessiond sandbox agent")
+    transport = parser.add_mutually_exclusive_group(required=True)
+    transport.add_argument("--fd", type=int, help="connected stream socket inherited from the host")
+    transport.add_argument("--port", help="virtio-serial port device to open read/write")
+    parser.add_argument("--preload", default="", help="comma-separated modules to import before hello")
+    parser.add_argument("--workdir", help="working directory for user code, if it exists")
+    args = parser.parse_args()
+
+    if args.workdir and os.path.isdir(args.workdir):
+        os.chdir(args.workdir)
+    # SIGTERM must still kill the worker, which runs in its own session.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
+
+    preload = [m.strip() for m in args.preload.split(",") if m.strip()]
+    agent = Agent(open_transport(args), preload)
+    try:
+        return agent.serve()
+    except ChannelClosed:
+        return 0
+    except FrameError as e:
+        log(f"closing: {e}")
+        return 2
+    finally:
+        agent.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+#include "sessiond/config.hpp"
+
+#include <fstream>
+#include <limits>
+#include <set>
+#include <sstream>
+
+namespace sessiond {
+namespace {
+
+using nlohmann::json;
+
+// Walks a JSON object, giving each field's full path to the error messages
+// and refusing fields it does not know, so a typo is never silently ignored.
+class Fields {
+public:
+    Fields(const json& object, std::string path) : object_(object), path_(std::move(path)) {
+        if (!object_.is_object()) throw ConfigError(displayPath(), "must be an object");
+    }
+    ~Fields() noexcept(false) {
+        if (std::uncaught_exceptions() > 0) return;
+        for (const auto& [key, value] : object_.items())
+            if (!seen_.count(key)) throw ConfigError(child(key), "unknown field");
+    }
+
+    const json* get(const std::string& key) {
+        seen_.insert(key);
+        auto it = object_.find(key);
+        return it == object_.end() ? nullptr : &*it;
+    }
+
+    std::string child(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
+    std::string displayPath() const { return path_.empty() ? "(top level)" : path_; }
+
+    std::string string(const std::string& key, std::string fallback) {
+        const json* v = get(key);
+        if (!v) return fallback;
+        if (!v->is_string()) throw ConfigError(child(key), "must be a string");
+        return v->get<std::string>();
+    }
+
+    bool boolean(const std::string& key, bool fallback) {
+        const json* v = get(key);
+        if (!v) return fallback;
+        if (!v->is_boolean()) throw ConfigError(child(key), "must be true or false");
+        return v->get<bool>();
+    }
+
+    std::uint64_t integer(const std::string& key, std::uint64_t fallback, std::uint64_t min, std::uint64_t max) {
+        const json* v = get(key);
+        if (!v) return fallback;
+        if (!v->is_number_integer() || (v->is_number_integer() && !v->is_number_unsigned() && v->get<std::int64_t>() < 0))
+            throw ConfigError(child(key), "must be a whole number from " + std::to_string(min) + " to " + std::to_string(max));
+        auto n = v->get<std::uint64_t>();
+        if (n < min || n > max)
+            throw ConfigError(child(key), "must be from " + std::to_string(min) + " to " + std::to_string(max) +
+                                              ", got " + std::to_string(n));
+        return n;
+    }
+
+    double number(const std::string& key, double fallback, double min, double max) {
+        const json* v = get(key);
+        if (!v) return fallback;
+        if (!v->is_number()) throw ConfigError(child(key), "must be a number");
+        double d = v->get<double>();
+        if (d < min || d > max) {
+            std::ostringstream msg;
+            msg << "must be from " << min << " to " << max << ", got " << d;
+            throw ConfigError(child(key), msg.str());
+        }
+        return d;
+    }
+
+    std::vector<std::string> strings(const std::string& key, std::vector<std::string> fallback) {
+        const json* v = get(key);
+        if (!v) return fallback;
+        if (!v->is_array()) throw ConfigError(child(key), "must be an array of strings");
+        std::vector<std::string> out;
+        for (std::size_t i = 0; i < v->size(); ++i) {
+            if (!(*v)[i].is_string()) throw ConfigError(child(key) + "[" + std::to_string(i) + "]", "must be a string");
+            out.push_back((*v)[i].get<std::string>());
+        }
+        return out;
+    }
+
+private:
+    const json& object_;
+    std::string path_;
+    std::set<std::string> seen_;
+};
+
+std::chrono::seconds seconds(Fields& f, const std::string& key, std::chrono::seconds fallback, std::uint64_t min,
+                             std::uint64_t max) {
+    return std::chrono::seconds(f.integer(key, static_cast<std::uint64_t>(fallback.count()), min, max));
+}
+
+const std::set<std::string> kContainerTypes = {"PythonLTS"};
+const std::set<std::string> kBackends = {"namespace"};
+const std::set<std::string> kLogLevels = {"trace", "debug", "info", "warn", "error", "critical", "off"};
+
+bool isValidPoolName(const std::string& name) {
+    // Azure resource-name rules for session pools: lower case letters, digits and
+    // hyphens, starting with a letter, not ending with a hyphen.
+    if (name.size() < 2 || name.size() > 32) return false;
+    if (name.front() < 'a' || name.front() > 'z' || name.back() == '-') return false;
+    for (char c : name)
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) return false;
+    return true;
+}
+
+PoolConfig parsePool(const json& j, const std::string& path) {
+    Fields f(j, path);
+    PoolConfig pool;
+    pool.name = f.string("name", "");
+    if (!isValidPoolName(pool.name))
+        throw ConfigError(f.child("name"),
+                          "must be 2-32 lower-case letters, digits or hyphens, start with a letter and not end with a hyphen");
+    pool.containerType = f.string("containerType", pool.containerType);
+    if (!kContainerTypes.count(pool.containerType))
+        throw ConfigError(f.child("containerType"), "unsupported value '" + pool.containerType + "' (supported: PythonLTS)");
+    pool.backend = f.string("backend", pool.backend);
+    if (!kBackends.count(pool.backend))
+        throw ConfigError(f.child("backend"), "unsupported value '" + pool.backend + "' (supported: namespace)");
+
+    if (const json* scale = f.get("scaleConfiguration")) {
+        Fields s(*scale, f.child("scaleConfiguration"));
+        pool.maxConcurrentSessions = s.integer("maxConcurrentSessions", pool.maxConcurrentSessions, 1, 100000);
+        pool.readySessionInstances = s.integer("readySessionInstances", pool.readySessionInstances, 0, 10000);
+    }
+    if (const json* dynamic = f.get("dynamicPoolConfiguration")) {
+        Fields d(*dynamic, f.child("dynamicPoolConfiguration"));
+        if (const json* lifecycle = d.get("lifecycleConfiguration")) {
+            Fields l(*lifecycle, d.child("lifecycleConfiguration"));
+            std::string type = l.string("lifecycleType", "Timed");
+            if (type != "Timed")
+                throw ConfigError(l.child("lifecycleType"), "unsupported value '" + type + "' (supported: Timed)");
+            pool.cooldownPeriod = seconds(l, "cooldownPeriodInSeconds", pool.cooldownPeriod, 1, 86400);
+        }
+    }
+    if (const json* execution = f.get("execution")) {
+        Fields e(*execution, f.child("execution"));
+        pool.maxExecutionTimeout = seconds(e, "maxTimeoutInSeconds", pool.maxExecutionTimeout, 1, 3600);
+        pool.defaultExecutionTimeout =
+            seconds(e, "defaultTimeoutInSeconds", pool.defaultExecutionTimeout, 1, pool.maxExecutionTimeout.count());
+        pool.maxOutputChars = e.integer("outputStreamsMaxLength", pool.maxOutputChars, 0, 16u << 20);
+        pool.preloadModules = e.strings("preloadModules", pool.preloadModules);
+    }
+    pool.sandboxStartTimeout = seconds(f, "sandboxStartTimeoutInSeconds", pool.sandboxStartTimeout, 1, 3600);
+    if (const json* resources = f.get("resources")) {
+        Fields r(*resources, f.child("resources"));
+        pool.resources.cpus = r.number("cpu", pool.resources.cpus, 0.01, 1024);
+        pool.resources.memoryBytes = r.integer("memoryMiB", pool.resources.memoryBytes >> 20, 16, 1u << 24) << 20;
+        pool.resources.pids = r.integer("pids", pool.resources.pids, 8, 1u << 22);
+        pool.resources.openFiles = r.integer("openFiles", pool.resources.openFiles, 16, 1u << 20);
+        pool.resources.tmpfsBytes = r.integer("diskMiB", pool.resources.tmpfsBytes >> 20, 1, 1u << 20) << 20;
+    }
+    return pool;
+}
+
+}  // namespace
+
+Config parseConfig(const json& document) {
+    Config config;
+    Fields top(document, "");
+    if (const json* listen = top.get("listen")) {
+        Fields l(*listen, "listen");
+        config.listen.address = l.string("address", config.listen.address);
+        config.listen.port = static_cast<std::uint16_t>(l.integer("port", config.listen.port, 0, 65535));
+    }
+    if (const json* http = top.get("http")) {
+        Fields h(*http, "http");
+        config.http.maxConnections = h.integer("maxConnections", config.http.maxConnections, 1, 1000000);
+        config.http.maxHeaderBytes = h.integer("maxHeaderBytes", config.http.maxHeaderBytes, 1024, 1u << 20);
+        config.http.maxBodyBytes = h.integer("maxBodyBytes", config.http.maxBodyBytes, 1024, 1ull << 32);
+        config.http.readTimeout = seconds(h, "readTimeoutInSeconds", config.http.readTimeout, 1, 3600);
+        config.http.keepAliveTimeout = seconds(h, "keepAliveTimeoutInSeconds", config.http.keepAliveTimeout, 1, 3600);
+    }
+    config.logLevel = top.string("logLevel", config.logLevel);
+    if (!kLogLevels.count(config.logLevel))
+        throw ConfigError("logLevel", "must be one of trace, debug, info, warn, error, critical, off");
+    config.cgroupName = top.string("cgroupName", config.cgroupName);
+    if (config.cgroupName.empty() || config.cgroupName.find('/') != std::string::npos || config.cgroupName[0] == '.')
+        throw ConfigError("cgroupName", "must be a single directory name");
+    config.agentDirectory = top.string("agentDirectory", "");
+
+    if (const json* ns = top.get("namespaceSandbox")) {
+        Fields n(*ns, "namespaceSandbox");
+        auto& sandbox = config.namespaceSandbox;
+        sandbox.interpreter = n.string("interpreter", sandbox.interpreter.string());
+        if (!sandbox.interpreter.is_absolute())
+            throw ConfigError("namespaceSandbox.interpreter", "must be an absolute path");
+        sandbox.readOnlyPaths = n.strings("readOnlyPaths", sandbox.readOnlyPaths);
+        for (std::size_t i = 0; i < sandbox.readOnlyPaths.size(); ++i)
+            if (sandbox.readOnlyPaths[i].empty() || sandbox.readOnlyPaths[i][0] != '/')
+                throw ConfigError("namespaceSandbox.readOnlyPaths[" + std::to_string(i) + "]", "must be an absolute path");
+        sandbox.sandboxUid = static_cast<std::uint32_t>(n.integer("sandboxUid", sandbox.sandboxUid, 1, 65535));
+        sandbox.hostUidBase =
+            static_cast<std::uint32_t>(n.integer("hostUidBase", sandbox.hostUidBase, 1, 4294967295ull - 65536));
+        sandbox.seccomp = n.boolean("seccomp", sandbox.seccomp);
+    }
+
+    const json* pools = top.get("pools");
+    if (!pools || !pools->is_array() || pools->empty()) throw ConfigError("pools", "must be a non-empty array of pools");
+    std::set<std::string> names;
+    for (std::size_t i = 0; i < pools->size(); ++i) {
+        std::string path = "pools[" + std::to_string(i) + "]";
+        PoolConfig pool = parsePool((*pools)[i], path);
+        if (!names.insert(pool.name).second) throw ConfigError(path + ".name", "duplicate pool name '" + pool.name + "'");
+        config.pools.push_back(std::move(pool));
+    }
+    return config;
+}
+
+Config loadConfig(const std::filesystem::path& file) {
+    std::ifstream in(file);
+    if (!in) throw ConfigError(file.string(), "cannot open the configuration file");
+    json document;
+    try {
+        document = json::parse(in);
+    } catch (const json::parse_error& e) {
+        throw ConfigError(file.string(), std::string("not valid JSON: ") + e.what());
+    }
+    return parseConfig(document);
+}
+
+}  // namespace sessiond

@@ -1,0 +1,101 @@
+#include "sessiond/http/router.hpp"
+
+namespace sessiond::http {
+
+namespace {
+int hexValue(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+}  // namespace
+
+std::string percentDecode(std::string_view text, bool plusIsSpace) {
+    std::string out;
+    out.reserve(text.size());
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        char c = text[i];
+        if (c == '%' && i + 2 < text.size()) {
+            int hi = hexValue(text[i + 1]), lo = hexValue(text[i + 2]);
+            if (hi >= 0 && lo >= 0) {
+                out.push_back(static_cast<char>(hi * 16 + lo));
+                i += 2;
+                continue;
+            }
+        }
+        out.push_back(plusIsSpace && c == '+' ? ' ' : c);
+    }
+    return out;
+}
+
+std::vector<std::string> splitPath(const std::string& path) {
+    std::vector<std::string> segments;
+    std::size_t start = 0;
+    while (start <= path.size()) {
+        std::size_t end = path.find('/', start);
+        if (end == std::string::npos) end = path.size();
+        if (end > start) segments.push_back(percentDecode(std::string_view(path).substr(start, end - start), false));
+        start = end + 1;
+    }
+    return segments;
+}
+
+void Router::add(beast_http::verb method, const std::string& pattern, Handler handler) {
+    Route route{method, {}, std::move(handler)};
+    std::size_t start = 0;
+    while (start <= pattern.size()) {
+        std::size_t end = pattern.find('/', start);
+        if (end == std::string::npos) end = pattern.size();
+        if (end > start) route.segments.push_back(pattern.substr(start, end - start));
+        start = end + 1;
+    }
+    routes_.push_back(std::move(route));
+}
+
+bool Router::matches(const Route& route, const std::vector<std::string>& segments,
+                     std::map<std::string, std::string>* params) {
+    std::map<std::string, std::string> captured;
+    std::size_t i = 0;
+    for (; i < route.segments.size(); ++i) {
+        const std::string& want = route.segments[i];
+        bool isParam = want.size() > 2 && want.front() == '{' && want.back() == '}';
+        if (isParam && want[want.size() - 2] == '*') {
+            if (i >= segments.size()) return false;
+            std::string rest;
+            for (std::size_t j = i; j < segments.size(); ++j) rest += (j > i ? "/" : "") + segments[j];
+            captured[want.substr(1, want.size() - 3)] = rest;
+            if (params) *params = std::move(captured);
+            return true;
+        }
+        if (i >= segments.size()) return false;
+        if (isParam)
+            captured[want.substr(1, want.size() - 2)] = segments[i];
+        else if (want != segments[i])
+            return false;
+    }
+    if (i != segments.size()) return false;
+    if (params) *params = std::move(captured);
+    return true;
+}
+
+Router::Match Router::match(Request& request) const {
+    auto segments = splitPath(request.path);
+    Match result;
+    for (const auto& route : routes_) {
+        if (route.method == request.message.method()) {
+            if (matches(route, segments, &request.params)) {
+                result.handler = &route.handler;
+                result.allowedMethods.clear();
+                return result;
+            }
+        } else if (matches(route, segments, nullptr)) {
+            std::string name(beast_http::to_string(route.method));
+            if (result.allowedMethods.find(name) == std::string::npos)
+                result.allowedMethods += (result.allowedMethods.empty() ? "" : ", ") + name;
+        }
+    }
+    return result;
+}
+
+}  // namespace sessiond::http

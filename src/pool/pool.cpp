@@ -1,0 +1,344 @@
+#include "sessiond/pool/pool.hpp"
+
+#include <algorithm>
+
+#include <spdlog/spdlog.h>
+
+namespace sessiond {
+
+namespace {
+constexpr auto kMaxBackoff = std::chrono::seconds(30);
+constexpr auto kFirstBackoff = std::chrono::milliseconds(500);
+
+std::chrono::milliseconds reaperTick(std::chrono::seconds cooldown) {
+    auto quarter = std::chrono::duration_cast<std::chrono::milliseconds>(cooldown) / 4;
+    return std::clamp(quarter, std::chrono::milliseconds(100), std::chrono::milliseconds(1000));
+}
+}  // namespace
+
+Pool::Pool(boost::asio::io_context& io, PoolConfig config, SandboxBackend& backend)
+    : io_(io), config_(std::move(config)), backend_(backend), retryTimer_(io), reaperTimer_(io) {}
+
+Pool::~Pool() {
+    *alive_ = false;
+    shutdown();
+}
+
+void Pool::start() {
+    spdlog::info("pool {}: {} backend, {} ready sandboxes, at most {} sessions, cooldown {}s", config_.name,
+                 backend_.name(), config_.readySessionInstances, config_.maxConcurrentSessions,
+                 config_.cooldownPeriod.count());
+    refill();
+    scheduleReaper();
+}
+
+void Pool::execute(const std::string& identifier, ExecuteRequest request, ExecuteHandler onDone) {
+    if (stopped_) return onDone({PoolError::ShuttingDown, "sessiond is shutting down", {}});
+    auto it = sessions_.find(identifier);
+    if (it != sessions_.end()) {
+        Session& session = it->second;
+        session.lastActivity = Clock::now();
+        if (session.member) return run(session, std::move(request), std::move(onDone));
+        session.waiting.emplace_back(std::move(request), std::move(onDone));
+        return;
+    }
+    if (sessions_.size() >= config_.maxConcurrentSessions)
+        return onDone({PoolError::CapacityExceeded,
+                       "The session pool '" + config_.name + "' has reached its maximum of " +
+                           std::to_string(config_.maxConcurrentSessions) +
+                           " concurrent sessions; no more sessions are being allocated.",
+                       {}});
+
+    Session& session = sessions_[identifier];
+    session.identifier = identifier;
+    session.createdAt = session.lastActivity = Clock::now();
+    if (!ready_.empty()) {
+        auto member = std::move(ready_.front());
+        ready_.pop_front();
+        bind(session, std::move(member));
+        run(session, std::move(request), std::move(onDone));
+    } else {
+        spdlog::info("pool {}: no ready sandbox for new session {}; it waits for one to start", config_.name, identifier);
+        session.waiting.emplace_back(std::move(request), std::move(onDone));
+        waitingOrder_.push_back(identifier);
+    }
+    refill();
+}
+
+void Pool::bind(Session& session, std::unique_ptr<Member> member) {
+    ++totals_.allocations;
+    spdlog::info("pool {}: session {} allocated sandbox {} (Unallocated -> Allocated)", config_.name,
+                 session.identifier, member->sandboxId);
+    session.member = std::move(member);
+    auto waiting = std::move(session.waiting);
+    session.waiting.clear();
+    for (auto& [request, onDone] : waiting) run(session, std::move(request), std::move(onDone));
+}
+
+void Pool::run(Session& session, ExecuteRequest request, ExecuteHandler onDone) {
+    ++session.inFlight;
+    session.lastActivity = Clock::now();
+    std::uint64_t serial = session.member->serial;
+    session.member->sandbox->execute(
+        std::move(request),
+        [this, alive = std::weak_ptr<bool>(alive_), identifier = session.identifier, serial,
+         onDone = std::move(onDone)](Outcome<ExecuteResult> outcome) {
+            if (alive.expired()) return onDone({PoolError::ShuttingDown, "sessiond is shutting down", {}});
+            auto it = sessions_.find(identifier);
+            if (it != sessions_.end() && it->second.member && it->second.member->serial == serial) {
+                --it->second.inFlight;
+                it->second.lastActivity = Clock::now();
+            }
+            if (outcome.ok()) return onDone({PoolError::None, "", std::move(outcome.value)});
+            if (stopped_) return onDone({PoolError::ShuttingDown, "sessiond is shutting down", {}});
+            // The sandbox itself failed: report it as a failed execution, as Azure
+            // does for an aborted one, and say plainly that the state is gone.
+            PoolExecuteOutcome failed;
+            failed.result.succeeded = false;
+            failed.result.stateLost = true;
+            failed.result.stderrText = "Execution aborted: the session's sandbox failed (" + outcome.error +
+                                       "). The session's state is lost; the next request with this identifier "
+                                       "starts a new session.";
+            onDone(std::move(failed));
+        });
+}
+
+void Pool::refill() {
+    if (stopped_) return;
+    if (Clock::now() < retryNotBefore_) return;  // the retry timer calls back
+    std::size_t want = config_.readySessionInstances + sessionsWaitingForSandbox();
+    std::size_t have = pending_.size() + ready_.size();
+    while (have < want) {
+        startMember();
+        ++have;
+    }
+}
+
+void Pool::startMember() {
+    auto member = std::make_unique<Member>();
+    member->serial = nextSerial_++;
+    member->sandboxId = config_.name + "-" + std::to_string(member->serial);
+    member->startedAt = Clock::now();
+    std::uint64_t serial = member->serial;
+    try {
+        member->sandbox = backend_.create(config_, member->sandboxId);
+    } catch (const std::exception& e) {
+        pending_[serial] = std::move(member);
+        boost::asio::post(io_, [this, alive = std::weak_ptr<bool>(alive_), serial, error = std::string(e.what())] {
+            if (!alive.expired()) onMemberStarted(serial, error);
+        });
+        return;
+    }
+    Sandbox& sandbox = *member->sandbox;
+    pending_[serial] = std::move(member);
+    spdlog::debug("pool {}: starting sandbox {} (Pending)", config_.name, pending_[serial]->sandboxId);
+    sandbox.setExitHandler([this, alive = std::weak_ptr<bool>(alive_), serial](std::string reason) {
+        boost::asio::post(io_, [this, alive, serial, reason] {
+            if (!alive.expired()) onMemberExited(serial, reason);
+        });
+    });
+    sandbox.start([this, alive = std::weak_ptr<bool>(alive_), serial](std::string error) {
+        boost::asio::post(io_, [this, alive, serial, error] {
+            if (!alive.expired()) onMemberStarted(serial, error);
+        });
+    });
+}
+
+void Pool::onMemberStarted(std::uint64_t serial, const std::string& error) {
+    auto it = pending_.find(serial);
+    if (it == pending_.end() || stopped_) return;
+    auto member = std::move(it->second);
+    pending_.erase(it);
+    auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - member->startedAt);
+
+    if (!error.empty()) {
+        ++totals_.startFailures;
+        ++consecutiveFailures_;
+        auto backoff = std::min<std::chrono::milliseconds>(kMaxBackoff, kFirstBackoff * (1u << std::min(consecutiveFailures_ - 1, 10u)));
+        spdlog::error("pool {}: sandbox {} failed to start after {} ms: {} (failure {} in a row; retrying in {} ms)",
+                      config_.name, member->sandboxId, elapsed.count(), error, consecutiveFailures_, backoff.count());
+        retire(std::move(member));
+        // A waiting session that no other start can serve gets the error now
+        // rather than hanging until its client gives up.
+        if (sessionsWaitingForSandbox() > pending_.size() && !waitingOrder_.empty()) {
+            std::string identifier = waitingOrder_.front();
+            waitingOrder_.pop_front();
+            auto session = sessions_.find(identifier);
+            if (session != sessions_.end() && !session->second.member) {
+                auto waiting = std::move(session->second.waiting);
+                sessions_.erase(session);
+                for (auto& [request, onDone] : waiting)
+                    onDone({PoolError::SandboxUnavailable, "No sandbox could be started for this session: " + error, {}});
+            }
+        }
+        retryNotBefore_ = Clock::now() + backoff;
+        retryTimer_.expires_after(backoff);
+        retryTimer_.async_wait([this, alive = std::weak_ptr<bool>(alive_)](boost::system::error_code ec) {
+            if (!ec && !alive.expired()) refill();
+        });
+        return;
+    }
+
+    consecutiveFailures_ = 0;
+    spdlog::info("pool {}: sandbox {} ready in {} ms (Pending -> Unallocated)", config_.name, member->sandboxId,
+                 elapsed.count());
+    while (!waitingOrder_.empty()) {
+        std::string identifier = waitingOrder_.front();
+        waitingOrder_.pop_front();
+        auto session = sessions_.find(identifier);
+        if (session != sessions_.end() && !session->second.member) {
+            bind(session->second, std::move(member));
+            break;
+        }
+    }
+    if (member) ready_.push_back(std::move(member));
+    refill();
+}
+
+void Pool::onMemberExited(std::uint64_t serial, const std::string& reason) {
+    ++totals_.sandboxExits;
+    for (auto it = ready_.begin(); it != ready_.end(); ++it) {
+        if ((*it)->serial == serial) {
+            spdlog::warn("pool {}: ready sandbox {} ended unexpectedly: {}", config_.name, (*it)->sandboxId, reason);
+            auto member = std::move(*it);
+            ready_.erase(it);
+            retire(std::move(member));
+            ++totals_.destroyed;
+            return refill();
+        }
+    }
+    for (auto& [identifier, session] : sessions_) {
+        if (session.member && session.member->serial == serial) {
+            spdlog::warn("pool {}: sandbox {} of session {} ended unexpectedly: {}", config_.name,
+                         session.member->sandboxId, identifier, reason);
+            return destroySession(std::string(identifier), "its sandbox ended: " + reason);
+        }
+    }
+}
+
+void Pool::destroySession(const std::string& identifier, const std::string& why) {
+    auto it = sessions_.find(identifier);
+    if (it == sessions_.end()) return;
+    Session session = std::move(it->second);
+    sessions_.erase(it);
+    ++totals_.destroyed;
+    spdlog::info("pool {}: session {} destroyed (Allocated -> Destroyed): {}", config_.name, identifier, why);
+    if (session.member) retire(std::move(session.member));
+    for (auto& [request, onDone] : session.waiting)
+        onDone({PoolError::SandboxUnavailable, "The session was destroyed: " + why, {}});
+    refill();
+}
+
+void Pool::retire(std::unique_ptr<Member> member) {
+    // Never destroy a sandbox inside one of its own callbacks.
+    std::shared_ptr<Member> owned(std::move(member));
+    boost::asio::post(io_, [owned]() mutable { owned.reset(); });
+}
+
+void Pool::scheduleReaper() {
+    reaperTimer_.expires_after(reaperTick(config_.cooldownPeriod));
+    reaperTimer_.async_wait([this, alive = std::weak_ptr<bool>(alive_)](boost::system::error_code ec) {
+        if (ec || alive.expired() || stopped_) return;
+        reap();
+        scheduleReaper();
+    });
+}
+
+void Pool::reap() {
+    auto now = Clock::now();
+    std::vector<std::string> idle;
+    for (const auto& [identifier, session] : sessions_)
+        if (session.member && session.inFlight == 0 && now - session.lastActivity >= config_.cooldownPeriod)
+            idle.push_back(identifier);
+    for (const auto& identifier : idle)
+        destroySession(identifier, "idle for " + std::to_string(config_.cooldownPeriod.count()) + " s (cooldown)");
+}
+
+std::size_t Pool::sessionsWaitingForSandbox() const {
+    std::size_t n = 0;
+    for (const auto& [identifier, session] : sessions_)
+        if (!session.member) ++n;
+    return n;
+}
+
+PoolCounts Pool::counts() const {
+    PoolCounts counts = totals_;
+    counts.pending = pending_.size();
+    counts.unallocated = ready_.size();
+    counts.waitingForSandbox = sessionsWaitingForSandbox();
+    counts.allocated = sessions_.size() - counts.waitingForSandbox;
+    return counts;
+}
+
+nlohmann::json Pool::describe() const {
+    PoolCounts c = counts();
+    return {
+        {"name", config_.name},
+        {"type", "Microsoft.App/sessionPools"},
+        {"properties",
+         {{"containerType", config_.containerType},
+          {"poolManagementType", "Dynamic"},
+          {"provisioningState", stopped_ ? "Deleting" : "Succeeded"},
+          {"backend", backend_.name()},
+          {"scaleConfiguration",
+           {{"maxConcurrentSessions", config_.maxConcurrentSessions},
+            {"readySessionInstances", config_.readySessionInstances}}},
+          {"dynamicPoolConfiguration",
+           {{"lifecycleConfiguration",
+             {{"lifecycleType", "Timed"}, {"cooldownPeriodInSeconds", config_.cooldownPeriod.count()}}}}},
+          {"sessions",
+           {{"pending", c.pending},
+            {"unallocated", c.unallocated},
+            {"allocated", c.allocated},
+            {"waitingForSandbox", c.waitingForSandbox}}},
+          {"totals",
+           {{"allocations", c.allocations},
+            {"destroyed", c.destroyed},
+            {"startFailures", c.startFailures},
+            {"sandboxExits", c.sandboxExits}}}}}};
+}
+
+void Pool::shutdown() {
+    if (stopped_) return;
+    stopped_ = true;
+    retryTimer_.cancel();
+    reaperTimer_.cancel();
+    std::size_t count = pending_.size() + ready_.size() + sessions_.size();
+    // Destroy synchronously: after shutdown() returns no sandbox of this pool exists.
+    pending_.clear();
+    ready_.clear();
+    auto sessions = std::move(sessions_);
+    sessions_.clear();
+    waitingOrder_.clear();
+    for (auto& [identifier, session] : sessions) {
+        session.member.reset();
+        for (auto& [request, onDone] : session.waiting)
+            onDone({PoolError::ShuttingDown, "sessiond is shutting down", {}});
+    }
+    if (count) spdlog::info("pool {}: destroyed {} sandboxes at shutdown", config_.name, count);
+}
+
+PoolManager::PoolManager(boost::asio::io_context& io, const std::vector<PoolConfig>& pools, SandboxBackend& backend) {
+    for (const auto& config : pools) pools_[config.name] = std::make_unique<Pool>(io, config, backend);
+}
+
+void PoolManager::start() {
+    for (auto& [name, pool] : pools_) pool->start();
+}
+
+Pool* PoolManager::find(const std::string& name) {
+    auto it = pools_.find(name);
+    return it == pools_.end() ? nullptr : it->second.get();
+}
+
+std::vector<Pool*> PoolManager::all() {
+    std::vector<Pool*> out;
+    for (auto& [name, pool] : pools_) out.push_back(pool.get());
+    return out;
+}
+
+void PoolManager::shutdown() {
+    for (auto& [name, pool] : pools_) pool->shutdown();
+}
+
+}  // namespace sessiond

@@ -1,0 +1,28 @@
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "nsinit.hpp"
+
+namespace sessiond::nsinit {
+
+int exitCodeOf(int status) {
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+    return kFailureExit;
+}
+
+// As pid 1 of the namespace this process inherits every orphan; reaping them
+// keeps zombies from filling the pid limit. Returning ends the namespace: the
+// kernel SIGKILLs whatever the command left running in the background.
+void reapUntilExit(pid_t command) {
+    for (;;) {
+        int status = 0;
+        const pid_t pid = ::waitpid(-1, &status, 0);
+        if (pid == command) _exit(exitCodeOf(status));
+        if (pid < 0 && errno != EINTR) die("waitpid");
+    }
+}
+
+}  // namespace sessiond::nsinit

@@ -1,0 +1,231 @@
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <string>
+#include <vector>
+
+#include "nsinit.hpp"
+
+namespace sessiond::nsinit {
+
+namespace {
+
+// The root is built the way bubblewrap does it. A tmpfs mounted on /tmp (in
+// this private mount namespace only, the host never sees it) becomes the
+// root via pivot_root, and the host's root moves to /oldroot. The staging
+// tmpfs no longer hides the host's /tmp there, so every host path, /tmp
+// included, is reachable as /oldroot/<path> while the sandbox's own root is
+// assembled on /newroot; nothing is created on any host filesystem.
+constexpr const char* kStage = "/tmp";
+const std::string kNew = "/newroot";
+const std::string kOld = "/oldroot";
+
+void doMount(const std::string& source, const std::string& target, const char* type, unsigned long flags,
+             const std::string& data) {
+    if (::mount(source.empty() ? nullptr : source.c_str(), target.c_str(), type, flags,
+                data.empty() ? nullptr : data.c_str()) != 0)
+        die("mount " + (source.empty() ? std::string(type ? type : "") : source) + " on " + target);
+}
+
+void makeDir(const std::string& path, mode_t mode) {
+    if (::mkdir(path.c_str(), mode) != 0 && errno != EEXIST) die("mkdir " + path);
+}
+
+void makeDirs(const std::string& path, mode_t mode) {
+    for (std::size_t slash = path.find('/', 1); slash != std::string::npos; slash = path.find('/', slash + 1))
+        makeDir(path.substr(0, slash), mode);
+    makeDir(path, mode);
+}
+
+void writeFile(const std::string& path, const std::string& content, mode_t mode) {
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode));
+    if (fd.get() < 0) die("create " + path);
+    if (::write(fd.get(), content.data(), content.size()) != static_cast<ssize_t>(content.size()))
+        die("write " + path);
+}
+
+void tmpfs(const std::string& target, unsigned long flags, const std::string& options) {
+    makeDirs(target, 0755);
+    doMount("tmpfs", target, "tmpfs", flags, options);
+}
+
+// In a user namespace, flags of mounts inherited from the host are locked:
+// a remount that would clear nosuid, nodev, noexec, ro or change the atime
+// mode fails with EPERM. So the remount restates whatever the mount has.
+unsigned long lockedFlags(const std::string& path) {
+    struct statvfs vfs {};
+    if (::statvfs(path.c_str(), &vfs) != 0) die("statvfs " + path);
+    unsigned long flags = 0;
+    if (vfs.f_flag & ST_RDONLY) flags |= MS_RDONLY;
+    if (vfs.f_flag & ST_NOSUID) flags |= MS_NOSUID;
+    if (vfs.f_flag & ST_NODEV) flags |= MS_NODEV;
+    if (vfs.f_flag & ST_NOEXEC) flags |= MS_NOEXEC;
+    if (vfs.f_flag & ST_NOATIME) flags |= MS_NOATIME;
+    if (vfs.f_flag & ST_NODIRATIME) flags |= MS_NODIRATIME;
+    if (vfs.f_flag & ST_RELATIME) flags |= MS_RELATIME;
+    if (!(vfs.f_flag & (ST_NOATIME | ST_RELATIME))) flags |= MS_STRICTATIME;
+    return flags;
+}
+
+// `from` must be a path under kOld without symlinks left to resolve.
+void bindMount(const std::string& from, const std::string& to, bool writable) {
+    struct stat st {};
+    if (::stat(from.c_str(), &st) != 0) die("stat " + from);
+    if (S_ISDIR(st.st_mode)) {
+        makeDirs(to, 0755);
+    } else {
+        makeDirs(to.substr(0, to.rfind('/')), 0755);
+        struct stat existing {};
+        if (::stat(to.c_str(), &existing) != 0) writeFile(to, "", 0644);
+    }
+    doMount(from, to, nullptr, MS_BIND | MS_REC, "");
+    unsigned long flags = MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV | lockedFlags(to);
+    if (!writable) flags |= MS_RDONLY;
+    doMount("", to, nullptr, flags, "");
+}
+
+struct ResolvedMount {
+    std::string source;  // canonical host path
+    std::string target;
+    bool writable;
+};
+
+bool validTarget(const std::string& t) {
+    if (t.size() < 2 || t[0] != '/' || t.back() == '/') return false;
+    for (std::size_t start = 1; start <= t.size();) {
+        std::size_t end = t.find('/', start);
+        if (end == std::string::npos) end = t.size();
+        const std::string part = t.substr(start, end - start);
+        if (part.empty() || part == "." || part == "..") return false;
+        start = end + 1;
+    }
+    return true;
+}
+
+// Resolved while the host's root is still this process's root, so absolute
+// symlinks in a source (/etc/resolv.conf -> /run/...) point where they should.
+std::vector<ResolvedMount> resolveMounts(const JailSpec& spec) {
+    std::vector<ResolvedMount> out;
+    for (const auto& m : spec.mounts) {
+        if (!validTarget(m.target)) fail("mount target " + m.target, "must be an absolute normalized path");
+        char real[PATH_MAX];
+        if (::realpath(m.source.c_str(), real) == nullptr) {
+            if (errno == ENOENT || errno == ENOTDIR) continue;  // optional host paths
+            die("mount source " + m.source);
+        }
+        out.push_back({real, m.target, m.writable});
+    }
+    // Parents before children, whatever order the spec lists them in.
+    std::stable_sort(out.begin(), out.end(),
+                     [](const ResolvedMount& a, const ResolvedMount& b) { return a.target < b.target; });
+    return out;
+}
+
+void enterStagingRoot() {
+    doMount("tmpfs", kStage, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m");
+    makeDir(std::string(kStage) + kNew, 0755);
+    makeDir(std::string(kStage) + kOld, 0755);
+    if (::syscall(SYS_pivot_root, kStage, (std::string(kStage) + kOld).c_str()) != 0) die("pivot_root staging");
+    if (::chdir("/") != 0) die("chdir /");
+}
+
+// Debian's merged /usr: /bin, /lib... are symlinks into /usr and must stay
+// symlinks, or binaries' interpreters (/lib64/ld-linux...) are not found.
+void systemDirs() {
+    for (const char* name : {"bin", "sbin", "lib", "lib32", "lib64", "libx32"}) {
+        const std::string host = kOld + "/" + name;
+        struct stat st {};
+        if (::lstat(host.c_str(), &st) != 0) continue;
+        if (S_ISLNK(st.st_mode)) {
+            char link[PATH_MAX];
+            const ssize_t n = ::readlink(host.c_str(), link, sizeof link - 1);
+            if (n < 0) die("readlink " + host);
+            link[n] = '\0';
+            if (::symlink(link, (kNew + "/" + name).c_str()) != 0) die("symlink /" + std::string(name));
+        } else if (S_ISDIR(st.st_mode)) {
+            bindMount(host, kNew + "/" + name, false);
+        }
+    }
+}
+
+void etcFiles(const JailSpec& spec) {
+    const std::string uid = std::to_string(spec.uid);
+    makeDir(kNew + "/etc", 0755);
+    writeFile(kNew + "/etc/passwd",
+              "root:x:0:0:root:/root:/bin/sh\n"
+              "sandbox:x:" + uid + ":" + uid + ":sandbox:/tmp:/bin/sh\n"
+              "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+              0644);
+    writeFile(kNew + "/etc/group", "root:x:0:\nsandbox:x:" + uid + ":\nnogroup:x:65534:\n", 0644);
+    writeFile(kNew + "/etc/hostname", spec.hostname + "\n", 0644);
+    writeFile(kNew + "/etc/hosts", "127.0.0.1\tlocalhost " + spec.hostname + "\n::1\tlocalhost\n", 0644);
+}
+
+void devFiles(const JailSpec& spec) {
+    const std::string dev = kNew + "/dev";
+    tmpfs(dev, MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k");
+    for (const char* node : {"null", "zero", "full", "random", "urandom", "tty"}) {
+        const std::string host = kOld + "/dev/" + node;
+        if (::access(host.c_str(), F_OK) != 0) continue;
+        writeFile(dev + "/" + node, "", 0666);
+        doMount(host, dev + "/" + node, nullptr, MS_BIND, "");
+    }
+    const std::pair<const char*, const char*> links[] = {
+        {"fd", "/proc/self/fd"}, {"stdin", "/proc/self/fd/0"}, {"stdout", "/proc/self/fd/1"},
+        {"stderr", "/proc/self/fd/2"}};
+    for (const auto& [name, target] : links)
+        if (::symlink(target, (dev + "/" + name).c_str()) != 0) die("symlink /dev/" + std::string(name));
+    tmpfs(dev + "/shm", MS_NOSUID | MS_NODEV, "mode=1777,size=" + std::to_string(spec.tmpfsBytes));
+}
+
+void dataDirs(const JailSpec& spec) {
+    const std::string owner = ",uid=" + std::to_string(spec.uid) + ",gid=" + std::to_string(spec.uid);
+    const std::string size = "size=" + std::to_string(spec.tmpfsBytes);
+    tmpfs(kNew + "/mnt/data", MS_NOSUID | MS_NODEV, size + ",mode=0755" + owner);
+    tmpfs(kNew + "/tmp", MS_NOSUID | MS_NODEV, size + ",mode=1777" + owner);
+}
+
+// The kernel only lets a user namespace mount proc while a fully visible proc
+// is in its mount namespace, so this runs before /oldroot goes away.
+void procFs() {
+    makeDir(kNew + "/proc", 0555);
+    doMount("proc", kNew + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "");
+}
+
+void enterNewRoot() {
+    if (::umount2(kOld.c_str(), MNT_DETACH) != 0) die("umount " + kOld);
+    if (::chdir(kNew.c_str()) != 0) die("chdir " + kNew);
+    // pivot_root(".", ".") stacks the staging root on top of the new one;
+    // detaching "." then drops it, with no old-root directory left behind.
+    if (::syscall(SYS_pivot_root, ".", ".") != 0) die("pivot_root");
+    if (::umount2(".", MNT_DETACH) != 0) die("umount staging root");
+    if (::chdir("/") != 0) die("chdir /");
+    doMount("", "/", nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, "");
+}
+
+}  // namespace
+
+void buildRoot(const JailSpec& spec) {
+    // Private first: nothing below may propagate back to the host's mounts.
+    doMount("", "/", nullptr, MS_REC | MS_PRIVATE, "");
+    const auto mounts = resolveMounts(spec);
+    enterStagingRoot();
+    tmpfs(kNew, MS_NOSUID | MS_NODEV, "mode=0755,size=1m");
+    etcFiles(spec);
+    systemDirs();
+    devFiles(spec);
+    dataDirs(spec);
+    for (const auto& m : mounts) bindMount(kOld + m.source, kNew + m.target, m.writable);
+    procFs();
+    enterNewRoot();
+}
+
+}  // namespace sessiond::nsinit

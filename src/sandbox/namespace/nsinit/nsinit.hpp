@@ -1,0 +1,74 @@
+#pragma once
+// Steps of sessiond-nsinit, one file per kernel concern. nsinit is a
+// short-lived single-threaded helper: any failure prints one line naming the
+// step and exits 125; the kernel then releases whatever the process held
+// (fds, and the private namespaces with every mount made in them).
+
+#include <sys/types.h>
+
+#include <string>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "sessiond/sandbox/namespace/jail.hpp"
+
+namespace sessiond::nsinit {
+
+inline constexpr int kFailureExit = 125;
+
+// "sessiond-nsinit: <step>: <strerror(errno)>", then exit 125.
+[[noreturn]] void die(const std::string& step);
+// Same, with an explicit reason instead of errno.
+[[noreturn]] void fail(const std::string& step, const std::string& reason);
+
+class UniqueFd {
+public:
+    UniqueFd() = default;
+    explicit UniqueFd(int fd) : fd_(fd) {}
+    UniqueFd(UniqueFd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+    UniqueFd& operator=(UniqueFd&& o) noexcept;
+    ~UniqueFd();
+    int get() const { return fd_; }
+    void reset();
+
+private:
+    int fd_ = -1;
+};
+
+// fds.cpp
+void closeFdsExcept(const std::vector<int>& keep);
+void closeFds(const std::vector<int>& fds);
+
+// cgroup.cpp
+void joinCgroups(const JailSpec& spec);
+
+// rlimits.cpp
+void applyRlimits(const JailSpec& spec);
+
+// user.cpp
+void writeIdMaps(pid_t child, std::uint32_t hostBase);
+void becomeNamespaceRoot();
+void dropToUser(std::uint32_t uid);
+
+// mounts.cpp
+void buildRoot(const JailSpec& spec);
+
+// net.cpp
+void bringUpLoopback();
+
+// seccomp.cpp
+void installSeccompFilter();
+
+// command.cpp: the sandboxed command, forked by the namespace's pid 1.
+[[noreturn]] void runCommand(const JailSpec& spec);
+
+// init.cpp: pid 1 of the sandbox's pid namespace.
+[[noreturn]] void reapUntilExit(pid_t command);
+// Exit code for a wait status: the exit code, or 128 + signal.
+int exitCodeOf(int status);
+
+// child.cpp: the cloned child, from the sync pipe to the command's exit.
+[[noreturn]] void runNamespaceChild(const JailSpec& spec, UniqueFd syncRead);
+
+}  // namespace sessiond::nsinit

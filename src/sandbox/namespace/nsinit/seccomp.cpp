@@ -1,0 +1,97 @@
+#include <sched.h>
+#include <seccomp.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+
+#include "nsinit.hpp"
+
+namespace sessiond::nsinit {
+
+namespace {
+
+// Kernel interfaces a sandboxed program has no business using: changing
+// mounts or namespaces, debugging other processes, loading code into the
+// kernel, and host-wide clocks and devices. Most already fail without
+// capabilities; the filter also shrinks the kernel attack surface reachable
+// from the sandbox (new mount API, io_uring, bpf, keyrings, userfaultfd).
+constexpr const char* kDenied[] = {
+    "mount", "umount", "umount2", "pivot_root", "chroot", "fsopen", "fsconfig", "fsmount", "fspick",
+    "move_mount", "open_tree", "mount_setattr", "unshare", "setns", "ptrace", "process_vm_readv",
+    "process_vm_writev", "kcmp", "kexec_load", "kexec_file_load", "init_module", "finit_module",
+    "delete_module", "bpf", "perf_event_open", "keyctl", "add_key", "request_key", "reboot", "swapon",
+    "swapoff", "syslog", "acct", "settimeofday", "stime", "clock_settime", "clock_adjtime", "adjtimex",
+    "userfaultfd", "open_by_handle_at", "name_to_handle_at", "quotactl", "quotactl_fd", "lookup_dcookie",
+    "iopl", "ioperm", "vhangup", "uselib", "nfsservctl", "io_uring_setup", "io_uring_enter",
+    "io_uring_register",
+};
+
+constexpr std::uint64_t kNamespaceFlags[] = {CLONE_NEWNS,  CLONE_NEWUTS, CLONE_NEWIPC,   CLONE_NEWUSER,
+                                             CLONE_NEWPID, CLONE_NEWNET, CLONE_NEWCGROUP};
+
+struct ContextDeleter {
+    void operator()(void* ctx) const { seccomp_release(ctx); }
+};
+
+class Filter {
+public:
+    Filter() : ctx_(seccomp_init(SCMP_ACT_ALLOW)) {
+        if (!ctx_) fail("seccomp_init", "out of memory");
+    }
+
+    // Names this libseccomp or architecture does not know are skipped: a
+    // syscall that does not exist cannot be called either.
+    void add(const char* name, std::uint32_t action, std::initializer_list<scmp_arg_cmp> args = {}) {
+        const int nr = seccomp_syscall_resolve_name(name);
+        if (nr < 0) return;
+        const int rc = seccomp_rule_add_array(ctx_.get(), action, nr, static_cast<unsigned>(args.size()),
+                                              args.size() ? args.begin() : nullptr);
+        if (rc < 0) fail(std::string("seccomp rule ") + name, std::strerror(-rc));
+    }
+
+    void load() {
+        const int rc = seccomp_load(ctx_.get());
+        if (rc < 0) fail("seccomp_load", std::strerror(-rc));
+    }
+
+private:
+    std::unique_ptr<void, ContextDeleter> ctx_;
+};
+
+}  // namespace
+
+void installSeccompFilter() {
+    Filter f;
+    const auto eperm = SCMP_ACT_ERRNO(EPERM);
+    for (const char* name : kDenied) f.add(name, eperm);
+
+    // clone's flags are its first argument on x86-64 and arm64 (not on s390).
+    for (auto flag : kNamespaceFlags) f.add("clone", eperm, {SCMP_A0(SCMP_CMP_MASKED_EQ, flag, flag)});
+    // clone3 passes its flags in memory, out of the filter's reach; ENOSYS
+    // makes glibc fall back to clone, which is checked above.
+    f.add("clone3", SCMP_ACT_ERRNO(ENOSYS));
+
+    // Device nodes: a regular file, fifo or socket node is fine.
+    for (std::uint64_t type : {S_IFCHR, S_IFBLK}) {
+        f.add("mknod", eperm, {SCMP_A1(SCMP_CMP_MASKED_EQ, S_IFMT, type)});
+        f.add("mknodat", eperm, {SCMP_A2(SCMP_CMP_MASKED_EQ, S_IFMT, type)});
+    }
+
+    // personality: only PER_LINUX, PER_LINUX32 (bit 3), UNAME26 (bit 17) and
+    // the 0xffffffff query pass, so ASLR cannot be switched off. One rule can
+    // hold one comparison per argument, hence the bit-by-bit rules: a value
+    // is denied if it has a bit besides 3 and 17 set and a bit clear (which
+    // 0xffffffff has not), checked as "bit b set, bit 31 clear" and
+    // "bit 31 set, bit c clear".
+    constexpr std::uint64_t top = 1ull << 31;
+    for (int bit = 0; bit < 31; ++bit) {
+        const std::uint64_t b = 1ull << bit;
+        if (bit != 3 && bit != 17) f.add("personality", eperm, {SCMP_A0(SCMP_CMP_MASKED_EQ, b | top, b)});
+        f.add("personality", eperm, {SCMP_A0(SCMP_CMP_MASKED_EQ, b | top, top)});
+    }
+    f.load();
+}
+
+}  // namespace sessiond::nsinit

@@ -1,0 +1,150 @@
+// The HTTP server and the Azure routes, end to end over TCP, on a fake backend:
+// request and response shapes, and a clear error for every kind of bad input.
+
+#include <gtest/gtest.h>
+
+#include "support/fake_backend.hpp"
+#include "support/http_client.hpp"
+#include "support/server_fixture.hpp"
+
+using namespace sessiond;
+using sessiond::testing::FakeBackend;
+using sessiond::testing::HttpClient;
+using sessiond::testing::HttpResult;
+namespace beast_http = boost::beast::http;
+using namespace std::chrono_literals;
+
+namespace {
+
+class ApiTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        config.http.maxBodyBytes = 64 * 1024;
+        config.http.maxConnections = 8;
+        PoolConfig pool;
+        pool.name = "default";
+        pool.readySessionInstances = 1;
+        pool.maxConcurrentSessions = 2;
+        config.pools = {pool};
+        server.start(config, [](boost::asio::io_context& io) { return std::make_unique<FakeBackend>(io); });
+    }
+
+    void expectError(const HttpResult& r, int status, const std::string& code) {
+        EXPECT_EQ(r.status, status) << r.body;
+        auto body = r.json();
+        ASSERT_TRUE(body.is_object()) << r.body;
+        EXPECT_EQ(body["error"]["code"], code) << r.body;
+        EXPECT_FALSE(body["error"]["message"].get<std::string>().empty());
+        EXPECT_EQ(r.header("x-ms-error-code"), code);
+    }
+
+    Config config;
+    sessiond::testing::ServerFixture server;
+};
+
+const std::string kTarget = "/pools/default/code/execute?identifier=abcd-1&api-version=2024-02-02-preview";
+
+}  // namespace
+
+TEST_F(ApiTest, ExecuteAnswersInAzuresShape) {
+    HttpClient client(server.port());
+    auto r = client.execute("default", "abcd-1", "print(1)");
+    ASSERT_EQ(r.status, 200) << r.body;
+    auto body = r.json();
+    EXPECT_EQ(body["$id"], "1");
+    auto& p = body["properties"];
+    EXPECT_EQ(p["status"], "Success");
+    EXPECT_EQ(p["stdout"], "print(1)");
+    EXPECT_EQ(p["stderr"], "");
+    EXPECT_TRUE(p.contains("result"));
+    EXPECT_EQ(p["result"], p["executionResult"]);
+    EXPECT_TRUE(p["executionTimeInMilliseconds"].is_number_integer());
+    EXPECT_NE(r.header("Content-Type").find("application/json"), std::string::npos);
+}
+
+TEST_F(ApiTest, KeepAliveServesManyRequestsOnOneConnection) {
+    HttpClient client(server.port());
+    for (int i = 0; i < 20; ++i) ASSERT_EQ(client.get("/healthz").status, 200);
+    EXPECT_EQ(client.get("/healthz").json()["status"], "ok");
+}
+
+TEST_F(ApiTest, IdentifierMayComeFromTheBodyAndSlashesCollapse) {
+    HttpClient client(server.port());
+    auto r = client.post("//pools//default/code/execute?api-version=2024-02-02-preview",
+                         R"({"properties":{"identifier":"from-body","pythonCode":"1"}})");
+    EXPECT_EQ(r.status, 200) << r.body;
+}
+
+TEST_F(ApiTest, PoolStatusCountsEachState) {
+    HttpClient client(server.port());
+    ASSERT_TRUE(server.waitFor([&] { return server.counts("default").unallocated == 1; }, 5s));
+    client.execute("default", "abcd-1", "1");
+    ASSERT_TRUE(server.waitFor([&] { return server.counts("default").unallocated == 1; }, 5s));
+    auto r = client.get("/pools/default");
+    ASSERT_EQ(r.status, 200);
+    auto sessions = r.json()["properties"]["sessions"];
+    EXPECT_EQ(sessions["allocated"], 1);
+    EXPECT_EQ(sessions["unallocated"], 1);
+    EXPECT_EQ(sessions["pending"], 0);
+    EXPECT_EQ(r.json()["properties"]["scaleConfiguration"]["maxConcurrentSessions"], 2);
+    EXPECT_EQ(client.get("/pools").json()["value"].size(), 1u);
+}
+
+TEST_F(ApiTest, BadInputGetsTheErrorEnvelope) {
+    HttpClient client(server.port());
+    expectError(client.post(kTarget, "{\"properties\":"), 400, "SessionRequestValidationFailed");
+    expectError(client.post(kTarget, R"({"properties":{"codeInputType":"inline"}})"), 400, "SessionPropertiesMissing");
+    expectError(client.post(kTarget, R"({"properties":{"code":"1"}})", "text/plain"), 415, "UnsupportedMediaType");
+    expectError(client.execute("nopool", "abcd-1", "1"), 404, "SessionPoolNotFound");
+    expectError(client.get("/no/such/route"), 404, "NotFound");
+    auto wrongMethod = client.get(kTarget);
+    expectError(wrongMethod, 405, "MethodNotAllowed");
+    EXPECT_EQ(wrongMethod.header("Allow"), "POST");
+    expectError(client.execute("default", "abc", "1"), 400, "SessionRequestValidationFailed");
+    expectError(client.execute("default", "bad%20id%20here", "1"), 400, "SessionRequestValidationFailed");
+    expectError(client.post("/pools/default/code/execute", R"({"properties":{"code":"1"}})"), 400,
+                "SessionRequestValidationFailed");
+    expectError(client.execute("default", "abcd-1", "1", 500), 400, "SessionRequestValidationFailed");
+    // After all that, the same connection and the daemon still serve.
+    EXPECT_EQ(client.execute("default", "abcd-1", "1").status, 200);
+}
+
+TEST_F(ApiTest, OversizeBodyIs413AndTheServerKeepsServing) {
+    HttpClient client(server.port());
+    std::string huge(128 * 1024, 'x');
+    auto r = client.post(kTarget, R"({"properties":{"code":")" + huge + "\"}}");
+    expectError(r, 413, "RequestBodyTooLarge");
+    HttpClient again(server.port());
+    EXPECT_EQ(again.execute("default", "abcd-1", "1").status, 200);
+}
+
+TEST_F(ApiTest, OversizeHeadersAre431) {
+    HttpClient client(server.port());
+    boost::beast::http::request<boost::beast::http::string_body> req;
+    auto r = client.get("/healthz?x=" + std::string(32 * 1024, 'a'));
+    expectError(r, 431, "RequestHeadersTooLarge");
+}
+
+TEST_F(ApiTest, PastTheCapIs404WithTheEnvelope) {
+    HttpClient client(server.port());
+    EXPECT_EQ(client.execute("default", "sess-1", "1").status, 200);
+    EXPECT_EQ(client.execute("default", "sess-2", "1").status, 200);
+    expectError(client.execute("default", "sess-3", "1"), 404, "SessionPoolCapacityExceeded");
+    EXPECT_EQ(client.execute("default", "sess-1", "1").status, 200);
+}
+
+TEST_F(ApiTest, ConnectionsBeyondTheLimitAreRefused) {
+    std::vector<std::unique_ptr<HttpClient>> clients;
+    for (int i = 0; i < 8; ++i) {
+        clients.push_back(std::make_unique<HttpClient>(server.port()));
+        ASSERT_EQ(clients.back()->get("/healthz").status, 200);
+    }
+    HttpClient extra(server.port());
+    expectError(extra.get("/healthz"), 503, "TooManyConnections");
+    clients.pop_back();
+    // The freed slot is usable again.
+    ASSERT_TRUE(server.waitFor([&] { return true; }, 100ms));
+    std::this_thread::sleep_for(100ms);
+    HttpClient later(server.port());
+    EXPECT_EQ(later.get("/healthz").status, 200);
+}

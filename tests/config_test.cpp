@@ -1,0 +1,141 @@
+#include <unistd.h>
+
+#include <cstdlib>
+
+#include <gtest/gtest.h>
+
+#include "sessiond/config.hpp"
+
+using nlohmann::json;
+using sessiond::ConfigError;
+using sessiond::parseConfig;
+
+namespace {
+
+json minimal() { return json::parse(R"({"pools":[{"name":"default"}]})"); }
+
+// Parses and returns the field the error names ("" if it parsed).
+std::string failingField(const json& document) {
+    try {
+        parseConfig(document);
+    } catch (const ConfigError& e) {
+        return e.field();
+    }
+    return "";
+}
+
+}  // namespace
+
+TEST(Config, MinimalConfigGetsDefaults) {
+    auto config = parseConfig(minimal());
+    EXPECT_EQ(config.listen.address, "127.0.0.1");
+    EXPECT_EQ(config.listen.port, 8080);
+    ASSERT_EQ(config.pools.size(), 1u);
+    EXPECT_EQ(config.pools[0].name, "default");
+    EXPECT_EQ(config.pools[0].containerType, "PythonLTS");
+    EXPECT_EQ(config.pools[0].cooldownPeriod.count(), 300);
+    EXPECT_EQ(config.pools[0].maxExecutionTimeout.count(), 220);
+    EXPECT_FALSE(config.namespaceSandbox.readOnlyPaths.empty());
+}
+
+TEST(Config, ReadsAzurePropertyNames) {
+    auto document = json::parse(R"({
+      "pools":[{"name":"p1","scaleConfiguration":{"maxConcurrentSessions":7,"readySessionInstances":3},
+                "dynamicPoolConfiguration":{"lifecycleConfiguration":{"lifecycleType":"Timed","cooldownPeriodInSeconds":42}},
+                "resources":{"cpu":0.5,"memoryMiB":512,"pids":64}}]})");
+    auto pool = parseConfig(document).pools.at(0);
+    EXPECT_EQ(pool.maxConcurrentSessions, 7u);
+    EXPECT_EQ(pool.readySessionInstances, 3u);
+    EXPECT_EQ(pool.cooldownPeriod.count(), 42);
+    EXPECT_DOUBLE_EQ(pool.resources.cpus, 0.5);
+    EXPECT_EQ(pool.resources.memoryBytes, 512ull << 20);
+    EXPECT_EQ(pool.resources.pids, 64u);
+}
+
+TEST(Config, ErrorsNameTheField) {
+    auto d = minimal();
+    d["listen"] = {{"port", "80"}};
+    EXPECT_EQ(failingField(d), "listen.port");
+
+    d = minimal();
+    d["listen"] = {{"port", 70000}};
+    EXPECT_EQ(failingField(d), "listen.port");
+
+    d = minimal();
+    d["pools"][0]["scaleConfiguration"] = {{"maxConcurrentSessions", 0}};
+    EXPECT_EQ(failingField(d), "pools[0].scaleConfiguration.maxConcurrentSessions");
+
+    d = minimal();
+    d["pools"][0]["scaleConfiguration"] = {{"readySessionInstances", -1}};
+    EXPECT_EQ(failingField(d), "pools[0].scaleConfiguration.readySessionInstances");
+
+    d = minimal();
+    d["pools"][0]["dynamicPoolConfiguration"] = {{"lifecycleConfiguration", {{"lifecycleType", "Forever"}}}};
+    EXPECT_EQ(failingField(d), "pools[0].dynamicPoolConfiguration.lifecycleConfiguration.lifecycleType");
+
+    d = minimal();
+    d["pools"][0]["containerType"] = "CobolLTS";
+    EXPECT_EQ(failingField(d), "pools[0].containerType");
+
+    d = minimal();
+    d["pools"][0]["name"] = "Bad_Name";
+    EXPECT_EQ(failingField(d), "pools[0].name");
+
+    d = minimal();
+    d["pools"].push_back({{"name", "default"}});
+    EXPECT_EQ(failingField(d), "pools[1].name");
+
+    d = minimal();
+    d["pools"][0]["resources"] = {{"cpu", 0}};
+    EXPECT_EQ(failingField(d), "pools[0].resources.cpu");
+
+    d = minimal();
+    d["logLevel"] = "chatty";
+    EXPECT_EQ(failingField(d), "logLevel");
+
+    d = minimal();
+    d["namespaceSandbox"] = {{"readOnlyPaths", {"usr"}}};
+    EXPECT_EQ(failingField(d), "namespaceSandbox.readOnlyPaths[0]");
+
+    d = minimal();
+    d["pools"][0]["execution"] = {{"maxTimeoutInSeconds", 10}, {"defaultTimeoutInSeconds", 20}};
+    EXPECT_EQ(failingField(d), "pools[0].execution.defaultTimeoutInSeconds");
+}
+
+TEST(Config, UnknownFieldsAreRefused) {
+    auto d = minimal();
+    d["listn"] = {{"port", 1}};
+    EXPECT_EQ(failingField(d), "listn");
+    d = minimal();
+    d["pools"][0]["scaleConfiguration"] = {{"maxConcurentSessions", 3}};
+    EXPECT_EQ(failingField(d), "pools[0].scaleConfiguration.maxConcurentSessions");
+}
+
+TEST(Config, PoolsAreRequired) {
+    EXPECT_EQ(failingField(json::object()), "pools");
+    EXPECT_EQ(failingField(json{{"pools", json::array()}}), "pools");
+    EXPECT_EQ(failingField(json::array()), "(top level)");
+}
+
+TEST(Config, TheDocumentedExampleIsValid) {
+    auto config = sessiond::loadConfig(SESSIOND_SOURCE_DIR "/config/sessiond.json");
+    ASSERT_FALSE(config.pools.empty());
+    EXPECT_EQ(config.pools[0].name, "default");
+    EXPECT_EQ(config.pools[0].containerType, "PythonLTS");
+}
+
+TEST(Config, UnreadableOrMalformedFilesAreClearErrors) {
+    EXPECT_THROW(sessiond::loadConfig("/nonexistent/sessiond.json"), ConfigError);
+    char path[] = "/tmp/sessiond-config-XXXXXX";
+    int fd = mkstemp(path);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(write(fd, "{\"pools\": [", 11), 11);
+    close(fd);
+    try {
+        sessiond::loadConfig(path);
+        FAIL() << "malformed JSON was accepted";
+    } catch (const ConfigError& e) {
+        EXPECT_NE(std::string(e.what()).find("not valid JSON"), std::string::npos);
+    }
+    unlink(path);
+}

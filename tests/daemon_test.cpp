@@ -1,0 +1,149 @@
+// The sessiond binary as a user runs it: configuration errors, serving, and a
+// graceful SIGTERM that finishes in-flight work and leaves nothing behind.
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <future>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "support/http_client.hpp"
+#include "support/leaks.hpp"
+
+using sessiond::testing::HttpClient;
+using namespace std::chrono_literals;
+
+extern char** environ;
+
+namespace {
+
+std::uint16_t freePort() {
+    boost::asio::io_context io;
+    boost::asio::ip::tcp::acceptor acceptor(io, {boost::asio::ip::make_address("127.0.0.1"), 0});
+    return acceptor.local_endpoint().port();
+}
+
+class Daemon {
+public:
+    explicit Daemon(const nlohmann::json& config) {
+        char dir[] = "/tmp/sessiond-daemon-test-XXXXXX";
+        dir_ = mkdtemp(dir);
+        configPath_ = dir_ + "/sessiond.json";
+        logPath_ = dir_ + "/sessiond.log";
+        std::ofstream(configPath_) << config.dump(2);
+    }
+    ~Daemon() {
+        if (pid_ > 0) {
+            ::kill(pid_, SIGKILL);
+            waitpid(pid_, nullptr, 0);
+        }
+        std::filesystem::remove_all(dir_);
+    }
+
+    void start() {
+        posix_spawn_file_actions_t actions;
+        posix_spawn_file_actions_init(&actions);
+        posix_spawn_file_actions_addopen(&actions, 1, logPath_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        posix_spawn_file_actions_adddup2(&actions, 1, 2);
+        std::string binary = SESSIOND_BINARY_DIR "/sessiond";
+        char* argv[] = {binary.data(), const_cast<char*>("--config"), configPath_.data(), nullptr};
+        ASSERT_EQ(posix_spawn(&pid_, binary.c_str(), &actions, nullptr, argv, environ), 0);
+        posix_spawn_file_actions_destroy(&actions);
+    }
+
+    // Waits for the process to exit; returns its exit code (-1 on timeout).
+    int wait(std::chrono::seconds limit) {
+        auto deadline = std::chrono::steady_clock::now() + limit;
+        while (std::chrono::steady_clock::now() < deadline) {
+            int status = 0;
+            if (waitpid(pid_, &status, WNOHANG) == pid_) {
+                pid_ = -1;
+                return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+            }
+            std::this_thread::sleep_for(20ms);
+        }
+        return -1;
+    }
+
+    void signal(int sig) { ::kill(pid_, sig); }
+
+    std::string log() const {
+        std::ifstream in(logPath_);
+        return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    }
+
+private:
+    std::string dir_, configPath_, logPath_;
+    pid_t pid_ = -1;
+};
+
+nlohmann::json baseConfig(std::uint16_t port, const std::string& cgroup) {
+    return {{"listen", {{"address", "127.0.0.1"}, {"port", port}}},
+            {"cgroupName", cgroup},
+            {"pools",
+             {{{"name", "default"}, {"scaleConfiguration", {{"maxConcurrentSessions", 4}, {"readySessionInstances", 1}}}}}}};
+}
+
+}  // namespace
+
+TEST(Daemon, RefusesAnInvalidConfigurationNamingTheField) {
+    auto config = baseConfig(freePort(), "sessiond-test-bad");
+    config["pools"][0]["scaleConfiguration"]["maxConcurrentSessions"] = "ten";
+    Daemon daemon(config);
+    daemon.start();
+    EXPECT_EQ(daemon.wait(10s), 2);
+    EXPECT_NE(daemon.log().find("pools[0].scaleConfiguration.maxConcurrentSessions"), std::string::npos) << daemon.log();
+}
+
+TEST(Daemon, RefusesToServeBeyondLoopbackWithoutKeys) {
+    auto config = baseConfig(freePort(), "sessiond-test-open");
+    config["listen"]["address"] = "0.0.0.0";
+    Daemon daemon(config);
+    daemon.start();
+    EXPECT_EQ(daemon.wait(10s), 2);
+    EXPECT_NE(daemon.log().find("loopback"), std::string::npos) << daemon.log();
+}
+
+TEST(Daemon, ServesAndStopsGracefullyOnSigterm) {
+    std::uint16_t port = freePort();
+    std::string cgroup = "sessiond-test-daemon-" + std::to_string(getpid());
+    Daemon daemon(baseConfig(port, cgroup));
+    daemon.start();
+
+    bool up = false;
+    for (int i = 0; i < 300 && !up; ++i) {
+        try {
+            up = HttpClient(port).get("/pools/default").json()["properties"]["sessions"]["unallocated"] == 1;
+        } catch (const std::exception&) {
+        }
+        if (!up) std::this_thread::sleep_for(100ms);
+    }
+    ASSERT_TRUE(up) << daemon.log();
+
+    HttpClient client(port);
+    auto r = client.execute("default", "daemon-1", "x = 6*7\nprint(x)\nx");
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.json()["properties"]["result"], 42);
+
+    // A request in flight when SIGTERM arrives still gets its answer.
+    auto inFlight = std::async(std::launch::async, [port] {
+        HttpClient c(port);
+        return c.execute("default", "daemon-1", "import time\ntime.sleep(2)\n'finished'");
+    });
+    std::this_thread::sleep_for(500ms);
+    daemon.signal(SIGTERM);
+    auto answer = inFlight.get();
+    EXPECT_EQ(answer.status, 200) << answer.body;
+    EXPECT_EQ(answer.json()["properties"]["result"], "finished");
+    EXPECT_EQ(daemon.wait(30s), 0) << daemon.log();
+
+    EXPECT_TRUE(sessiond::testing::processesMatching("/" + cgroup + "/").empty());
+    EXPECT_TRUE(sessiond::testing::cgroupsNamed(cgroup).empty());
+    EXPECT_NE(daemon.log().find("sessiond stopped"), std::string::npos) << daemon.log();
+}

@@ -1,0 +1,107 @@
+#include <gtest/gtest.h>
+
+#include "sessiond/api/execute_request.hpp"
+#include "sessiond/http/router.hpp"
+#include "sessiond/identifier.hpp"
+
+using namespace sessiond;
+namespace beast_http = boost::beast::http;
+
+TEST(Identifier, FollowsAzureRules) {
+    EXPECT_TRUE(isValidSessionIdentifier("abcd"));
+    EXPECT_TRUE(isValidSessionIdentifier("5f1b3c2e-8d7a-4e0b-9c6f-2a1d3e4f5a6b"));
+    EXPECT_TRUE(isValidSessionIdentifier("a|b-c&d^e%f$g#h(i)j{k}l[m]n;o<p>q_r"));
+    EXPECT_TRUE(isValidSessionIdentifier(std::string(128, 'x')));
+    EXPECT_FALSE(isValidSessionIdentifier("abc"));
+    EXPECT_FALSE(isValidSessionIdentifier(std::string(129, 'x')));
+    EXPECT_FALSE(isValidSessionIdentifier("has space"));
+    EXPECT_FALSE(isValidSessionIdentifier("../../etc"));
+    EXPECT_FALSE(isValidSessionIdentifier("abc/def"));
+    EXPECT_FALSE(isValidSessionIdentifier(std::string("abc\0def", 7)));
+    EXPECT_FALSE(isValidSessionIdentifier("caf\xc3\xa9"));
+}
+
+TEST(Router, MatchesParamsAndReportsAllowedMethods) {
+    http::Router router;
+    int hit = 0;
+    router.add(beast_http::verb::post, "/pools/{pool}/code/execute", [&](http::Request&, http::Responder) { hit = 1; });
+    router.add(beast_http::verb::get, "/pools/{pool}", [&](http::Request&, http::Responder) { hit = 2; });
+    router.add(beast_http::verb::get, "/pools/{pool}/files/content/{path*}", [&](http::Request&, http::Responder) { hit = 3; });
+
+    http::Request request;
+    request.message.method(beast_http::verb::post);
+    request.path = "/pools/default/code/execute";
+    auto match = router.match(request);
+    ASSERT_NE(match.handler, nullptr);
+    (*match.handler)(request, nullptr);
+    EXPECT_EQ(hit, 1);
+    EXPECT_EQ(request.params.at("pool"), "default");
+
+    request.message.method(beast_http::verb::get);
+    match = router.match(request);
+    EXPECT_EQ(match.handler, nullptr);
+    EXPECT_EQ(match.allowedMethods, "POST");
+
+    request.path = "/pools/default/files/content/a/b%20c.txt";
+    match = router.match(request);
+    ASSERT_NE(match.handler, nullptr);
+    EXPECT_EQ(request.params.at("path"), "a/b c.txt");
+
+    request.path = "/pools/default/nothing";
+    match = router.match(request);
+    EXPECT_EQ(match.handler, nullptr);
+    EXPECT_TRUE(match.allowedMethods.empty());
+
+    request.path = "/pools";
+    EXPECT_EQ(router.match(request).handler, nullptr);
+}
+
+TEST(Router, SplitsAndDecodes) {
+    EXPECT_EQ(http::splitPath("//pools///default/"), (std::vector<std::string>{"pools", "default"}));
+    EXPECT_EQ(http::percentDecode("a%2Fb+c%zz%4", false), "a/b+c%zz%4");
+    EXPECT_EQ(http::percentDecode("a+b%3D", true), "a b=");
+}
+
+namespace {
+PoolConfig pool() {
+    PoolConfig p;
+    p.name = "default";
+    return p;
+}
+std::optional<api::ParsedExecute> parse(const std::string& body, api::RequestError& error) {
+    return api::parseExecuteBody(body, pool(), error);
+}
+}  // namespace
+
+TEST(ExecuteBody, AcceptsEveryClientShape) {
+    api::RequestError error;
+    auto wrapped = parse(R"({"properties":{"codeInputType":"inline","executionType":"synchronous","code":"1+1"}})", error);
+    ASSERT_TRUE(wrapped);
+    EXPECT_EQ(wrapped->request.code, "1+1");
+    EXPECT_EQ(wrapped->request.timeout.count(), 100);
+
+    auto flat = parse(R"({"codeInputType":"Inline","executionType":"Synchronous","code":"2","timeoutInSeconds":60})", error);
+    ASSERT_TRUE(flat);
+    EXPECT_EQ(flat->request.timeout.count(), 60);
+
+    auto legacy = parse(R"({"properties":{"identifier":"abcd-1","pythonCode":"3"}})", error);
+    ASSERT_TRUE(legacy);
+    EXPECT_EQ(legacy->request.code, "3");
+    EXPECT_EQ(*legacy->identifier, "abcd-1");
+}
+
+TEST(ExecuteBody, RejectsBadInputWithAzureCodes) {
+    api::RequestError error;
+    EXPECT_FALSE(parse("{not json", error));
+    EXPECT_EQ(error.code, "SessionRequestValidationFailed");
+    EXPECT_FALSE(parse(R"({"properties":{"codeInputType":"inline"}})", error));
+    EXPECT_EQ(error.code, "SessionPropertiesMissing");
+    EXPECT_FALSE(parse(R"({"properties":{"code":42}})", error));
+    EXPECT_EQ(error.code, "SessionRequestValidationFailed");
+    EXPECT_FALSE(parse(R"({"properties":{"code":"1","timeoutInSeconds":221}})", error));
+    EXPECT_NE(error.message.find("220"), std::string::npos);
+    EXPECT_FALSE(parse(R"({"properties":{"code":"1","timeoutInSeconds":0}})", error));
+    EXPECT_FALSE(parse(R"({"properties":{"code":"1","codeInputType":"blob"}})", error));
+    EXPECT_FALSE(parse(R"([1,2])", error));
+    EXPECT_FALSE(parse(R"({"properties":"x"})", error));
+}

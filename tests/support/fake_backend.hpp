@@ -1,0 +1,105 @@
+#pragma once
+// A SandboxBackend fake for pool and API tests: sandboxes start after a set
+// delay (or fail), answer executions with their own id and a counter, and can
+// be made to die. It counts live sandboxes so tests can check nothing leaks.
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+
+#include <boost/asio.hpp>
+
+#include "sessiond/config.hpp"
+#include "sessiond/sandbox/sandbox.hpp"
+
+namespace sessiond::testing {
+
+class FakeBackend : public SandboxBackend {
+public:
+    explicit FakeBackend(boost::asio::io_context& io) : io_(io) {}
+
+    std::chrono::milliseconds startDelay{0};
+    int failNextStarts = 0;
+    bool startsHang = false;
+
+    std::size_t created = 0;
+    std::set<std::string> live;  // ids of sandboxes not yet destroyed
+
+    std::string name() const override { return "fake"; }
+    void cleanupLeftovers() override {}
+    std::unique_ptr<Sandbox> create(const PoolConfig&, const std::string& id) override;
+
+    // Makes the sandbox end as if its process died.
+    void kill(const std::string& id);
+
+    class FakeSandbox;
+    std::map<std::string, FakeSandbox*> sandboxes;
+
+private:
+    boost::asio::io_context& io_;
+};
+
+class FakeBackend::FakeSandbox : public Sandbox {
+public:
+    FakeSandbox(FakeBackend& backend, std::string id, bool fail)
+        : backend_(backend), id_(std::move(id)), fail_(fail), timer_(backend.io_) {
+        backend_.live.insert(id_);
+        backend_.sandboxes[id_] = this;
+    }
+    ~FakeSandbox() override {
+        backend_.live.erase(id_);
+        backend_.sandboxes.erase(id_);
+        *alive_ = false;
+    }
+    const std::string& id() const override { return id_; }
+    void start(ReadyHandler onReady) override {
+        if (backend_.startsHang) return;
+        timer_.expires_after(backend_.startDelay);
+        timer_.async_wait([this, alive = alive_, onReady](boost::system::error_code ec) {
+            if (!*alive) return;
+            if (fail_) return onReady("fake start failure");
+            ready_ = true;
+            onReady("");
+        });
+    }
+    void execute(ExecuteRequest request, ExecuteHandler onDone) override {
+        auto alive = alive_;
+        boost::asio::post(backend_.io_, [this, alive, request, onDone] {
+            if (!*alive) return onDone({"channel closed", {}});
+            ExecuteResult result;
+            result.succeeded = true;
+            result.stdoutText = request.code;
+            result.result = {{"sandbox", id_}, {"count", ++executions_}};
+            onDone({"", result});
+        });
+    }
+    void setExitHandler(ExitHandler onExit) override { onExit_ = std::move(onExit); }
+    void die() {
+        if (ready_ && onExit_) onExit_("killed by the test");
+    }
+
+private:
+    FakeBackend& backend_;
+    std::string id_;
+    bool fail_;
+    bool ready_ = false;
+    int executions_ = 0;
+    boost::asio::steady_timer timer_;
+    ExitHandler onExit_;
+    std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+inline std::unique_ptr<Sandbox> FakeBackend::create(const PoolConfig&, const std::string& id) {
+    ++created;
+    bool fail = failNextStarts > 0;
+    if (fail) --failNextStarts;
+    return std::make_unique<FakeSandbox>(*this, id, fail);
+}
+
+inline void FakeBackend::kill(const std::string& id) {
+    auto it = sandboxes.find(id);
+    if (it != sandboxes.end()) it->second->die();
+}
+
+}  // namespace sessiond::testing

@@ -1,0 +1,83 @@
+#pragma once
+// A small blocking HTTP/1.1 client for tests, on Boost.Beast.
+
+#include <string>
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <nlohmann/json.hpp>
+
+namespace sessiond::testing {
+
+struct HttpResult {
+    int status = 0;
+    std::string body;
+    boost::beast::http::fields headers;
+    nlohmann::json json() const { return nlohmann::json::parse(body, nullptr, false); }
+    std::string header(const std::string& name) const {
+        auto it = headers.find(name);
+        return it == headers.end() ? "" : std::string(it->value());
+    }
+};
+
+class HttpClient {
+public:
+    explicit HttpClient(std::uint16_t port, std::string host = "127.0.0.1") : port_(port), host_(std::move(host)) {}
+
+    HttpResult request(boost::beast::http::verb method, const std::string& target, const std::string& body = "",
+                       const std::string& contentType = "application/json") {
+        namespace http = boost::beast::http;
+        ensureConnected();
+        http::request<http::string_body> req{method, target, 11};
+        req.set(http::field::host, host_);
+        if (!body.empty() || method == http::verb::post) {
+            if (!contentType.empty()) req.set(http::field::content_type, contentType);
+            req.body() = body;
+            req.prepare_payload();
+        }
+        http::write(*stream_, req);
+        boost::beast::flat_buffer buffer;
+        http::response_parser<http::string_body> parser;
+        parser.body_limit(256u << 20);
+        http::read(*stream_, buffer, parser);
+        auto res = parser.release();
+        HttpResult out;
+        out.status = res.result_int();
+        out.body = res.body();
+        out.headers = res.base();
+        if (!res.keep_alive()) stream_.reset();
+        return out;
+    }
+
+    HttpResult get(const std::string& target) { return request(boost::beast::http::verb::get, target); }
+    HttpResult post(const std::string& target, const std::string& body,
+                    const std::string& contentType = "application/json") {
+        return request(boost::beast::http::verb::post, target, body, contentType);
+    }
+
+    // POSTs Azure's 2024-02-02-preview execute body for `code`.
+    HttpResult execute(const std::string& pool, const std::string& identifier, const std::string& code,
+                       int timeoutSeconds = 0) {
+        nlohmann::json properties = {{"codeInputType", "inline"}, {"executionType", "synchronous"}, {"code", code}};
+        if (timeoutSeconds) properties["timeoutInSeconds"] = timeoutSeconds;
+        return post("/pools/" + pool + "/code/execute?identifier=" + identifier + "&api-version=2024-02-02-preview",
+                    nlohmann::json{{"properties", properties}}.dump());
+    }
+
+    void disconnect() { stream_.reset(); }
+
+private:
+    void ensureConnected() {
+        if (stream_) return;
+        stream_ = std::make_unique<boost::beast::tcp_stream>(io_);
+        stream_->connect(boost::asio::ip::tcp::endpoint(boost::asio::ip::make_address(host_), port_));
+    }
+
+    boost::asio::io_context io_;
+    std::uint16_t port_;
+    std::string host_;
+    std::unique_ptr<boost::beast::tcp_stream> stream_;
+};
+
+}  // namespace sessiond::testing
