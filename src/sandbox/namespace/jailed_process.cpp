@@ -132,11 +132,15 @@ JailedProcess::~JailedProcess() {
         // SIGTERM first: nsinit then kills the namespace's pid 1 and reaps it
         // itself, so no zombie is left for the host's init to collect.
         ::syscall(SYS_pidfd_send_signal, pidfd_, SIGTERM, nullptr, 0);
-        if (!waitForExit(pidfd_, pid_, 2000, nullptr)) kill();
-        if (!reaped_ && !waitForExit(pidfd_, pid_, 5000, nullptr)) {
+        reaped_ = waitForExit(pidfd_, pid_, 2000, nullptr);
+        if (!reaped_) {
+            kill();
+            reaped_ = waitForExit(pidfd_, pid_, 5000, nullptr);
+        }
+        if (!reaped_) {
             // Stuck in the kernel (uninterruptible sleep): reap it whenever it
             // finally dies rather than block the daemon or leave a zombie.
-            spdlog::warn("sessiond-nsinit pid {} did not exit 5 s after SIGKILL; reaping it in the background",
+            spdlog::warn("sessiond-nsinit pid {} did not exit 7 s after SIGTERM and SIGKILL; reaping it in the background",
                          pid_);
             std::thread([pid = pid_] { ::waitpid(pid, nullptr, 0); }).detach();
         }
