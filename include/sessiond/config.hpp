@@ -59,6 +59,16 @@ struct NamespaceSandboxConfig {
     bool seccomp = true;
 };
 
+struct LibvirtConfig {
+    std::string uri = "qemu:///system";
+    // "auto": KVM when /dev/kvm can run guests, else TCG; "kvm" or "tcg" to force.
+    std::string accelerator = "auto";
+    // Built guest images (see docs/microvm.md); the daemon boots <dir>/current.
+    std::filesystem::path imageDirectory = "/var/lib/sessiond/images";
+    // Per-VM files: copy-on-write disk layers, agent sockets, console logs.
+    std::filesystem::path runtimeDirectory = "/var/lib/sessiond/vms";
+};
+
 struct PoolConfig {
     std::string name;
     std::string containerType = "PythonLTS";
@@ -84,6 +94,7 @@ struct Config {
     // Directory holding the agent's Python sources; empty = found beside the binary.
     std::filesystem::path agentDirectory;
     NamespaceSandboxConfig namespaceSandbox;
+    LibvirtConfig libvirt;
     std::vector<PoolConfig> pools;
 };
 

@@ -95,7 +95,8 @@ std::chrono::seconds seconds(Fields& f, const std::string& key, std::chrono::sec
 }
 
 const std::set<std::string> kContainerTypes = {"PythonLTS"};
-const std::set<std::string> kBackends = {"namespace"};
+const std::set<std::string> kBackends = {"namespace", "libvirt"};
+const std::set<std::string> kAccelerators = {"auto", "kvm", "tcg"};
 const std::set<std::string> kLogLevels = {"trace", "debug", "info", "warn", "error", "critical", "off"};
 
 bool isValidPoolName(const std::string& name) {
@@ -120,7 +121,7 @@ PoolConfig parsePool(const json& j, const std::string& path) {
         throw ConfigError(f.child("containerType"), "unsupported value '" + pool.containerType + "' (supported: PythonLTS)");
     pool.backend = f.string("backend", pool.backend);
     if (!kBackends.count(pool.backend))
-        throw ConfigError(f.child("backend"), "unsupported value '" + pool.backend + "' (supported: namespace)");
+        throw ConfigError(f.child("backend"), "unsupported value '" + pool.backend + "' (supported: namespace, libvirt)");
 
     if (const json* scale = f.get("scaleConfiguration")) {
         Fields s(*scale, f.child("scaleConfiguration"));
@@ -197,6 +198,20 @@ Config parseConfig(const json& document) {
         sandbox.hostUidBase =
             static_cast<std::uint32_t>(n.integer("hostUidBase", sandbox.hostUidBase, 1, 4294967295ull - 65536));
         sandbox.seccomp = n.boolean("seccomp", sandbox.seccomp);
+    }
+
+    if (const json* lv = top.get("libvirt")) {
+        Fields l(*lv, "libvirt");
+        auto& libvirt = config.libvirt;
+        libvirt.uri = l.string("uri", libvirt.uri);
+        libvirt.accelerator = l.string("accelerator", libvirt.accelerator);
+        if (!kAccelerators.count(libvirt.accelerator))
+            throw ConfigError("libvirt.accelerator", "must be auto, kvm or tcg");
+        libvirt.imageDirectory = l.string("imageDirectory", libvirt.imageDirectory.string());
+        if (!libvirt.imageDirectory.is_absolute()) throw ConfigError("libvirt.imageDirectory", "must be an absolute path");
+        libvirt.runtimeDirectory = l.string("runtimeDirectory", libvirt.runtimeDirectory.string());
+        if (!libvirt.runtimeDirectory.is_absolute())
+            throw ConfigError("libvirt.runtimeDirectory", "must be an absolute path");
     }
 
     const json* pools = top.get("pools");

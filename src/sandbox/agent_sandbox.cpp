@@ -21,12 +21,25 @@ AgentSandbox::~AgentSandbox() {
 }
 
 void AgentSandbox::start(ReadyHandler onReady) {
+    std::weak_ptr<bool> alive = alive_;
+    auto onLaunched = [this, alive, onReady](std::string error, std::optional<AgentChannel::Socket> socket) {
+        if (alive.expired()) return onReady(error.empty() ? "sandbox destroyed while starting" : error);
+        if (!error.empty() || !socket) {
+            // Never call back from inside launch(): the pool may destroy us.
+            boost::asio::post(io_, [onReady, error] { onReady(error.empty() ? "no agent channel" : error); });
+            return;
+        }
+        channel_ = std::make_shared<AgentChannel>(std::move(*socket));
+        waitForAgent(std::move(onReady));
+    };
     try {
-        channel_ = std::make_shared<AgentChannel>(launch());
+        launch(std::move(onLaunched));
     } catch (const std::exception& e) {
         boost::asio::post(io_, [onReady, error = std::string(e.what())] { onReady(error); });
-        return;
     }
+}
+
+void AgentSandbox::waitForAgent(ReadyHandler onReady) {
     std::weak_ptr<bool> alive = alive_;
     channel_->setClosedHandler([this, alive](std::string reason) {
         if (!alive.expired()) reportExit("agent channel closed: " + reason);

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <boost/asio.hpp>
@@ -25,10 +26,13 @@ public:
     void setExitHandler(ExitHandler onExit) override { onExit_ = std::move(onExit); }
 
 protected:
-    // Starts the process or VM and returns the host end of the agent channel.
-    // Throws std::exception on failure; whatever it created must be owned by
-    // members of the subclass, so that destroying the sandbox releases it.
-    virtual AgentChannel::Socket launch() = 0;
+    using LaunchHandler = std::function<void(std::string error, std::optional<AgentChannel::Socket> channel)>;
+
+    // Starts the process or VM and hands back the host end of the agent
+    // channel (or an error), once, from the io_context thread; it may do so
+    // before returning. Whatever it creates must be owned by members of the
+    // subclass, so that destroying the sandbox releases it.
+    virtual void launch(LaunchHandler onLaunched) = 0;
 
     // For subclasses: the process or VM ended.
     void reportExit(const std::string& reason);
@@ -36,6 +40,8 @@ protected:
     boost::asio::io_context& io_;
 
 private:
+    void waitForAgent(ReadyHandler onReady);
+
     std::string id_;
     std::chrono::milliseconds startTimeout_;
     std::shared_ptr<AgentChannel> channel_;

@@ -70,7 +70,7 @@ public:
     }
 
 protected:
-    AgentChannel::Socket launch() override {
+    void launch(LaunchHandler onLaunched) override {
         const ResourceLimits& limits = pool_.resources;
         cgroup_ = Cgroup::create(cgroupName_, id(), CgroupLimits{limits.cpus, limits.memoryBytes, limits.pids});
 
@@ -91,7 +91,7 @@ protected:
                                    reportExit("the sandbox process ended: " + describeWaitStatus(status));
                                });
 
-        return AgentChannel::Socket(io_, boost::asio::local::stream_protocol(), ours.release());
+        onLaunched("", AgentChannel::Socket(io_, boost::asio::local::stream_protocol(), ours.release()));
     }
 
 private:
