@@ -10,6 +10,8 @@ packages=(
   libgtest-dev libgmock-dev
   # the sandboxes' interpreter and libraries (Debian's, as in the guest image)
   python3 python3-ipython python3-numpy python3-pandas python3-matplotlib
+  # the microVM backend: libvirt, QEMU, and what builds the guest image
+  libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils debootstrap e2fsprogs
   # running and testing
   curl procps util-linux
 )

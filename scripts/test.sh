@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Installs what sessiond needs, builds it and runs the whole test suite.
+# Installs what sessiond needs, builds it and the guest image, starts libvirt
+# and runs the whole test suite.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
+export SESSIOND_IMAGE_DIR="${SESSIOND_IMAGE_DIR:-/var/lib/sessiond/images}"
 "$root/scripts/install-deps.sh"
+"$root/scripts/start-libvirt.sh"
+"$root/src/guest/build-image.sh" "$SESSIOND_IMAGE_DIR"
 "$root/scripts/build.sh"
 cd "${SESSIOND_BUILD_DIR:-$root/build}"
-ctest --output-on-failure --timeout 600
+ctest --output-on-failure --timeout 900

@@ -12,6 +12,7 @@
 
 #include <gtest/gtest.h>
 
+#include "sessiond/unique_fd.hpp"
 #include "sessiond/sandbox/agent_channel.hpp"
 #include "sessiond/sandbox/agent_protocol.hpp"
 
@@ -21,21 +22,6 @@ namespace {
 using namespace std::chrono_literals;
 using nlohmann::json;
 
-class UniqueFd {
-public:
-    explicit UniqueFd(int fd = -1) : fd_(fd) {}
-    ~UniqueFd() { reset(); }
-    UniqueFd(const UniqueFd&) = delete;
-    UniqueFd& operator=(const UniqueFd&) = delete;
-    int get() const { return fd_; }
-    void reset() {
-        if (fd_ >= 0) ::close(fd_);
-        fd_ = -1;
-    }
-
-private:
-    int fd_;
-};
 
 struct Reply {
     bool called = false;

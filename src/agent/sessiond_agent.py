@@ -39,6 +39,8 @@ WORKER_START_TIMEOUT_S = 120.0
 # its control socket open, so no end of file arrives.
 BUSY_POLL_S = 0.25
 IDLE_POLL_S = 5.0
+# How often a virtio-serial port is checked for the host end opening.
+HOST_POLL_S = 0.05
 
 TIMEOUT_MESSAGE = "Request timed out waiting for code execution to complete"
 
@@ -193,8 +195,12 @@ class Worker:
 
 
 class Agent:
-    def __init__(self, channel_fd, preload):
+    def __init__(self, channel_fd, preload, host_connected=True):
         self.channel_fd = channel_fd
+        # A virtio-serial port reads as end of file and polls as hung up
+        # until the host opens its end, which may be long after boot; only
+        # an end of file after that means the host went away.
+        self.host_connected = host_connected
         self.channel_reader = FrameReader()
         self.preload = preload
         self.worker = None
@@ -208,7 +214,8 @@ class Agent:
         if deadline is not None:
             timeout = min(timeout, max(deadline - time.monotonic(), 0))
         poller = select.poll()
-        poller.register(self.channel_fd, select.POLLIN)
+        if self.host_connected:
+            poller.register(self.channel_fd, select.POLLIN)
         worker_fds = self.worker.fds() if self.worker else []
         for fd in worker_fds:
             poller.register(fd, select.POLLIN)
@@ -229,6 +236,18 @@ class Agent:
                 return False
             self.pump(deadline)
         return True
+
+    def wait_for_host(self):
+        """Returns once the host end of a virtio-serial port is open, keeping
+        the worker's pipes drained meanwhile."""
+        while not self.host_connected:
+            poller = select.poll()
+            poller.register(self.channel_fd, select.POLLIN)
+            if any(events & select.POLLHUP for _, events in poller.poll(0)):
+                self.pump(timeout=HOST_POLL_S)
+                self.replace_dead_idle_worker()
+            else:
+                self.host_connected = True
 
     def send(self, message):
         try:
@@ -281,6 +300,7 @@ class Agent:
         if error:
             log(f"cannot start: {error}")
             return 1
+        self.wait_for_host()
         self.send({"type": "hello", "protocol": PROTOCOL_VERSION,
                    "runtime": {"name": "python", "version": platform.python_version()},
                    "agentPid": os.getpid()})
@@ -391,12 +411,13 @@ def _append_line(text, line):
 
 
 def open_transport(args):
+    """The channel's fd, and whether its host end is known to be open."""
     if args.fd is not None:
         # Stream socket inherited from the daemon (namespace sandbox).
         os.set_inheritable(args.fd, False)
-        return args.fd
+        return args.fd, True
     # virtio-serial port (microVM): one character device, read and written.
-    return os.open(args.port, os.O_RDWR | os.O_CLOEXEC | os.O_NOCTTY)
+    return os.open(args.port, os.O_RDWR | os.O_CLOEXEC | os.O_NOCTTY), False
 
 
 def main():
@@ -415,7 +436,8 @@ def main():
     signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
 
     preload = [m.strip() for m in args.preload.split(",") if m.strip()]
-    agent = Agent(open_transport(args), preload)
+    channel_fd, host_connected = open_transport(args)
+    agent = Agent(channel_fd, preload, host_connected)
     try:
         return agent.serve()
     except ChannelClosed:

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <string>
 
 #include <boost/asio.hpp>
@@ -16,6 +17,7 @@
 #include "sessiond/config.hpp"
 #include "sessiond/http/server.hpp"
 #include "sessiond/pool/pool.hpp"
+#include "sessiond/sandbox/libvirt/libvirt_backend.hpp"
 #include "sessiond/sandbox/namespace/namespace_backend.hpp"
 
 namespace {
@@ -89,10 +91,28 @@ int main(int argc, char** argv) {
 
     boost::asio::io_context io(1);
     sessiond::BackendPaths paths{executableDirectory() / "sessiond-nsinit", findAgentDirectory(config)};
-    sessiond::NamespaceBackend backend(io, config, paths);
-    backend.cleanupLeftovers();
+    // Each backend exists only if a pool uses it: a host without libvirt
+    // runs namespace pools, and the reverse.
+    std::optional<sessiond::NamespaceBackend> namespaceBackend;
+    std::optional<sessiond::LibvirtBackend> libvirtBackend;
+    sessiond::PoolManager::Backends backends;
+    try {
+        for (const auto& pool : config.pools) {
+            if (pool.backend == "namespace" && !namespaceBackend) {
+                namespaceBackend.emplace(io, config, paths);
+                backends["namespace"] = &*namespaceBackend;
+            } else if (pool.backend == "libvirt" && !libvirtBackend) {
+                libvirtBackend.emplace(io, config);
+                backends["libvirt"] = &*libvirtBackend;
+            }
+        }
+        for (auto& [name, backend] : backends) backend->cleanupLeftovers();
+    } catch (const std::exception& e) {
+        spdlog::critical("cannot start the sandbox backends: {}", e.what());
+        return 1;
+    }
 
-    sessiond::PoolManager pools(io, config.pools, backend);
+    sessiond::PoolManager pools(io, config.pools, backends);
     sessiond::http::Router router;
     sessiond::api::addRoutes(router, pools);
     sessiond::http::HttpServer server(io, config.http, router);

@@ -1,6 +1,7 @@
 #include "sessiond/pool/pool.hpp"
 
 #include <algorithm>
+#include <stdexcept>
 
 #include <spdlog/spdlog.h>
 
@@ -316,6 +317,15 @@ void Pool::shutdown() {
             onDone({PoolError::ShuttingDown, "sessiond is shutting down", {}});
     }
     if (count) spdlog::info("pool {}: destroyed {} sandboxes at shutdown", config_.name, count);
+}
+
+PoolManager::PoolManager(boost::asio::io_context& io, const std::vector<PoolConfig>& pools, const Backends& backends) {
+    for (const auto& config : pools) {
+        auto it = backends.find(config.backend);
+        if (it == backends.end() || !it->second)
+            throw std::invalid_argument("pool " + config.name + ": no backend named '" + config.backend + "'");
+        pools_[config.name] = std::make_unique<Pool>(io, config, *it->second);
+    }
 }
 
 PoolManager::PoolManager(boost::asio::io_context& io, const std::vector<PoolConfig>& pools, SandboxBackend& backend) {

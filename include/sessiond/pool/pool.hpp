@@ -120,9 +120,12 @@ private:
     std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
-// The pools named in the configuration.
+// The pools named in the configuration, each on the backend its `backend`
+// field names.
 class PoolManager {
 public:
+    using Backends = std::map<std::string, SandboxBackend*>;
+    PoolManager(boost::asio::io_context& io, const std::vector<PoolConfig>& pools, const Backends& backends);
     PoolManager(boost::asio::io_context& io, const std::vector<PoolConfig>& pools, SandboxBackend& backend);
     void start();
     Pool* find(const std::string& name);

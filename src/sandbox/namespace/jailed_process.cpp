@@ -18,6 +18,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "sessiond/unique_fd.hpp"
 #include "sessiond/sandbox/namespace/jail.hpp"
 
 namespace sessiond {
@@ -28,20 +29,6 @@ namespace {
     throw std::system_error(err, std::generic_category(), what);
 }
 
-class UniqueFd {
-public:
-    explicit UniqueFd(int fd) : fd_(fd) {}
-    UniqueFd(UniqueFd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-    UniqueFd(const UniqueFd&) = delete;
-    ~UniqueFd() {
-        if (fd_ >= 0) ::close(fd_);
-    }
-    int get() const { return fd_; }
-    int release() { return std::exchange(fd_, -1); }
-
-private:
-    int fd_;
-};
 
 struct SpawnActions {
     posix_spawn_file_actions_t actions;

@@ -1,3 +1,4 @@
+#include "sessiond/unique_fd.hpp"
 #include "sessiond/sandbox/namespace/namespace_backend.hpp"
 
 #include <sys/socket.h>
@@ -21,29 +22,6 @@ namespace {
 constexpr int kAgentFd = 3;
 constexpr const char* kAgentMountPoint = "/opt/sessiond/agent";
 
-// Closes the fd on every path out, including exceptions.
-class UniqueFd {
-public:
-    explicit UniqueFd(int fd = -1) : fd_(fd) {}
-    ~UniqueFd() { reset(); }
-    UniqueFd(UniqueFd&& other) noexcept : fd_(other.release()) {}
-    UniqueFd& operator=(UniqueFd&& other) noexcept {
-        if (this != &other) {
-            reset();
-            fd_ = other.release();
-        }
-        return *this;
-    }
-    int get() const { return fd_; }
-    int release() { return std::exchange(fd_, -1); }
-    void reset() {
-        if (fd_ >= 0) ::close(fd_);
-        fd_ = -1;
-    }
-
-private:
-    int fd_;
-};
 
 std::string describeWaitStatus(int status) {
     if (WIFEXITED(status)) {

@@ -18,19 +18,4 @@ void fail(const std::string& step, const std::string& reason) {
     _exit(kFailureExit);
 }
 
-UniqueFd& UniqueFd::operator=(UniqueFd&& o) noexcept {
-    if (this != &o) {
-        reset();
-        fd_ = std::exchange(o.fd_, -1);
-    }
-    return *this;
-}
-
-UniqueFd::~UniqueFd() { reset(); }
-
-void UniqueFd::reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-}
-
 }  // namespace sessiond::nsinit

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "sessiond/sandbox/namespace/jail.hpp"
+#include "sessiond/unique_fd.hpp"
 
 namespace sessiond::nsinit {
 
@@ -22,19 +23,7 @@ inline constexpr int kFailureExit = 125;
 // Same, with an explicit reason instead of errno.
 [[noreturn]] void fail(const std::string& step, const std::string& reason);
 
-class UniqueFd {
-public:
-    UniqueFd() = default;
-    explicit UniqueFd(int fd) : fd_(fd) {}
-    UniqueFd(UniqueFd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-    UniqueFd& operator=(UniqueFd&& o) noexcept;
-    ~UniqueFd();
-    int get() const { return fd_; }
-    void reset();
-
-private:
-    int fd_ = -1;
-};
+using sessiond::UniqueFd;
 
 // fds.cpp
 void closeFdsExcept(const std::vector<int>& keep);

@@ -1,0 +1,138 @@
+#include "domain_xml.hpp"
+
+#include <sstream>
+
+#include <boost/property_tree/ptree.hpp>
+#include <boost/property_tree/xml_parser.hpp>
+
+namespace sessiond::libvirt {
+
+namespace {
+
+std::string escape(const std::string& text) {
+    std::string out;
+    for (char c : text) {
+        switch (c) {
+            case '&': out += "&amp;"; break;
+            case '<': out += "&lt;"; break;
+            case '>': out += "&gt;"; break;
+            case '\'': out += "&apos;"; break;
+            case '"': out += "&quot;"; break;
+            default: out += c;
+        }
+    }
+    return out;
+}
+
+std::string escape(const std::filesystem::path& path) { return escape(path.string()); }
+
+}  // namespace
+
+std::string domainName(const std::string& instance, const std::string& sandboxId) {
+    return "sessiond-" + instance + "-" + sandboxId;
+}
+
+std::string kernelCommandLine(const std::vector<std::string>& preloadModules, const std::string& base) {
+    std::string cmdline = base + " sessiond.preload=";
+    for (std::size_t i = 0; i < preloadModules.size(); ++i) cmdline += (i ? "," : "") + preloadModules[i];
+    return cmdline;
+}
+
+std::string buildDomainXml(const DomainSpec& spec) {
+    const std::uint64_t memoryKiB = (spec.memoryBytes + 1023) / 1024;
+    std::ostringstream x;
+    x << "<domain type='" << escape(spec.type) << "'>\n"
+      << "  <name>" << escape(spec.name) << "</name>\n";
+    if (!spec.uuid.empty()) x << "  <uuid>" << escape(spec.uuid) << "</uuid>\n";
+    x << "  <metadata>\n"
+      << "    <sessiond:sandbox xmlns:sessiond='" << kMetadataNamespace << "' instance='"
+      << escape(spec.metadata.instance) << "' pool='" << escape(spec.metadata.pool) << "' sandbox='"
+      << escape(spec.metadata.sandbox) << "'/>\n"
+      << "  </metadata>\n"
+      << "  <memory unit='KiB'>" << memoryKiB << "</memory>\n"
+      << "  <vcpu>" << spec.vcpus << "</vcpu>\n"
+      // Direct kernel boot: no bootloader, no boot menu, no disk probing.
+      << "  <os>\n"
+      << "    <type arch='x86_64' machine='" << escape(spec.machine) << "'>hvm</type>\n"
+      << "    <kernel>" << escape(spec.kernel) << "</kernel>\n";
+    if (!spec.initrd.empty()) x << "    <initrd>" << escape(spec.initrd) << "</initrd>\n";
+    x << "    <cmdline>" << escape(spec.cmdline) << "</cmdline>\n"
+      << "  </os>\n"
+      // ACPI describes the vCPUs to the guest and lets a guest poweroff end
+      // the VM; without it an SMP guest and on_poweroff do not work.
+      << "  <features>\n"
+      << "    <acpi/>\n"
+      << "    <apic/>\n"
+      << "  </features>\n";
+    if (spec.hostCpu) x << "  <cpu mode='host-passthrough'/>\n";
+    x << "  <clock offset='utc'/>\n"
+      // Whatever ends the guest ends the VM: a sandbox is never restarted in place.
+      << "  <on_poweroff>destroy</on_poweroff>\n"
+      << "  <on_reboot>destroy</on_reboot>\n"
+      << "  <on_crash>destroy</on_crash>\n"
+      << "  <devices>\n"
+      // cache=unsafe ignores the guest's flushes: the layer is thrown away
+      // with the VM, so durability buys nothing and flushes cost time.
+      << "    <disk type='file' device='disk'>\n"
+      << "      <driver name='qemu' type='qcow2' cache='unsafe'/>\n"
+      << "      <source file='" << escape(spec.disk) << "'/>\n"
+      // The chain spelled out, so that libvirt leaves the shared image's
+      // owner alone: by default it hands every layer to QEMU's user and
+      // never gives the backing layers back.
+      << "      <backingStore type='file'>\n"
+      << "        <format type='qcow2'/>\n"
+      << "        <source file='" << escape(spec.diskBase) << "'>\n"
+      << "          <seclabel model='dac' relabel='no'/>\n"
+      << "        </source>\n"
+      << "        <backingStore/>\n"
+      << "      </backingStore>\n"
+      << "      <target dev='vda' bus='virtio'/>\n"
+      << "    </disk>\n"
+      << "    <controller type='usb' model='none'/>\n"
+      << "    <channel type='unix'>\n"
+      << "      <source mode='bind' path='" << escape(spec.agentSocket) << "'/>\n"
+      << "      <target type='virtio' name='" << kAgentPortName << "'/>\n"
+      << "    </channel>\n"
+      << "    <serial type='file'>\n"
+      << "      <source path='" << escape(spec.consoleLog) << "'/>\n"
+      << "      <target port='0'/>\n"
+      << "    </serial>\n"
+      << "    <console type='file'>\n"
+      << "      <source path='" << escape(spec.consoleLog) << "'/>\n"
+      << "      <target type='serial' port='0'/>\n"
+      << "    </console>\n"
+      // Seeds the guest's entropy pool at boot: without it, Python's first
+      // getrandom() can wait on a slowly emulated guest.
+      << "    <rng model='virtio'>\n"
+      << "      <backend model='random'>/dev/urandom</backend>\n"
+      << "    </rng>\n"
+      << "    <memballoon model='none'/>\n"
+      << "  </devices>\n"
+      << "</domain>\n";
+    return x.str();
+}
+
+std::optional<SandboxMetadata> parseSandboxMetadata(const std::string& xml) {
+    namespace pt = boost::property_tree;
+    pt::ptree tree;
+    try {
+        std::istringstream in(xml);
+        pt::read_xml(in, tree);
+    } catch (const pt::xml_parser_error&) {
+        return std::nullopt;
+    }
+    for (const auto& [element, content] : tree) {
+        // libvirt returns the element without the prefix it was written with.
+        const auto colon = element.find(':');
+        if ((colon == std::string::npos ? element : element.substr(colon + 1)) != "sandbox") continue;
+        SandboxMetadata metadata;
+        metadata.instance = content.get("<xmlattr>.instance", "");
+        metadata.pool = content.get("<xmlattr>.pool", "");
+        metadata.sandbox = content.get("<xmlattr>.sandbox", "");
+        if (metadata.instance.empty() || metadata.sandbox.empty()) return std::nullopt;
+        return metadata;
+    }
+    return std::nullopt;
+}
+
+}  // namespace sessiond::libvirt

@@ -1,0 +1,129 @@
+#include "vm_files.hpp"
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+extern char** environ;
+
+namespace sessiond::libvirt {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// QEMU runs as an unprivileged user (libvirt-qemu on Debian) and opens the
+// disk layer by path: it may pass through our directories, not list them.
+constexpr fs::perms kDirectoryMode = fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec;
+
+std::string slurp(const fs::path& path) {
+    std::ifstream in(path);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+class SpawnActions {
+public:
+    SpawnActions() { posix_spawn_file_actions_init(&actions_); }
+    ~SpawnActions() { posix_spawn_file_actions_destroy(&actions_); }
+    SpawnActions(const SpawnActions&) = delete;
+    SpawnActions& operator=(const SpawnActions&) = delete;
+    posix_spawn_file_actions_t* get() { return &actions_; }
+
+private:
+    posix_spawn_file_actions_t actions_;
+};
+
+}  // namespace
+
+GuestImage resolveGuestImage(const fs::path& imageDirectory) {
+    // Resolved once per VM, so a VM keeps the image version it started with
+    // while `current` moves on to a new build.
+    std::error_code ec;
+    fs::path directory = fs::canonical(imageDirectory / "current", ec);
+    if (ec) throw std::runtime_error("no guest image at " + (imageDirectory / "current").string() + ": " + ec.message());
+
+    GuestImage image;
+    image.directory = directory;
+    image.kernel = directory / "vmlinuz";
+    image.rootfs = directory / "rootfs.qcow2";
+    // manifest.json is written by src/guest/build-image.sh.
+    fs::path manifestPath = directory / "manifest.json";
+    if (fs::exists(manifestPath)) {
+        nlohmann::json manifest = nlohmann::json::parse(slurp(manifestPath), nullptr, false);
+        if (manifest.is_discarded() || !manifest.is_object())
+            throw std::runtime_error(manifestPath.string() + " is not a JSON object");
+        const nlohmann::json files = manifest.value("files", nlohmann::json::object());
+        auto file = [&](const char* key, const char* fallback) {
+            auto it = files.find(key);
+            return directory / (it != files.end() && it->is_string() ? it->get<std::string>() : fallback);
+        };
+        image.kernel = file("kernel", "vmlinuz");
+        image.rootfs = file("rootDisk", "rootfs.qcow2");
+        if (manifest.value("initrdNeeded", false)) image.initrd = file("initrd", "initrd.img");
+        auto cmdline = manifest.find("kernelCommandLine");
+        if (cmdline != manifest.end() && cmdline->is_string()) image.cmdline = cmdline->get<std::string>();
+    }
+    for (const fs::path* file : {&image.kernel, &image.rootfs, &image.initrd})
+        if (!file->empty() && !fs::is_regular_file(*file))
+            throw std::runtime_error("the guest image in " + directory.string() + " has no " + file->filename().string());
+    return image;
+}
+
+SandboxDirectory::SandboxDirectory(fs::path path) : path_(std::move(path)) {
+    fs::remove_all(path_);
+    fs::create_directories(path_.parent_path());
+    fs::permissions(path_.parent_path(), kDirectoryMode);
+    fs::create_directory(path_);
+    fs::permissions(path_, kDirectoryMode);
+}
+
+SandboxDirectory::~SandboxDirectory() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+    if (ec) spdlog::warn("cannot remove {}: {}", path_.string(), ec.message());
+}
+
+void createOverlay(const fs::path& base, const fs::path& overlay) {
+    // qemu-img rather than libvirt's storage API: it needs no storage pool
+    // defined in libvirt for our directory, and behaves the same with every
+    // libvirt driver, including the test driver.
+    const fs::path log = overlay.string() + ".log";
+    std::vector<std::string> args = {"qemu-img", "create", "-q",           "-f", "qcow2", "-F", "qcow2",
+                                     "-b",       base.string(), overlay.string()};
+    std::vector<char*> argv;
+    for (auto& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+
+    SpawnActions actions;
+    posix_spawn_file_actions_addopen(actions.get(), 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(actions.get(), 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    posix_spawn_file_actions_adddup2(actions.get(), 1, 2);
+    pid_t pid = -1;
+    int error = posix_spawnp(&pid, "qemu-img", actions.get(), nullptr, argv.data(), environ);
+    if (error != 0) throw std::runtime_error(std::string("cannot run qemu-img: ") + std::strerror(error));
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    std::string output = slurp(log);
+    std::error_code ignored;
+    fs::remove(log, ignored);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        while (!output.empty() && output.back() == '\n') output.pop_back();
+        throw std::runtime_error("qemu-img could not create the disk layer " + overlay.string() + ": " +
+                                 (output.empty() ? "status " + std::to_string(status) : output));
+    }
+}
+
+}  // namespace sessiond::libvirt
