@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <future>
 #include <thread>
@@ -146,4 +147,51 @@ TEST(Daemon, ServesAndStopsGracefullyOnSigterm) {
     EXPECT_TRUE(sessiond::testing::processesMatching("/" + cgroup + "/").empty());
     EXPECT_TRUE(sessiond::testing::cgroupsNamed(cgroup).empty());
     EXPECT_NE(daemon.log().find("sessiond stopped"), std::string::npos) << daemon.log();
+}
+
+TEST(Daemon, SigtermLeavesNoDomainDiskLayerOrSocketBehind) {
+    const char* images = std::getenv("SESSIOND_IMAGE_DIR");
+    std::string imageDir = images ? images : "/var/lib/sessiond/images";
+    ASSERT_TRUE(std::filesystem::exists(imageDir + "/current/rootfs.qcow2")) << "no guest image in " << imageDir;
+    char dir[] = "/tmp/sessiond-daemon-vm-XXXXXX";
+    std::string runtime = mkdtemp(dir);
+    std::filesystem::permissions(runtime, std::filesystem::perms(0755));
+
+    std::uint16_t port = freePort();
+    std::string instance = "sessiond-test-daemonvm-" + std::to_string(getpid());
+    auto config = baseConfig(port, instance);
+    config["libvirt"] = {{"imageDirectory", imageDir}, {"runtimeDirectory", runtime}};
+    config["pools"][0]["backend"] = "libvirt";
+    config["pools"][0]["resources"] = {{"memoryMiB", 768}};
+    Daemon daemon(config);
+    daemon.start();
+
+    bool up = false;
+    for (int i = 0; i < 2400 && !up; ++i) {
+        try {
+            up = HttpClient(port).get("/pools/default").json()["properties"]["sessions"]["unallocated"] == 1;
+        } catch (const std::exception&) {
+        }
+        if (!up) std::this_thread::sleep_for(100ms);
+    }
+    ASSERT_TRUE(up) << daemon.log();
+    HttpClient client(port);
+    auto r = client.execute("default", "daemon-vm-1", "6*7");
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.json()["properties"]["result"], 42);
+    std::size_t filesWhileRunning = 0;
+    for (const auto& entry : std::filesystem::recursive_directory_iterator(runtime))
+        if (!entry.is_directory()) ++filesWhileRunning;
+    EXPECT_GT(filesWhileRunning, 0u) << "expected disk layers, sockets and console logs while VMs run";
+
+    daemon.signal(SIGTERM);
+    EXPECT_EQ(daemon.wait(60s), 0) << daemon.log();
+    std::size_t left = 0;
+    for (const auto& entry : std::filesystem::recursive_directory_iterator(runtime)) {
+        ADD_FAILURE() << "left behind: " << entry.path();
+        ++left;
+    }
+    EXPECT_EQ(left, 0u);
+    EXPECT_TRUE(sessiond::testing::processesMatching("guest=sessiond-" + instance).empty()) << "a QEMU process is left";
+    std::filesystem::remove_all(runtime);
 }

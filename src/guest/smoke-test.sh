@@ -33,9 +33,14 @@ else
     accel=tcg
 fi
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/sessiond-smoke.XXXXXX")
+work=$(mktemp -d -t sessiond-smoke.XXXXXX)
 qemu_pid=""
+client_pid=""
 cleanup() {
+    if [ -n "$client_pid" ]; then
+        kill "$client_pid" 2>/dev/null || true
+        wait "$client_pid" 2>/dev/null || true
+    fi
     if [ -n "$qemu_pid" ] && kill -0 "$qemu_pid" 2>/dev/null; then
         kill "$qemu_pid" 2>/dev/null || true
         for _ in 1 2 3 4 5 6 7 8 9 10; do
@@ -86,7 +91,9 @@ started=$(date +%s.%N)
 qemu-system-x86_64 "${qemu_args[@]}" &
 qemu_pid=$!
 
-"$client_python" - "$work/agent.sock" "$started" "$hello_timeout" "$qemu_pid" <<'EOF' || fail "agent check"
+# In the background: bash runs a trap only once the foreground command ends,
+# while `wait` returns to it at once.
+"$client_python" - "$work/agent.sock" "$started" "$hello_timeout" "$qemu_pid" <<'EOF' &
 import json, os, socket, struct, sys, time
 
 path, started, hello_timeout, qemu_pid = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
@@ -176,6 +183,11 @@ while qemu_alive():
     time.sleep(0.1)
 print(f"smoke-test: VM powered off {time.time() - closed:.1f} s after the channel closed")
 EOF
+client_pid=$!
+client_status=0
+wait "$client_pid" || client_status=$?
+client_pid=""
+[ "$client_status" -eq 0 ] || fail "agent check"
 
 status=0
 wait "$qemu_pid" || status=$?
