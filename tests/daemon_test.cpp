@@ -84,6 +84,20 @@ private:
     pid_t pid_ = -1;
 };
 
+// Polls the default pool until it has a ready sandbox (the daemon may not be
+// listening yet).
+bool waitForReadySandbox(std::uint16_t port, std::chrono::seconds limit) {
+    auto deadline = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < deadline) {
+        try {
+            if (HttpClient(port).get("/pools/default").json()["properties"]["sessions"]["unallocated"] == 1) return true;
+        } catch (const std::exception&) {
+        }
+        std::this_thread::sleep_for(100ms);
+    }
+    return false;
+}
+
 nlohmann::json baseConfig(std::uint16_t port, const std::string& cgroup) {
     return {{"listen", {{"address", "127.0.0.1"}, {"port", port}}},
             {"cgroupName", cgroup},
@@ -117,15 +131,7 @@ TEST(Daemon, ServesAndStopsGracefullyOnSigterm) {
     Daemon daemon(baseConfig(port, cgroup));
     daemon.start();
 
-    bool up = false;
-    for (int i = 0; i < 300 && !up; ++i) {
-        try {
-            up = HttpClient(port).get("/pools/default").json()["properties"]["sessions"]["unallocated"] == 1;
-        } catch (const std::exception&) {
-        }
-        if (!up) std::this_thread::sleep_for(100ms);
-    }
-    ASSERT_TRUE(up) << daemon.log();
+    ASSERT_TRUE(waitForReadySandbox(port, 30s)) << daemon.log();
 
     HttpClient client(port);
     auto r = client.execute("default", "daemon-1", "x = 6*7\nprint(x)\nx");
@@ -166,15 +172,7 @@ TEST(Daemon, SigtermLeavesNoDomainDiskLayerOrSocketBehind) {
     Daemon daemon(config);
     daemon.start();
 
-    bool up = false;
-    for (int i = 0; i < 2400 && !up; ++i) {
-        try {
-            up = HttpClient(port).get("/pools/default").json()["properties"]["sessions"]["unallocated"] == 1;
-        } catch (const std::exception&) {
-        }
-        if (!up) std::this_thread::sleep_for(100ms);
-    }
-    ASSERT_TRUE(up) << daemon.log();
+    ASSERT_TRUE(waitForReadySandbox(port, 240s)) << daemon.log();
     HttpClient client(port);
     auto r = client.execute("default", "daemon-vm-1", "6*7");
     ASSERT_EQ(r.status, 200) << r.body;
