@@ -12,9 +12,9 @@
 
 #include <gtest/gtest.h>
 
-#include "sessiond/unique_fd.hpp"
 #include "sessiond/sandbox/agent_channel.hpp"
 #include "sessiond/sandbox/agent_protocol.hpp"
+#include "sessiond/unique_fd.hpp"
 
 namespace sessiond {
 namespace {

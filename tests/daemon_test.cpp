@@ -16,6 +16,7 @@
 
 #include "support/http_client.hpp"
 #include "support/leaks.hpp"
+#include "support/vm_files.hpp"
 
 using sessiond::testing::HttpClient;
 using namespace std::chrono_literals;
@@ -156,8 +157,7 @@ TEST(Daemon, ServesAndStopsGracefullyOnSigterm) {
 }
 
 TEST(Daemon, SigtermLeavesNoDomainDiskLayerOrSocketBehind) {
-    const char* images = std::getenv("SESSIOND_IMAGE_DIR");
-    std::string imageDir = images ? images : "/var/lib/sessiond/images";
+    std::string imageDir = sessiond::testing::guestImageDirectory();
     ASSERT_TRUE(std::filesystem::exists(imageDir + "/current/rootfs.qcow2")) << "no guest image in " << imageDir;
     char dir[] = "/tmp/sessiond-daemon-vm-XXXXXX";
     std::string runtime = mkdtemp(dir);
@@ -177,10 +177,7 @@ TEST(Daemon, SigtermLeavesNoDomainDiskLayerOrSocketBehind) {
     auto r = client.execute("default", "daemon-vm-1", "6*7");
     ASSERT_EQ(r.status, 200) << r.body;
     EXPECT_EQ(r.json()["properties"]["result"], 42);
-    std::size_t filesWhileRunning = 0;
-    for (const auto& entry : std::filesystem::recursive_directory_iterator(runtime))
-        if (!entry.is_directory()) ++filesWhileRunning;
-    EXPECT_GT(filesWhileRunning, 0u) << "expected disk layers, sockets and console logs while VMs run";
+    EXPECT_FALSE(sessiond::testing::filesUnder(runtime).empty()) << "expected disk layers, sockets and console logs while VMs run";
 
     daemon.signal(SIGTERM);
     EXPECT_EQ(daemon.wait(60s), 0) << daemon.log();

@@ -17,17 +17,13 @@
 #include "sessiond/sandbox/libvirt/libvirt_backend.hpp"
 #include "support/http_client.hpp"
 #include "support/server_fixture.hpp"
+#include "support/vm_files.hpp"
 
 using namespace sessiond;
 using sessiond::testing::HttpClient;
 using namespace std::chrono_literals;
 
 namespace {
-
-std::string imageDirectory() {
-    const char* dir = std::getenv("SESSIOND_IMAGE_DIR");
-    return dir ? dir : "/var/lib/sessiond/images";
-}
 
 // Domains whose names carry this test's instance name, as libvirt sees them.
 std::vector<std::string> domainsNamed(const std::string& instance) {
@@ -62,13 +58,13 @@ pid_t qemuPidOf(const std::string& domainPrefix) {
 class LibvirtE2E : public ::testing::Test {
 protected:
     void SetUp() override {
-        ASSERT_TRUE(std::filesystem::exists(imageDirectory() + "/current/rootfs.qcow2"))
-            << "no guest image in " << imageDirectory() << "; scripts/test.sh builds it";
+        ASSERT_TRUE(std::filesystem::exists(sessiond::testing::guestImageDirectory() + "/current/rootfs.qcow2"))
+            << "no guest image in " << sessiond::testing::guestImageDirectory() << "; scripts/test.sh builds it";
         char dir[] = "/tmp/sessiond-vm-test-XXXXXX";
         runtime_ = mkdtemp(dir);
         std::filesystem::permissions(runtime_, std::filesystem::perms(0755));
         config.cgroupName = "sessiond-vmtest-" + std::to_string(getpid());
-        config.libvirt.imageDirectory = imageDirectory();
+        config.libvirt.imageDirectory = sessiond::testing::guestImageDirectory();
         config.libvirt.runtimeDirectory = runtime_;
         PoolConfig pool;
         pool.name = "vm";
@@ -111,12 +107,9 @@ protected:
     void TearDown() override {
         server.stop();
         EXPECT_TRUE(domainsNamed(config.cgroupName).empty()) << "a domain outlived the daemon";
+        EXPECT_TRUE(sessiond::testing::filesUnder(runtime_).empty())
+            << "per-sandbox files outlived the daemon in " << runtime_;
         std::error_code ec;
-        std::size_t files = 0;
-        for (const auto& entry : std::filesystem::recursive_directory_iterator(runtime_, ec)) {
-            if (!entry.is_directory(ec)) ++files;
-        }
-        EXPECT_EQ(files, 0u) << "per-sandbox files outlived the daemon in " << runtime_;
         std::filesystem::remove_all(runtime_, ec);
     }
 
@@ -146,7 +139,6 @@ TEST_F(LibvirtE2E, BootsAVmRunsPythonStatefullyAndReapsIt) {
     EXPECT_EQ(hostname["result"], "('sandbox', '/mnt/data')");
 
     // While allocated the session has its own copy-on-write layer.
-    std::string domain = "sessiond-" + config.cgroupName + "-";
     EXPECT_GE(domainsNamed(config.cgroupName).size(), 1u);
     ASSERT_TRUE(server.waitFor([&] { return server.counts("vm").allocated == 0; }, 30s)) << "not reaped";
     // Only the refilled ready VM is left: the reaped one's domain and files are gone.

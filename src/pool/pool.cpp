@@ -328,10 +328,6 @@ PoolManager::PoolManager(boost::asio::io_context& io, const std::vector<PoolConf
     }
 }
 
-PoolManager::PoolManager(boost::asio::io_context& io, const std::vector<PoolConfig>& pools, SandboxBackend& backend) {
-    for (const auto& config : pools) pools_[config.name] = std::make_unique<Pool>(io, config, backend);
-}
-
 void PoolManager::start() {
     for (auto& [name, pool] : pools_) pool->start();
 }

@@ -22,7 +22,10 @@ public:
     void start(const Config& config, MakeBackend makeBackend) {
         config_ = config;
         backend_ = makeBackend(io_);
-        pools_ = std::make_unique<PoolManager>(io_, config_.pools, *backend_);
+        // The test's one backend serves every pool, whatever backend it names.
+        PoolManager::Backends backends;
+        for (const auto& pool : config_.pools) backends[pool.backend] = backend_.get();
+        pools_ = std::make_unique<PoolManager>(io_, config_.pools, backends);
         api::addRoutes(router_, *pools_);
         server_ = std::make_unique<http::HttpServer>(io_, config_.http, router_);
         server_->listen("127.0.0.1", 0);

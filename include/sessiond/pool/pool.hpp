@@ -126,7 +126,6 @@ class PoolManager {
 public:
     using Backends = std::map<std::string, SandboxBackend*>;
     PoolManager(boost::asio::io_context& io, const std::vector<PoolConfig>& pools, const Backends& backends);
-    PoolManager(boost::asio::io_context& io, const std::vector<PoolConfig>& pools, SandboxBackend& backend);
     void start();
     Pool* find(const std::string& name);
     std::vector<Pool*> all();

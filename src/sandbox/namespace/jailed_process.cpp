@@ -18,8 +18,8 @@
 
 #include <spdlog/spdlog.h>
 
-#include "sessiond/unique_fd.hpp"
 #include "sessiond/sandbox/namespace/jail.hpp"
+#include "sessiond/unique_fd.hpp"
 
 namespace sessiond {
 

@@ -1,4 +1,3 @@
-#include "sessiond/unique_fd.hpp"
 #include "sessiond/sandbox/namespace/namespace_backend.hpp"
 
 #include <sys/socket.h>
@@ -14,6 +13,7 @@
 #include "sessiond/sandbox/agent_sandbox.hpp"
 #include "sessiond/sandbox/namespace/cgroup.hpp"
 #include "sessiond/sandbox/namespace/jail.hpp"
+#include "sessiond/unique_fd.hpp"
 
 namespace sessiond {
 
@@ -21,7 +21,6 @@ namespace {
 
 constexpr int kAgentFd = 3;
 constexpr const char* kAgentMountPoint = "/opt/sessiond/agent";
-
 
 std::string describeWaitStatus(int status) {
     if (WIFEXITED(status)) {
