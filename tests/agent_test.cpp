@@ -1,153 +1,22 @@
 // The real agent (src/agent/sessiond_agent.py under Debian's Python) driven
 // through AgentChannel over a socketpair.
 
-#include <signal.h>
-#include <spawn.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
-#include <unistd.h>
+#include <signal.h>
 
-#include <chrono>
-#include <cstdlib>
 #include <filesystem>
-#include <string>
-#include <thread>
-#include <vector>
 
 #include <gtest/gtest.h>
 
-#include "sessiond/sandbox/agent_channel.hpp"
-#include "sessiond/sandbox/agent_protocol.hpp"
-
-extern char** environ;
+#include "support/agent_fixture.hpp"
 
 namespace sessiond {
 namespace {
 
 using namespace std::chrono_literals;
 using nlohmann::json;
-
-constexpr const char* kPython = "/usr/bin/python3";
-const std::string kAgentScript = SESSIOND_SOURCE_DIR "/src/agent/sessiond_agent.py";
-
-// The agent process; killed and reaped on destruction unless it already exited.
-class AgentProcess {
-public:
-    AgentProcess() = default;
-    AgentProcess(const AgentProcess&) = delete;
-    AgentProcess& operator=(const AgentProcess&) = delete;
-    ~AgentProcess() {
-        if (pid_ > 0) {
-            ::kill(pid_, SIGKILL);
-            ::waitpid(pid_, nullptr, 0);
-        }
-    }
-
-    // Spawns the agent with `childFd` as its channel; false on failure.
-    bool spawn(int childFd, const std::vector<std::string>& extraArgs) {
-        const int target = childFd == 10 ? 11 : 10;  // dup2 clears close-on-exec only when numbers differ
-        std::vector<std::string> args{kPython, kAgentScript, "--fd", std::to_string(target)};
-        args.insert(args.end(), extraArgs.begin(), extraArgs.end());
-        std::vector<char*> argv;
-        for (auto& a : args) argv.push_back(a.data());
-        argv.push_back(nullptr);
-
-        posix_spawn_file_actions_t actions;
-        posix_spawn_file_actions_init(&actions);
-        posix_spawn_file_actions_adddup2(&actions, childFd, target);
-        const int rc = posix_spawn(&pid_, kPython, &actions, nullptr, argv.data(), environ);
-        posix_spawn_file_actions_destroy(&actions);
-        if (rc != 0) pid_ = -1;
-        return rc == 0;
-    }
-
-    pid_t pid() const { return pid_; }
-
-    // Waits for the agent to exit by itself; its wait status, or -1 on timeout.
-    int waitExit(std::chrono::milliseconds limit) {
-        const auto deadline = std::chrono::steady_clock::now() + limit;
-        while (std::chrono::steady_clock::now() < deadline) {
-            int status = 0;
-            if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-                pid_ = -1;
-                return status;
-            }
-            std::this_thread::sleep_for(20ms);
-        }
-        return -1;
-    }
-
-private:
-    pid_t pid_ = -1;
-};
-
-class AgentTest : public ::testing::Test {
-protected:
-    void SetUp() override { startAgent({}); }
-
-    void TearDown() override {
-        if (channel_) channel_->close();
-        io_.run_for(10ms);
-    }
-
-    void startAgent(const std::vector<std::string>& extraArgs) {
-        int fds[2];
-        ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
-        AgentChannel::Socket socket(io_);
-        socket.assign(boost::asio::local::stream_protocol(), fds[0]);
-        const bool spawned = agent_.spawn(fds[1], extraArgs);
-        ::close(fds[1]);
-        ASSERT_TRUE(spawned);
-        channel_ = std::make_shared<AgentChannel>(std::move(socket));
-
-        bool done = false;
-        channel_->waitForHello(30s, [&](std::string error, json message) {
-            done = true;
-            helloError_ = std::move(error);
-            hello_ = std::move(message);
-        });
-        runUntil([&] { return done; });
-        ASSERT_EQ(helloError_, "");
-    }
-
-    // Every wait here is bounded by a channel timer.
-    template <typename Pred>
-    void runUntil(Pred pred) {
-        while (!pred()) {
-            if (io_.stopped()) io_.restart();  // it stops whenever it runs out of work
-            io_.run_one_for(100ms);
-        }
-    }
-
-    json request(json message, std::chrono::milliseconds timeout = 30s) {
-        bool done = false;
-        std::string error;
-        json reply;
-        channel_->request(std::move(message), timeout, [&](std::string e, json r) {
-            done = true;
-            error = std::move(e);
-            reply = std::move(r);
-        });
-        runUntil([&] { return done; });
-        EXPECT_EQ(error, "");
-        return reply;
-    }
-
-    ExecuteResult run(const std::string& code, std::chrono::milliseconds timeout = 20s,
-                      std::size_t maxOutputChars = 4096) {
-        json message = makeExecuteMessage({code, std::chrono::seconds(1), maxOutputChars});
-        message["timeoutMs"] = timeout.count();
-        auto outcome = parseExecuteReply(request(std::move(message), timeout + 15s));
-        EXPECT_TRUE(outcome.ok()) << outcome.error;
-        return outcome.value;
-    }
-
-    boost::asio::io_context io_;
-    AgentProcess agent_;
-    std::shared_ptr<AgentChannel> channel_;
-    std::string helloError_;
-    json hello_;
-};
+using test_support::AgentTest;
+using test_support::AgentProcess;
 
 TEST_F(AgentTest, SaysHello) {
     EXPECT_EQ(hello_["type"], "hello");

@@ -25,7 +25,8 @@ sys.dont_write_bytecode = True
 from sessiond_framing import FrameError, FrameReader, encode_frame, write_all
 
 PROTOCOL_VERSION = 1
-WORKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sessiond_worker.py")
+AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
+NODE = "/usr/bin/node"
 
 DEFAULT_TIMEOUT_MS = 100_000
 DEFAULT_MAX_OUTPUT_CHARS = 4096
@@ -103,13 +104,18 @@ class Capture:
 class Worker:
     """A running sessiond_worker.py process and the agent's ends of its pipes."""
 
-    def __init__(self, preload):
+    def __init__(self, language, preload):
         ours, theirs = socket.socketpair()
         env = dict(os.environ, MPLBACKEND="Agg")
+        common = ["--control-fd", str(theirs.fileno()), "--parent-pid", str(os.getpid())]
+        if language == "node":
+            command = [NODE, os.path.join(AGENT_DIR, "sessiond_worker.js")] + common
+        else:
+            command = [sys.executable, os.path.join(AGENT_DIR, "sessiond_worker.py")] + common \
+                + ["--preload", ",".join(preload)]
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, WORKER_SCRIPT, "--control-fd", str(theirs.fileno()),
-                 "--parent-pid", str(os.getpid()), "--preload", ",".join(preload)],
+                command,
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 pass_fds=[theirs.fileno()], start_new_session=True, env=env)
         except BaseException:
@@ -195,13 +201,14 @@ class Worker:
 
 
 class Agent:
-    def __init__(self, channel_fd, preload, host_connected=True):
+    def __init__(self, channel_fd, language, preload, host_connected=True):
         self.channel_fd = channel_fd
         # A virtio-serial port reads as end of file and polls as hung up
         # until the host opens its end, which may be long after boot; only
         # an end of file after that means the host went away.
         self.host_connected = host_connected
         self.channel_reader = FrameReader()
+        self.language = language
         self.preload = preload
         self.worker = None
         self.state_lost_since_last_reply = False
@@ -258,7 +265,7 @@ class Agent:
     # -- worker lifecycle ---------------------------------------------------
 
     def start_worker(self):
-        self.worker = Worker(self.preload)
+        self.worker = Worker(self.language, self.preload)
 
     def wait_worker_ready(self):
         """Starts a worker if there is none and waits until it is warm; an
@@ -302,7 +309,7 @@ class Agent:
             return 1
         self.wait_for_host()
         self.send({"type": "hello", "protocol": PROTOCOL_VERSION,
-                   "runtime": {"name": "python", "version": platform.python_version()},
+                   "runtime": runtime(self.language),
                    "agentPid": os.getpid()})
         while True:
             body = self.channel_reader.next_body()
@@ -404,6 +411,13 @@ class Agent:
             self.worker = None
 
 
+def runtime(language):
+    if language == "node":
+        version = subprocess.run([NODE, "--version"], capture_output=True, text=True).stdout.strip()
+        return {"name": "node", "version": version.lstrip("v")}
+    return {"name": "python", "version": platform.python_version()}
+
+
 def _append_line(text, line):
     if text and not text.endswith("\n"):
         text += "\n"
@@ -425,6 +439,8 @@ def main():
     transport = parser.add_mutually_exclusive_group(required=True)
     transport.add_argument("--fd", type=int, help="connected stream socket inherited from the host")
     transport.add_argument("--port", help="virtio-serial port device to open read/write")
+    parser.add_argument("--language", choices=["python", "node"], default="python",
+                        help="the interpreter sessions run code in")
     parser.add_argument("--preload", default="", help="comma-separated modules to import before hello")
     parser.add_argument("--workdir", help="working directory for user code, if it exists")
     args = parser.parse_args()
@@ -437,7 +453,7 @@ def main():
 
     preload = [m.strip() for m in args.preload.split(",") if m.strip()]
     channel_fd, host_connected = open_transport(args)
-    agent = Agent(channel_fd, preload, host_connected)
+    agent = Agent(channel_fd, args.language, preload, host_connected)
     try:
         return agent.serve()
     except ChannelClosed:
