@@ -12,25 +12,16 @@
 #include <thread>
 #include <vector>
 
+#include "figures.hpp"
 #include "support/http_client.hpp"
 
 using sessiond::testing::HttpClient;
-using Clock = std::chrono::steady_clock;
+using sessiond::bench::Clock;
+using sessiond::bench::millisecondsSince;
+using sessiond::bench::newIdentifier;
+using sessiond::bench::percentile;
 
 namespace {
-
-double percentile(std::vector<double> values, double p) {
-    if (values.empty()) return 0;
-    std::sort(values.begin(), values.end());
-    std::size_t index = static_cast<std::size_t>(p / 100.0 * (values.size() - 1) + 0.5);
-    return values[std::min(index, values.size() - 1)];
-}
-
-std::string randomIdentifier(std::mt19937_64& rng) {
-    char buffer[40];
-    std::snprintf(buffer, sizeof buffer, "bench-%016llx", static_cast<unsigned long long>(rng()));
-    return buffer;
-}
 
 bool waitForReady(HttpClient& client, const std::string& pool, std::chrono::seconds limit) {
     auto deadline = Clock::now() + limit;
@@ -41,11 +32,6 @@ bool waitForReady(HttpClient& client, const std::string& pool, std::chrono::seco
     }
     return false;
 }
-
-double millisecondsSince(Clock::time_point start) {
-    return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -77,7 +63,7 @@ int main(int argc, char** argv) {
             return 1;
         }
         auto start = Clock::now();
-        auto r = client.execute(pool, randomIdentifier(rng), "print(1)");
+        auto r = client.execute(pool, newIdentifier(rng), "print(1)");
         double ms = millisecondsSince(start);
         if (r.status != 200 || r.json()["properties"]["stdout"] != "1\n") {
             std::cerr << "allocation request failed: " << r.status << " " << r.body << "\n";
@@ -87,7 +73,7 @@ int main(int argc, char** argv) {
     }
 
     // 2. `1+1` on one allocated session, over a kept-alive connection.
-    std::string session = randomIdentifier(rng);
+    std::string session = newIdentifier(rng);
     waitForReady(control, pool, std::chrono::seconds(120));
     client.execute(pool, session, "0");
     std::vector<double> roundTrip;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds sessiond, starts it with bench/sessiond-bench.json and prints the
-# latency figures. Usage: bench/run.sh [bench_latency flags]
+# latency and code-interpreter figures. Usage: bench/run.sh [bench_latency flags]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${SESSIOND_BUILD_DIR:-$root/build}"
@@ -18,3 +18,5 @@ for _ in $(seq 1 600); do
 done
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; backend: namespace; config: bench/sessiond-bench.json"
 "$build/bench/bench_latency" --port "$port" "$@"
+echo
+"$build/bench/bench_interpreter" --port "$port" --python data --node node --shell shell

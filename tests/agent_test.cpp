@@ -4,7 +4,12 @@
 #include <sys/wait.h>
 #include <signal.h>
 
+#include <cstdint>
 #include <filesystem>
+#include <fstream>
+#include <optional>
+#include <set>
+#include <string>
 
 #include <gtest/gtest.h>
 
@@ -17,6 +22,72 @@ using namespace std::chrono_literals;
 using nlohmann::json;
 using test_support::AgentTest;
 using test_support::AgentProcess;
+
+// Standard base64 with padding; nullopt on anything else.
+std::optional<std::string> decodeBase64(const std::string& text) {
+    static const std::string alphabet =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    if (text.size() % 4 != 0) return std::nullopt;
+    std::string out;
+    std::uint32_t bits = 0;
+    int count = 0;
+    std::size_t padding = 0;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        const char c = text[i];
+        if (c == '=') {
+            if (i + 2 < text.size()) return std::nullopt;
+            ++padding;
+            bits <<= 6;
+        } else {
+            const auto value = alphabet.find(c);
+            if (value == std::string::npos || padding) return std::nullopt;
+            bits = (bits << 6) | static_cast<std::uint32_t>(value);
+        }
+        if (++count == 4) {
+            for (int shift = 16; shift >= 0; shift -= 8) out += static_cast<char>((bits >> shift) & 0xff);
+            bits = 0;
+            count = 0;
+        }
+    }
+    out.resize(out.size() - padding);
+    return out;
+}
+
+struct Png {
+    std::uint32_t width = 0;
+    std::uint32_t height = 0;
+};
+
+// The PNG an image result carries; fails the test if the result is not one.
+std::optional<Png> pngOf(const json& result) {
+    EXPECT_TRUE(result.is_object()) << result.dump().substr(0, 300);
+    if (!result.is_object()) return std::nullopt;
+    EXPECT_EQ(result.value("type", ""), "image");
+    EXPECT_EQ(result.value("format", ""), "png");
+    if (!result.contains("base64_data") || !result["base64_data"].is_string()) {
+        ADD_FAILURE() << "no base64_data in " << result.dump().substr(0, 300);
+        return std::nullopt;
+    }
+    const auto bytes = decodeBase64(result["base64_data"].get<std::string>());
+    EXPECT_TRUE(bytes) << "base64_data is not base64";
+    if (!bytes) return std::nullopt;
+    const std::string signature = "\x89PNG\r\n\x1a\n";
+    EXPECT_EQ(bytes->substr(0, 8), signature) << "not a PNG";
+    if (bytes->size() < 24 || bytes->compare(0, 8, signature) != 0) return std::nullopt;
+    auto be32 = [&](std::size_t at) {
+        std::uint32_t v = 0;
+        for (std::size_t i = 0; i < 4; ++i) v = (v << 8) | static_cast<unsigned char>((*bytes)[at + i]);
+        return v;
+    };
+    return Png{be32(16), be32(20)};  // the IHDR chunk comes first
+}
+
+std::string readFirstLine(const std::string& path) {
+    std::ifstream in(path);
+    std::string line;
+    std::getline(in, line);
+    return line;
+}
 
 TEST_F(AgentTest, SaysHello) {
     EXPECT_EQ(hello_["type"], "hello");
@@ -182,17 +253,62 @@ TEST_F(AgentTest, AnswersPingAndRejectsUnknownTypes) {
     EXPECT_TRUE(run("1").succeeded);
 }
 
-TEST_F(AgentTest, ExitsWithItsWorkerWhenChannelCloses) {
-    auto r = run("import os\nos.getpid()");
-    ASSERT_TRUE(r.result.is_number_integer());
-    const pid_t worker = r.result.get<pid_t>();
-    ASSERT_EQ(::kill(worker, 0), 0);
+// AutoGen's ACADynamicSessionsCodeExecutor lists packages this way and parses
+// stderr + stdout + result as one text.
+TEST_F(AgentTest, AutogenPackageListBootstrap) {
+    auto r = run("\nimport pkg_resources\n[d.project_name for d in pkg_resources.working_set]\n");
+    EXPECT_TRUE(r.succeeded) << r.stderrText;
+    EXPECT_EQ(r.stdoutText, "");
+    ASSERT_TRUE(r.result.is_string()) << r.result;
+    const std::string output = r.stderrText + r.stdoutText + r.result.get<std::string>();
+    std::string list = output;
+    while (!list.empty() && (list.front() == '[' || list.front() == ']')) list.erase(0, 1);
+    while (!list.empty() && (list.back() == '[' || list.back() == ']')) list.pop_back();
+    std::set<std::string> names;
+    for (std::size_t start = 0;;) {
+        const auto end = list.find(",\n", start);
+        std::string name = list.substr(start, end == std::string::npos ? std::string::npos : end - start);
+        const auto first = name.find_first_not_of(" '");
+        const auto last = name.find_last_not_of(" '");
+        name = first == std::string::npos ? "" : name.substr(first, last - first + 1);
+        EXPECT_FALSE(name.empty());
+        EXPECT_EQ(name.find_first_of("\n[]'\""), std::string::npos) << name;
+        names.insert(name);
+        if (end == std::string::npos) break;
+        start = end + 2;
+    }
+    EXPECT_GT(names.size(), 10u) << output.substr(0, 300);
+    EXPECT_EQ(names.count("ipython"), 1u) << output.substr(0, 300);
+}
 
-    channel_->close();
-    const int status = agent_.waitExit(10s);
-    ASSERT_NE(status, -1) << "the agent did not exit";
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
-    EXPECT_EQ(::kill(worker, 0), -1) << "the worker outlived the agent";
+TEST_F(AgentTest, MemoryErrorAbortsTheCellAndKeepsTheSession) {
+    run("kept = 'still here'");
+    auto r = run("big = bytearray(1 << 60)");
+    EXPECT_FALSE(r.succeeded);
+    EXPECT_FALSE(r.timedOut);
+    EXPECT_FALSE(r.stateLost);
+    EXPECT_NE(r.stderrText.find("MemoryError"), std::string::npos) << r.stderrText;
+    EXPECT_NE(r.stderrText.find("Traceback"), std::string::npos) << r.stderrText;
+    EXPECT_NE(r.stderrText.find("\nExecution aborted"), std::string::npos) << r.stderrText;
+    EXPECT_EQ(r.result, "");
+    EXPECT_EQ(run("kept").result, "still here");
+    EXPECT_EQ(run("6 * 7").result, 42);
+}
+
+TEST_F(AgentTest, WorkerVolunteersForTheOomKiller) {
+    auto r = run("open('/proc/self/oom_score_adj').read().strip()");
+    EXPECT_EQ(r.result, "1000");
+    // The agent keeps the score it inherited, so the kernel prefers the worker.
+    EXPECT_EQ(readFirstLine("/proc/" + std::to_string(agent_.pid()) + "/oom_score_adj"),
+              readFirstLine("/proc/self/oom_score_adj"));
+}
+
+TEST_F(AgentTest, DoesNotImportMatplotlibUnasked) {
+    EXPECT_EQ(run("import sys\n'matplotlib' in sys.modules").result, false);
+}
+
+TEST_F(AgentTest, ExitsWithItsWorkerWhenChannelCloses) {
+    expectExitWithWorkerOnClose("import os\nos.getpid()");
 }
 
 class PreloadedAgentTest : public AgentTest {
@@ -214,12 +330,109 @@ TEST_F(PreloadedAgentTest, ImportsModulesAndUsesWorkdirAndAgg) {
     EXPECT_EQ(run("import os\nos.getcwd()").result, workdir_.string());
     EXPECT_EQ(run("import matplotlib\nmatplotlib.get_backend()").result, "agg");
 
+    // Closed, the figure is not shown, so the last expression is the result.
     auto plot = run(
         "import matplotlib.pyplot as plt\n"
         "plt.plot([1, 2, 3])\n"
         "plt.savefig('plot.png')\n"
+        "plt.close()\n"
         "os.path.getsize('plot.png') > 0");
     EXPECT_EQ(plot.result, true) << plot.stderrText;
+}
+
+TEST_F(PreloadedAgentTest, PltShowReturnsPngImage) {
+    auto r = run(
+        "import matplotlib.pyplot as plt\n"
+        "plt.plot([1, 2, 3], [4, 1, 9])\n"
+        "plt.title('a line')\n"
+        "plt.show()");
+    EXPECT_TRUE(r.succeeded) << r.stderrText;
+    EXPECT_EQ(r.stdoutText, "");
+    EXPECT_EQ(r.stderrText, "");
+    auto png = pngOf(r.result);
+    ASSERT_TRUE(png);
+    // Jupyter's inline rendering: 6.4 x 4.8 in at 100 dpi, cropped to the drawing.
+    EXPECT_GT(png->width, 400u);
+    EXPECT_LE(png->width, 640u);
+    EXPECT_GT(png->height, 300u);
+    EXPECT_LE(png->height, 480u);
+}
+
+TEST_F(PreloadedAgentTest, FigureAsLastExpressionIsImage) {
+    auto r = run(
+        "import matplotlib.pyplot as plt\n"
+        "fig, ax = plt.subplots()\n"
+        "ax.bar(['a', 'b'], [3, 5])\n"
+        "fig");
+    EXPECT_TRUE(r.succeeded) << r.stderrText;
+    EXPECT_TRUE(pngOf(r.result));
+    // A figure made without pyplot is shown only as an expression.
+    auto plain = run(
+        "from matplotlib.figure import Figure\n"
+        "other = Figure()\n"
+        "other.add_subplot().plot([1, 2])\n"
+        "other");
+    EXPECT_TRUE(pngOf(plain.result));
+}
+
+TEST_F(PreloadedAgentTest, OpenFigureIsShownWithoutShowAndWinsOverTheExpression) {
+    auto r = run("import matplotlib.pyplot as plt\nplt.plot([1, 2])");
+    EXPECT_TRUE(r.succeeded) << r.stderrText;
+    EXPECT_TRUE(pngOf(r.result)) << "not the Line2D list repr";
+}
+
+TEST_F(PreloadedAgentTest, ShownFiguresAreClosedSoTheNextCellHasNoImage) {
+    auto first = run("import matplotlib.pyplot as plt\nplt.hist([1, 2, 2, 3, 3, 3])\nplt.show()");
+    EXPECT_TRUE(pngOf(first.result));
+    auto second = run("x = 20\nx + 1");
+    EXPECT_EQ(second.result, 21);
+    EXPECT_EQ(run("plt.get_fignums()").result, "[]");
+    auto third = run("plt.scatter([1], [2])\n'plotted'");
+    EXPECT_TRUE(pngOf(third.result));
+    EXPECT_EQ(run("print('no plot')").result, "");
+}
+
+TEST_F(PreloadedAgentTest, LastOfSeveralImagesIsTheResult) {
+    auto r = run(
+        "import matplotlib.pyplot as plt\n"
+        "plt.figure(figsize=(2, 6))\n"
+        "plt.plot([1, 2])\n"
+        "plt.show()\n"
+        "plt.figure(figsize=(8, 2))\n"
+        "plt.plot([2, 1])");
+    auto png = pngOf(r.result);
+    ASSERT_TRUE(png);
+    EXPECT_GT(png->width, png->height) << "the tall first figure was returned";
+}
+
+TEST_F(PreloadedAgentTest, DisplayedImagesAreResults) {
+    auto fig = run(
+        "import matplotlib.pyplot as plt\n"
+        "from IPython.display import display, Image\n"
+        "fig = plt.figure()\n"
+        "fig.add_subplot().plot([3, 1])\n"
+        "display(fig)\n"
+        "plt.close(fig)\n"
+        "print('shown')");
+    EXPECT_EQ(fig.stdoutText, "shown\n");
+    EXPECT_TRUE(pngOf(fig.result));
+
+    // A 1x1 PNG.
+    auto image = run(
+        "import base64\n"
+        "display(Image(data=base64.b64decode("
+        "'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==')))");
+    auto png = pngOf(image.result);
+    ASSERT_TRUE(png);
+    EXPECT_EQ(png->width, 1u);
+    EXPECT_EQ(png->height, 1u);
+}
+
+TEST_F(PreloadedAgentTest, FailedCellReturnsNoImageAndClosesFigures) {
+    auto r = run("import matplotlib.pyplot as plt\nplt.plot([1])\n1 / 0");
+    EXPECT_FALSE(r.succeeded);
+    EXPECT_EQ(r.result, "");
+    EXPECT_EQ(run("plt.get_fignums()").result, "[]");
 }
 
 }  // namespace

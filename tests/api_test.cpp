@@ -104,7 +104,7 @@ TEST_F(ApiTest, BadInputGetsTheErrorEnvelope) {
     expectError(client.execute("default", "bad%20id%20here", "1"), 400, "SessionRequestValidationFailed");
     expectError(client.post("/pools/default/code/execute", R"({"properties":{"code":"1"}})"), 400,
                 "SessionRequestValidationFailed");
-    expectError(client.execute("default", "abcd-1", "1", 500), 400, "SessionRequestValidationFailed");
+    expectError(client.execute("default", "abcd-1", "1", -5), 400, "SessionRequestValidationFailed");
     // After all that, the same connection and the daemon still serve.
     EXPECT_EQ(client.execute("default", "abcd-1", "1").status, 200);
 }

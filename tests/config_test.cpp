@@ -111,6 +111,24 @@ TEST(Config, UnknownFieldsAreRefused) {
     EXPECT_EQ(failingField(d), "pools[0].scaleConfiguration.maxConcurentSessions");
 }
 
+TEST(Config, HttpBodyLimits) {
+    auto config = parseConfig(minimal());
+    EXPECT_EQ(config.http.maxBodyBytes, 8u << 20);
+    EXPECT_EQ(config.http.maxUploadBytes, 128u << 20);
+
+    auto d = minimal();
+    d["http"] = {{"maxBodyBytes", 4096}, {"maxUploadBytes", 1 << 30}};
+    config = parseConfig(d);
+    EXPECT_EQ(config.http.maxBodyBytes, 4096u);
+    EXPECT_EQ(config.http.maxUploadBytes, 1u << 30);
+
+    for (const json& bad : {json(0), json(1023), json(-1), json("128MB"), json(1.5), json((1ull << 32) + 1)}) {
+        d = minimal();
+        d["http"] = {{"maxUploadBytes", bad}};
+        EXPECT_EQ(failingField(d), "http.maxUploadBytes") << bad;
+    }
+}
+
 TEST(Config, PoolsAreRequired) {
     EXPECT_EQ(failingField(json::object()), "pools");
     EXPECT_EQ(failingField(json{{"pools", json::array()}}), "pools");

@@ -274,7 +274,7 @@ TEST_F(LibvirtBackendTest, CleanupRemovesOnlyThisInstancesLeftovers) {
         spec.name = libvirt::domainName(instance, id);
         spec.metadata = {instance, "default", id};
         spec.kernel = "/nonexistent/vmlinuz";
-        spec.cmdline = libvirt::kernelCommandLine({});
+        spec.cmdline = libvirt::kernelCommandLine("python", {});
         fs::path directory = config.libvirt.runtimeDirectory / instance / id;
         spec.disk = directory / "disk.qcow2";
         spec.agentSocket = directory / "agent.sock";

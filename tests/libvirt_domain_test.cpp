@@ -28,7 +28,7 @@ DomainSpec exampleSpec() {
     spec.vcpus = 2;
     spec.memoryBytes = 768ull << 20;
     spec.kernel = "/images/v1/vmlinuz";
-    spec.cmdline = kernelCommandLine({"numpy", "pandas"});
+    spec.cmdline = kernelCommandLine("python", {"numpy", "pandas"});
     spec.disk = "/vms/sessiond/default-3/disk.qcow2";
     spec.agentSocket = "/vms/sessiond/default-3/agent.sock";
     spec.consoleLog = "/vms/sessiond/default-3/console.log";
@@ -67,7 +67,7 @@ TEST(LibvirtDomainXml, DescribesTheSandboxVm) {
     EXPECT_EQ(countChildren(os, "initrd"), 0u);
     EXPECT_EQ(countChildren(os, "boot"), 0u);
     EXPECT_EQ(os.get<std::string>("cmdline"),
-              "console=ttyS0 root=/dev/vda rw init=/opt/sessiond/init quiet panic=-1 sessiond.preload=numpy,pandas");
+              "console=ttyS0 root=/dev/vda rw init=/opt/sessiond/init quiet panic=-1 sessiond.language=python sessiond.preload=numpy,pandas");
 
     EXPECT_EQ(countChildren(domain.get_child("features"), "acpi"), 1u);
     EXPECT_EQ(countChildren(domain, "cpu"), 0u);  // TCG: QEMU's default model
@@ -127,11 +127,11 @@ TEST(LibvirtDomainXml, KvmGetsTheHostCpuAndAnInitrdWhenGiven) {
 TEST(LibvirtDomainXml, SizesAndTheEmptyPreloadList) {
     DomainSpec spec = exampleSpec();
     spec.memoryBytes = 1000;  // rounded up to whole KiB
-    spec.cmdline = kernelCommandLine({});
+    spec.cmdline = kernelCommandLine("python", {});
     pt::ptree domain = parse(buildDomainXml(spec));
     EXPECT_EQ(domain.get<std::uint64_t>("memory"), 1u);
     EXPECT_EQ(domain.get<std::string>("os.cmdline"),
-              "console=ttyS0 root=/dev/vda rw init=/opt/sessiond/init quiet panic=-1 sessiond.preload=");
+              "console=ttyS0 root=/dev/vda rw init=/opt/sessiond/init quiet panic=-1 sessiond.language=python sessiond.preload=");
 }
 
 TEST(LibvirtDomainXml, EscapesWhatItEmbeds) {

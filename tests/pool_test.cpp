@@ -1,5 +1,7 @@
 // The pool's state machine and accounting, against a fake backend.
 
+#include <thread>
+
 #include <gtest/gtest.h>
 
 #include "sessiond/pool/pool.hpp"
@@ -177,4 +179,64 @@ TEST_F(PoolTest, ShutdownDestroysEverySandbox) {
     pool->shutdown();
     EXPECT_TRUE(backend.live.empty());
     EXPECT_EQ(execute(*pool, "session-a").error, PoolError::ShuttingDown);
+}
+
+TEST_F(PoolTest, FileWorkReachesTheSessionsOwnSandboxAndKeepsItBusy) {
+    auto pool = makePool();
+    ASSERT_TRUE(runUntil([&] { return pool->counts().unallocated == 2; }));
+    std::optional<Outcome<FileEntry>> written;
+    std::function<void()> finishLater;
+    pool->withSession("session-a", {[&](Sandbox& sandbox, std::function<void()> finished) {
+                                        sandbox.writeFile("a.txt", "hello", [&, finished](Outcome<FileEntry> o) {
+                                            written = o;
+                                            finishLater = finished;  // the work is still running
+                                        });
+                                    },
+                                    [](PoolError, const std::string&) { FAIL() << "no sandbox"; }});
+    ASSERT_TRUE(runUntil([&] { return written.has_value(); }));
+    EXPECT_TRUE(written->ok());
+    EXPECT_EQ(pool->counts().allocated, 1u);
+
+    // Busy work holds off the reaper, however long the cooldown has passed.
+    std::this_thread::sleep_for(1200ms);
+    runUntil([] { return false; }, 300ms);
+    EXPECT_EQ(pool->counts().allocated, 1u);
+    finishLater();
+    ASSERT_TRUE(runUntil([&] { return pool->counts().allocated == 0; }, 3s));
+
+    // Another identifier is another sandbox: the file is not there.
+    std::optional<Outcome<FileContent>> read;
+    pool->withSession("session-b", {[&](Sandbox& sandbox, std::function<void()> finished) {
+                                        sandbox.readFile("a.txt", [&, finished](Outcome<FileContent> o) {
+                                            read = o;
+                                            finished();
+                                        });
+                                    },
+                                    [](PoolError, const std::string&) { FAIL() << "no sandbox"; }});
+    ASSERT_TRUE(runUntil([&] { return read.has_value(); }));
+    EXPECT_EQ(read->code, "notFound");
+}
+
+TEST_F(PoolTest, MetadataIsAskedOnceAndNeedsARunningSandbox) {
+    backend.startsHang = true;
+    auto hung = makePool();
+    std::optional<std::string> error;
+    hung->metadata([&](std::string e, const nlohmann::json&) { error = e; });
+    ASSERT_TRUE(error.has_value());
+    EXPECT_NE(error->find("no sandbox"), std::string::npos);
+    hung->shutdown();
+
+    backend.startsHang = false;
+    auto pool = makePool();
+    ASSERT_TRUE(runUntil([&] { return pool->counts().unallocated == 2; }));
+    int answers = 0;
+    for (int i = 1; i <= 2; ++i) {
+        pool->metadata([&](std::string e, const nlohmann::json& m) {
+            EXPECT_EQ(e, "");
+            EXPECT_EQ(m["runtimes"][0]["name"], "fake");
+            ++answers;
+        });
+        ASSERT_TRUE(runUntil([&] { return answers == i; }));
+    }
+    EXPECT_EQ(backend.describes, 1u);
 }

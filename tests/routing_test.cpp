@@ -56,6 +56,32 @@ TEST(Router, MatchesParamsAndReportsAllowedMethods) {
     EXPECT_EQ(router.match(request).handler, nullptr);
 }
 
+TEST(Router, MatchCarriesTheRouteOptions) {
+    http::Router router;
+    router.add(beast_http::verb::post, "/pools/{pool}/files/upload", [](http::Request&, http::Responder) {},
+               http::RouteOptions{http::BodyLimit::Upload});
+    router.add(beast_http::verb::post, "/pools/{pool}/code/execute", [](http::Request&, http::Responder) {});
+
+    http::Request request;
+    request.message.method(beast_http::verb::post);
+    request.path = "/pools/default/files/upload";
+    auto match = router.match(request);
+    ASSERT_NE(match.handler, nullptr);
+    EXPECT_EQ(match.options.bodyLimit, http::BodyLimit::Upload);
+
+    request.path = "/pools/default/code/execute";
+    match = router.match(request);
+    ASSERT_NE(match.handler, nullptr);
+    EXPECT_EQ(match.options.bodyLimit, http::BodyLimit::Default);
+
+    // No match (wrong method, unknown path): default options.
+    request.message.method(beast_http::verb::get);
+    request.path = "/pools/default/files/upload";
+    match = router.match(request);
+    EXPECT_EQ(match.handler, nullptr);
+    EXPECT_EQ(match.options.bodyLimit, http::BodyLimit::Default);
+}
+
 TEST(Router, SplitsAndDecodes) {
     EXPECT_EQ(http::splitPath("//pools///default/"), (std::vector<std::string>{"pools", "default"}));
     EXPECT_EQ(http::percentDecode("a%2Fb+c%zz%4", false), "a/b+c%zz%4");
@@ -88,6 +114,35 @@ TEST(ExecuteBody, AcceptsEveryClientShape) {
     ASSERT_TRUE(legacy);
     EXPECT_EQ(legacy->request.code, "3");
     EXPECT_EQ(*legacy->identifier, "abcd-1");
+
+    // Longer than the pool allows: cut to its maximum, as Azure does (the
+    // Shell tutorial sends 600).
+    auto tooLong = parse(R"({"code":"1","timeoutInSeconds":600,"outputStreamsMaxLength":100})", error);
+    ASSERT_TRUE(tooLong);
+    EXPECT_EQ(tooLong->request.timeout.count(), 220);
+    EXPECT_EQ(tooLong->request.maxOutputChars, 100u);
+}
+
+TEST(ExecuteBody, ShellPoolsTakeCommands) {
+    PoolConfig shell;
+    shell.name = "sh";
+    shell.containerType = "Shell";
+    api::RequestError error;
+    auto command = api::parseExecuteBody(R"({"shellCommand":"echo hi","stdin":"x"})", shell, error);
+    ASSERT_TRUE(command);
+    EXPECT_EQ(command->request.code, "echo hi");
+    EXPECT_EQ(command->request.stdinText, "x");
+    auto argv = api::parseExecuteBody(
+        R"({"codeInputType":"Inline","executionType":"Synchronous","execCommandAndArgs":["ls","-l"]})", shell, error);
+    ASSERT_TRUE(argv);
+    EXPECT_EQ(argv->request.argv, (std::vector<std::string>{"ls", "-l"}));
+    auto code = api::parseExecuteBody(R"({"properties":{"code":"pwd"}})", shell, error);
+    ASSERT_TRUE(code);
+    EXPECT_EQ(code->request.code, "pwd");
+    EXPECT_FALSE(api::parseExecuteBody(R"({"shellCommand":"a","execCommandAndArgs":["b"]})", shell, error));
+    EXPECT_FALSE(api::parseExecuteBody(R"({"execCommandAndArgs":[]})", shell, error));
+    EXPECT_FALSE(api::parseExecuteBody(R"({"stdin":"only"})", shell, error));
+    EXPECT_EQ(error.code, "SessionPropertiesMissing");
 }
 
 TEST(ExecuteBody, RejectsBadInputWithAzureCodes) {
@@ -98,9 +153,11 @@ TEST(ExecuteBody, RejectsBadInputWithAzureCodes) {
     EXPECT_EQ(error.code, "SessionPropertiesMissing");
     EXPECT_FALSE(parse(R"({"properties":{"code":42}})", error));
     EXPECT_EQ(error.code, "SessionRequestValidationFailed");
-    EXPECT_FALSE(parse(R"({"properties":{"code":"1","timeoutInSeconds":221}})", error));
-    EXPECT_NE(error.message.find("220"), std::string::npos);
     EXPECT_FALSE(parse(R"({"properties":{"code":"1","timeoutInSeconds":0}})", error));
+    EXPECT_FALSE(parse(R"({"properties":{"code":"1","timeoutInSeconds":"60"}})", error));
+    EXPECT_FALSE(parse(R"({"properties":{"code":"1","outputStreamsMaxLength":-1}})", error));
+    EXPECT_FALSE(parse(R"({"shellCommand":"ls"})", error));
+    EXPECT_NE(error.message.find("Shell pool"), std::string::npos);
     EXPECT_FALSE(parse(R"({"properties":{"code":"1","codeInputType":"blob"}})", error));
     EXPECT_FALSE(parse(R"([1,2])", error));
     EXPECT_FALSE(parse(R"({"properties":"x"})", error));

@@ -33,8 +33,9 @@ struct ListenConfig {
 struct HttpConfig {
     std::size_t maxConnections = 1024;
     std::size_t maxHeaderBytes = 16 * 1024;
-    std::size_t maxBodyBytes = 8 * 1024 * 1024;
-    std::chrono::seconds readTimeout{30};      // to receive one whole request
+    std::size_t maxBodyBytes = 8 * 1024 * 1024;      // JSON and other requests
+    std::size_t maxUploadBytes = 128 * 1024 * 1024;  // file uploads (Azure: 128 MB), multipart framing aside
+    std::chrono::seconds readTimeout{30};      // to receive a request's header, and again its body
     std::chrono::seconds keepAliveTimeout{60}; // idle connection between requests
 };
 
@@ -84,6 +85,10 @@ struct PoolConfig {
     std::vector<std::string> preloadModules;
     ResourceLimits resources;
 };
+
+// The interpreter the agent runs for a pool's containerType: "python"
+// (PythonLTS), "node" (NodeLTS) or "shell" (Shell).
+std::string agentLanguage(const PoolConfig& pool);
 
 struct Config {
     ListenConfig listen;

@@ -22,11 +22,13 @@ import time
 
 # The agent may run from a read-only or shared tree: leave no __pycache__ there.
 sys.dont_write_bytecode = True
+from sessiond_files import DataDirectory, FileError
 from sessiond_framing import FrameError, FrameReader, encode_frame, write_all
 
 PROTOCOL_VERSION = 1
 AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
 NODE = "/usr/bin/node"
+BASH = "/bin/bash"
 
 DEFAULT_TIMEOUT_MS = 100_000
 DEFAULT_MAX_OUTPUT_CHARS = 4096
@@ -44,6 +46,11 @@ IDLE_POLL_S = 5.0
 HOST_POLL_S = 0.05
 
 TIMEOUT_MESSAGE = "Request timed out waiting for code execution to complete"
+# A shell command that timed out reports what timeout(1) reports.
+TIMEOUT_EXIT_CODE = 124
+SHELL_TERM_GRACE_S = 2.0
+# A file chunk, read or written, in one frame (base64 makes it 4/3 larger).
+MAX_FILE_CHUNK = 8 << 20
 
 
 def log(text):
@@ -56,7 +63,8 @@ class ChannelClosed(Exception):
 
 class Capture:
     """One execution's output on one pipe: kept up to `limit` characters,
-    counted beyond it, and complete once the sentinel has been read."""
+    counted beyond it, and complete once the sentinel has been read (or, with
+    no sentinel, at end of file)."""
 
     def __init__(self, sentinel, limit):
         self.sentinel = sentinel
@@ -71,6 +79,9 @@ class Capture:
     def feed(self, data):
         if self.complete:
             return  # output of background activity after the cell ended
+        if self.sentinel is None:
+            self._take(data)
+            return
         self.pending += data
         end = self.pending.find(self.sentinel)
         if end >= 0:
@@ -201,7 +212,7 @@ class Worker:
 
 
 class Agent:
-    def __init__(self, channel_fd, language, preload, host_connected=True):
+    def __init__(self, channel_fd, language, preload, data_directory, host_connected=True):
         self.channel_fd = channel_fd
         # A virtio-serial port reads as end of file and polls as hung up
         # until the host opens its end, which may be long after boot; only
@@ -210,6 +221,7 @@ class Agent:
         self.channel_reader = FrameReader()
         self.language = language
         self.preload = preload
+        self.files = DataDirectory(data_directory)
         self.worker = None
         self.state_lost_since_last_reply = False
 
@@ -228,7 +240,7 @@ class Agent:
             poller.register(fd, select.POLLIN)
         for fd, _ in poller.poll(timeout * 1000):
             if fd == self.channel_fd:
-                data = os.read(fd, 1 << 16)
+                data = os.read(fd, 1 << 20)  # file chunks arrive in frames of megabytes
                 if not data:
                     raise ChannelClosed()
                 self.channel_reader.feed(data)
@@ -258,7 +270,9 @@ class Agent:
 
     def send(self, message):
         try:
-            write_all(self.channel_fd, encode_frame(message))
+            # File chunks are base64: nothing in them needs escaping.
+            verbatim = "data" if message.get("type") == "fileData" else None
+            write_all(self.channel_fd, encode_frame(message, verbatim))
         except (BrokenPipeError, ConnectionResetError) as e:
             raise ChannelClosed() from e
 
@@ -303,10 +317,11 @@ class Agent:
     # -- requests -------------------------------------------------------------
 
     def serve(self):
-        error = self.wait_worker_ready()
-        if error:
-            log(f"cannot start: {error}")
-            return 1
+        if self.language != "shell":
+            error = self.wait_worker_ready()
+            if error:
+                log(f"cannot start: {error}")
+                return 1
         self.wait_for_host()
         self.send({"type": "hello", "protocol": PROTOCOL_VERSION,
                    "runtime": runtime(self.language),
@@ -333,7 +348,11 @@ class Agent:
         if kind == "ping":
             self.send({"type": "pong", "id": request_id})
         elif kind == "execute":
-            self.send(self.execute(message))
+            self.send(self.execute_shell(message) if self.language == "shell" else self.execute(message))
+        elif kind == "describe":
+            self.send(dict(describe(self.language), type="description", id=request_id))
+        elif kind in FILE_OPERATIONS:
+            self.send(self.file_operation(kind, message))
         else:
             self.send({"type": "error", "id": request_id,
                        "message": f"unknown message type: {json.dumps(kind)}"})
@@ -403,7 +422,69 @@ class Agent:
             self.start_worker()  # warms up while the reply travels
         return reply
 
+    def execute_shell(self, message):
+        """Runs one command with bash (or an argv) in the data directory.
+        Files persist between commands; shell variables and the working
+        directory do not. Whatever the command left running is killed when
+        it ends, so nothing outlives its execution."""
+        request_id = message.get("id")
+        command, argv, stdin = message.get("code"), message.get("argv"), message.get("stdin", "")
+        timeout_ms = message.get("timeoutMs", DEFAULT_TIMEOUT_MS)
+        max_chars = message.get("maxOutputChars", DEFAULT_MAX_OUTPUT_CHARS)
+        valid_argv = isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)
+        if (command is None) == (argv is None) or (command is not None and not isinstance(command, str)) \
+                or (argv is not None and not valid_argv) or not isinstance(stdin, str) \
+                or not isinstance(timeout_ms, int) or not isinstance(max_chars, int) \
+                or timeout_ms < 0 or max_chars < 0:
+            return {"type": "error", "id": request_id,
+                    "message": "a shell execute needs either a string code or a non-empty string "
+                               "array argv, a string stdin and non-negative integer timeoutMs and "
+                               "maxOutputChars"}
+        max_chars = min(max_chars, MAX_OUTPUT_CHARS)
+        args = [BASH, "-c", command] if command is not None else argv
+        out, err = Capture(None, max_chars), Capture(None, max_chars)
+        reply = {"type": "result", "id": request_id, "result": "", "stateLost": False}
+        started = time.monotonic()
+        try:
+            proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, start_new_session=True)
+        except OSError as e:
+            reply.update(status="error", exitCode=127, stdout="", durationMs=0,
+                         stderr=f"{args[0]}: {e.strerror}\n")
+            return reply
+        exit_code, timed_out = run_command(proc, stdin.encode(), out, err, started + timeout_ms / 1000)
+        reply.update(status="timeout" if timed_out else ("ok" if exit_code == 0 else "error"),
+                     exitCode=exit_code, stdout=out.text(),
+                     stderr=_append_line(err.text(), TIMEOUT_MESSAGE) if timed_out else err.text(),
+                     durationMs=int((time.monotonic() - started) * 1000))
+        return reply
+
+    def file_operation(self, kind, message):
+        request_id = message.get("id")
+        path = message.get("path", "")
+        try:
+            if kind == "listFiles":
+                return {"type": "files", "id": request_id,
+                        "entries": self.files.list(path, message.get("recursive") is True)}
+            if kind == "statFile":
+                return {"type": "file", "id": request_id, "entry": self.files.stat(path)}
+            if kind == "readFile":
+                offset, length = message.get("offset", 0), message.get("length", MAX_FILE_CHUNK)
+                if not isinstance(offset, int) or not isinstance(length, int) or offset < 0 or length < 0:
+                    raise FileError("invalidRequest", "offset and length must be non-negative integers")
+                chunk = self.files.read(path, offset, min(length, MAX_FILE_CHUNK))
+                return dict(chunk, type="fileData", id=request_id)
+            if kind == "writeFile":
+                entry = self.files.write(path, message.get("data", ""), message.get("first") is True,
+                                         message.get("last") is True)
+                return {"type": "written", "id": request_id, "entry": entry}
+            self.files.delete(path)
+            return {"type": "deleted", "id": request_id}
+        except FileError as e:
+            return {"type": "error", "id": request_id, "code": e.code, "message": str(e)}
+
     def shutdown(self):
+        self.files.abort_upload()
         if self.worker is not None:
             self.worker.kill()
             self.worker.proc.wait()
@@ -411,7 +492,120 @@ class Agent:
             self.worker = None
 
 
+FILE_OPERATIONS = ("listFiles", "statFile", "readFile", "writeFile", "deleteFile")
+
+
+def run_command(proc, stdin_data, out, err, deadline):
+    """Feeds stdin, captures both pipes until the command exits (or the
+    deadline passes), then kills what is left of its process group.
+    Returns (exit code, timed out)."""
+    streams = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
+    stdin_fd = proc.stdin.fileno()
+    os.set_blocking(stdin_fd, False)
+    if not stdin_data:
+        proc.stdin.close()
+    timed_out, drain_until = False, None
+    while streams:
+        now = time.monotonic()
+        if drain_until is None and proc.poll() is not None:
+            drain_until = now + EXIT_DRAIN_S  # background children may hold the pipes
+        if drain_until is not None and now >= drain_until:
+            break
+        if drain_until is None and now >= deadline:
+            timed_out = True
+            _kill_group(proc, signal.SIGTERM)
+            try:
+                proc.wait(SHELL_TERM_GRACE_S)
+            except subprocess.TimeoutExpired:
+                pass
+            break
+        poller = select.poll()
+        for fd in streams:
+            poller.register(fd, select.POLLIN)
+        if stdin_data:
+            poller.register(stdin_fd, select.POLLOUT)
+        limit = (drain_until or deadline) - now
+        for fd, events in poller.poll(max(min(limit, BUSY_POLL_S), 0) * 1000):
+            if fd == stdin_fd:
+                try:
+                    stdin_data = stdin_data[os.write(fd, stdin_data[:1 << 16]):]
+                except BlockingIOError:
+                    pass
+                except BrokenPipeError:
+                    stdin_data = b""  # the command stopped reading
+                if not stdin_data:
+                    proc.stdin.close()
+                continue
+            data = os.read(fd, 1 << 16)
+            if data:
+                streams[fd].feed(data)
+            else:
+                del streams[fd]
+    if not timed_out and drain_until is None:
+        # Both pipes closed: the command is exiting, or closed them and runs on.
+        try:
+            proc.wait(max(deadline - time.monotonic(), 0))
+        except subprocess.TimeoutExpired:
+            timed_out = True
+    _kill_group(proc, signal.SIGKILL)
+    code = proc.wait()
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if not stream.closed:
+            stream.close()
+    if timed_out:
+        return TIMEOUT_EXIT_CODE, True
+    return (128 - code if code < 0 else code), False
+
+
+def _kill_group(proc, signum):
+    try:
+        os.killpg(proc.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def describe(language):
+    """What GET /metadata reports: runtimes, installed packages, the kernel."""
+    runtimes, packages = [], []
+    if language in ("python", "shell"):
+        runtimes.append({"name": "python", "version": platform.python_version()})
+        packages = python_packages()
+    if language in ("node", "shell") and os.path.exists(NODE):
+        runtimes.append(runtime("node"))
+    if language == "shell":
+        runtimes.insert(0, runtime("shell"))
+    kernel = {"python": {"name": "IPython", "version": _distribution_version("ipython"),
+                         "projectUrl": "https://ipython.org", "description": "IPython interactive shell"},
+              "node": {"name": "node vm context", "version": runtimes[0]["version"] if runtimes else "",
+                       "projectUrl": "https://nodejs.org", "description": "a persistent Node.js vm context"},
+              "shell": {"name": "bash", "version": runtimes[0]["version"],
+                        "projectUrl": "https://www.gnu.org/software/bash/",
+                        "description": "one bash process per command"}}[language]
+    return {"runtimes": runtimes, "packages": packages, "kernel": kernel}
+
+
+def python_packages():
+    import importlib.metadata
+    found = {}
+    for distribution in importlib.metadata.distributions():
+        name = distribution.metadata["Name"]
+        if name and name.lower() not in found:
+            found[name.lower()] = {"name": name, "version": distribution.version}
+    return sorted(found.values(), key=lambda p: p["name"].lower())
+
+
+def _distribution_version(name):
+    import importlib.metadata
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+
+
 def runtime(language):
+    if language == "shell":
+        first = subprocess.run([BASH, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+        return {"name": "bash", "version": first.split("version ")[-1].split(" ")[0] if "version " in first else ""}
     if language == "node":
         version = subprocess.run([NODE, "--version"], capture_output=True, text=True).stdout.strip()
         return {"name": "node", "version": version.lstrip("v")}
@@ -439,7 +633,7 @@ def main():
     transport = parser.add_mutually_exclusive_group(required=True)
     transport.add_argument("--fd", type=int, help="connected stream socket inherited from the host")
     transport.add_argument("--port", help="virtio-serial port device to open read/write")
-    parser.add_argument("--language", choices=["python", "node"], default="python",
+    parser.add_argument("--language", choices=["python", "node", "shell"], default="python",
                         help="the interpreter sessions run code in")
     parser.add_argument("--preload", default="", help="comma-separated modules to import before hello")
     parser.add_argument("--workdir", help="working directory for user code, if it exists")
@@ -453,7 +647,7 @@ def main():
 
     preload = [m.strip() for m in args.preload.split(",") if m.strip()]
     channel_fd, host_connected = open_transport(args)
-    agent = Agent(channel_fd, args.language, preload, host_connected)
+    agent = Agent(channel_fd, args.language, preload, os.getcwd(), host_connected)
     try:
         return agent.serve()
     except ChannelClosed:

@@ -11,10 +11,19 @@ class FrameError(Exception):
     """The peer broke framing; the stream cannot be resynchronised."""
 
 
-def encode_frame(message):
+def encode_frame(message, verbatim=None):
+    """`verbatim` names a string field the caller knows needs no JSON
+    escaping (base64 file data): it is spliced in as is, which is several
+    times faster than encoding megabytes of it."""
     # allow_nan=False: NaN is not JSON and the daemon's parser rejects it.
-    body = json.dumps(message, ensure_ascii=False, allow_nan=False,
-                      separators=(",", ":")).encode("utf-8")
+    if verbatim is not None:
+        rest = {key: value for key, value in message.items() if key != verbatim}
+        head = json.dumps(rest, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        body = b"".join((head[:-1].encode("utf-8"), b',"', verbatim.encode("ascii"), b'":"',
+                         message[verbatim].encode("ascii"), b'"}'))
+    else:
+        body = json.dumps(message, ensure_ascii=False, allow_nan=False,
+                          separators=(",", ":")).encode("utf-8")
     if len(body) > MAX_FRAME_BYTES:
         raise FrameError(f"frame of {len(body)} bytes exceeds the limit")
     return len(body).to_bytes(4, "big") + body

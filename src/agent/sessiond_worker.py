@@ -13,17 +13,26 @@ travel over a private socket using the agent's framing:
 
 After each cell the worker writes the sentinel to fd 1 and fd 2 before sending
 "done", so the agent knows where the cell's output ends on each pipe.
+
+A cell's "result" is an image object ({"type":"image","format":"png",
+"base64_data":S}) when the cell showed a PNG: see _CellImages.
 """
 
 import argparse
 import ast
+import base64
+import binascii
 import ctypes
+import functools
+import gc
 import importlib
 import io
 import math
 import os
 import signal
 import sys
+import traceback
+import warnings
 
 # The agent may run from a read-only or shared tree: leave no __pycache__ there.
 sys.dont_write_bytecode = True
@@ -72,14 +81,185 @@ def _flush_all(libc):
         libc.fflush(None)  # printf() from C extensions
 
 
+def _volunteer_for_oom_killer():
+    # When the sandbox runs out of memory the kernel should kill the cell's
+    # interpreter, which the agent replaces, rather than the agent and with
+    # it the session. Raising one's own score needs no privilege; the cell's
+    # subprocesses inherit it.
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")
+    except OSError:
+        pass
+
+
+# -- images -------------------------------------------------------------------
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# An image whose base64 form is longer becomes a note (a string result): the
+# reply frame must stay below 64 MiB.
+MAX_IMAGE_BASE64_CHARS = 8 << 20
+PYPLOT = "matplotlib.pyplot"
+
+
+class _CellImages:
+    """The PNG images a cell showed, as Jupyter's inline backend would: through
+    plt.show(), display(), a Figure or Image as the last expression, and every
+    pyplot figure still open when the cell ends (which is then closed). The
+    cell's result is the last expression's image if it has one, else the last
+    image shown."""
+
+    def __init__(self):
+        self.last = None
+        self.expression = None
+
+    def reset(self):
+        self.last = None
+        self.expression = None
+
+    def result(self):
+        return self.expression or self.last
+
+
+_IMAGES = _CellImages()
+
+
+def _png_base64(data):
+    """The base64 text of PNG data given as bytes or (as IPython's Image gives
+    it) base64 text; None if it is not a PNG."""
+    if isinstance(data, str):
+        text = "".join(data.split())
+        try:
+            head = base64.b64decode(text[:16], validate=True)
+        except (binascii.Error, ValueError):
+            return None
+    elif isinstance(data, (bytes, bytearray, memoryview)):
+        head = bytes(data[:8])
+        text = None
+    else:
+        return None
+    if not head.startswith(PNG_SIGNATURE):
+        return None
+    return text if text is not None else base64.b64encode(data).decode("ascii")
+
+
+def _image_result(text):
+    if len(text) > MAX_IMAGE_BASE64_CHARS:
+        return f"[image omitted: its PNG of about {len(text) * 3 // 4} bytes exceeds the limit " \
+               f"of {MAX_IMAGE_BASE64_CHARS * 3 // 4} bytes]"
+    return {"type": "image", "format": "png", "base64_data": text}
+
+
+def _figure_png(fig):
+    """A matplotlib Figure as Jupyter's inline backend renders it: PNG at the
+    figure's own DPI (matplotlib's default 100), tight bounding box, nothing
+    for a figure without axes."""
+    from IPython.core.pylabtools import print_figure
+    return print_figure(fig, "png", bbox_inches="tight")
+
+
+def _flush_figures(shell, render=True, skip=None):
+    """Shows every open pyplot figure (but `skip`) and closes them all, as
+    the inline backend does after each cell and on plt.show()."""
+    pyplot = sys.modules.get(PYPLOT)
+    helpers = sys.modules.get("matplotlib._pylab_helpers")
+    if pyplot is None or helpers is None:
+        return  # the cell has not used pyplot: matplotlib may not even be loaded
+    managers = helpers.Gcf.get_all_fig_managers()
+    if not managers:
+        return
+    try:
+        for manager in managers if render else ():
+            figure = manager.canvas.figure
+            if figure is skip:
+                continue
+            try:
+                image = _png_base64(_figure_png(figure))
+            except Exception:  # e.g. bad mathtext in a label
+                if shell is not None:
+                    shell.showtraceback()
+                else:
+                    traceback.print_exc()
+                continue
+            if image is not None:
+                _IMAGES.last = image
+    finally:
+        try:
+            pyplot.close("all")
+        except Exception:  # the worker must still answer
+            traceback.print_exc()
+
+
+class _PyplotImportHook:
+    """Replaces matplotlib.pyplot.show, as soon as pyplot is imported, by one
+    that shows and closes the open figures; matplotlib is not imported before
+    user code (or a preload) imports it."""
+
+    def __init__(self, shell_getter):
+        self.shell_getter = shell_getter
+
+    def install(self):
+        sys.meta_path.insert(0, self)
+        if PYPLOT in sys.modules:
+            self.patch(sys.modules[PYPLOT])
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != PYPLOT:
+            return None
+        for finder in sys.meta_path:
+            find_spec = getattr(finder, "find_spec", None) if finder is not self else None
+            spec = find_spec(fullname, path, target) if find_spec else None
+            if spec is not None:
+                break
+        else:
+            return None
+        if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = _PatchingLoader(spec.loader, self.patch)
+        return spec
+
+    def patch(self, pyplot):
+        original = getattr(pyplot, "show", None)
+        if original is None or getattr(original, "_sessiond_show", False):
+            return
+        shell_getter = self.shell_getter
+
+        @functools.wraps(original)
+        def show(*args, **kwargs):
+            _flush_figures(shell_getter())
+
+        show._sessiond_show = True
+        pyplot.show = show
+
+
+class _PatchingLoader:
+    """A module loader that calls `after(module)` once the module has run."""
+
+    def __init__(self, loader, after):
+        self._loader = loader
+        self._after = after
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        self._after(module)
+
+    def __getattr__(self, name):  # get_source, get_resource_reader, ...
+        return getattr(self._loader, name)
+
+
+# -- the shell ------------------------------------------------------------------
+
 def _make_shell():
     from IPython.core.displayhook import DisplayHook
+    from IPython.core.displaypub import DisplayPublisher
     from IPython.core.interactiveshell import InteractiveShell
     from traitlets.config import Config
 
     class CapturingDisplayHook(DisplayHook):
-        """Keeps the last expression's text/plain form instead of printing
-        an Out[n] prompt."""
+        """Keeps the last expression's text/plain form (and PNG image, if it
+        has one) instead of printing an Out[n] prompt."""
 
         def reset(self):
             self.text = None
@@ -95,12 +275,35 @@ def _make_shell():
 
         def write_format_data(self, format_dict, md_dict=None):
             self.text = format_dict.get("text/plain")
+            _IMAGES.expression = _png_base64(format_dict.get("image/png"))
 
         def finish_displayhook(self):
             pass
 
+    class ImageDisplayPublisher(DisplayPublisher):
+        """display() of something with a PNG form (a Figure, an Image)
+        becomes the cell's image; anything else prints its text form."""
+
+        def publish(self, data, *args, **kwargs):
+            image = _png_base64(data.get("image/png")) if isinstance(data, dict) else None
+            if image is None:
+                super().publish(data, *args, **kwargs)
+            else:
+                _IMAGES.last = image
+
+        def clear_output(self, wait=False):
+            # Printed text cannot be taken back (the base class prints
+            # terminal escapes); images shown so far can.
+            _IMAGES.last = None
+
     class WorkerShell(InteractiveShell):
         displayhook_class = CapturingDisplayHook
+        display_pub_class = ImageDisplayPublisher
+
+        def enable_gui(self, gui=None):
+            # No display, so no GUI event loop to run; "%matplotlib inline"
+            # (common in notebook-style code) only needs this not to fail.
+            pass
 
         def ask_exit(self):
             # exit() ends this interpreter once the cell is done; the agent
@@ -115,7 +318,14 @@ def _make_shell():
     config.InteractiveShell.colors = "NoColor"
     # HOME may be read-only or a tmpfs: keep history in memory.
     config.HistoryManager.hist_file = ":memory:"
-    return WorkerShell.instance(config=config)
+    # Only these forms are used: computing HTML, LaTeX, ... for every result
+    # would be wasted time (a DataFrame's HTML table).
+    config.DisplayFormatter.active_types = ["text/plain", "image/png"]
+    shell = WorkerShell.instance(config=config)
+    # Lazily, by name: matplotlib is not imported here.
+    shell.display_formatter.formatters["image/png"].for_type_by_name(
+        "matplotlib.figure", "Figure", _figure_png)
+    return shell
 
 
 def _ends_with_call(shell, code):
@@ -165,21 +375,42 @@ def _result_value(shell, code, value):
     return _json_safe_str(hook.text or "")
 
 
+OUT_OF_MEMORY_MESSAGE = "Execution aborted: the cell ran out of memory (MemoryError)"
+
+
+def _forget_memory_error(error):
+    # The traceback's frames may hold what filled the memory; the cell's
+    # globals stay.
+    traceback.clear_frames(error.__traceback__)
+    sys.last_traceback = None
+    gc.collect()
+    print(OUT_OF_MEMORY_MESSAGE, file=sys.stderr)
+
+
 def _run(shell, code):
     shell.displayhook.reset()
+    _IMAGES.reset()
     try:
         try:
             # The C-level handler keeps the worker's frames out of the traceback.
             signal.signal(signal.SIGINT, signal.default_int_handler)
             outcome = shell.run_cell(code, store_history=True)
+            # As the inline backend: the figures a cell leaves open are shown.
+            _flush_figures(shell, render=outcome.success, skip=outcome.result)
         finally:
             signal.signal(signal.SIGINT, _ignore_interrupt)
     except KeyboardInterrupt:  # arrived outside IPython's own handling
         signal.signal(signal.SIGINT, _ignore_interrupt)
+        _flush_figures(shell, render=False)
         return "error", "", True
     if outcome.success:
+        image = _IMAGES.result()
+        if image is not None:
+            return "ok", _image_result(image), False
         return "ok", _result_value(shell, code, outcome.result), False
     error = outcome.error_before_exec or outcome.error_in_exec
+    if isinstance(error, MemoryError):
+        _forget_memory_error(error)
     return "error", "", isinstance(error, KeyboardInterrupt)
 
 
@@ -199,6 +430,9 @@ def main():
     _die_with_parent(libc, args.parent_pid)
     signal.signal(signal.SIGINT, _ignore_interrupt)
     _direct_stdio()
+    _volunteer_for_oom_killer()
+    shell = None
+    _PyplotImportHook(lambda: shell).install()
 
     preload_errors = []
     for name in filter(None, (m.strip() for m in args.preload.split(","))):
@@ -208,6 +442,9 @@ def main():
             preload_errors.append(f"{name}: {type(e).__name__}: {e}")
     shell = _make_shell()
     shell.run_cell("pass", store_history=False)  # warms up the compiler and display machinery
+    # Newer setuptools warn on `import pkg_resources`; AutoGen's bootstrap
+    # cell lists packages that way and parses stderr + result as one text.
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated as an API")
 
     reader = FrameReader()
     write_all(control, encode_frame({"type": "ready", "preloadErrors": preload_errors}))
@@ -217,7 +454,12 @@ def main():
             return
         if message.get("type") != "execute":
             continue
-        status, result, interrupted = _run(shell, message["code"])
+        try:
+            status, result, interrupted = _run(shell, message["code"])
+        except MemoryError:  # in the worker's own handling of the cell
+            status, result, interrupted = "error", "", False
+            gc.collect()
+            print(OUT_OF_MEMORY_MESSAGE, file=sys.stderr)
         _flush_all(libc)
         sentinel = message["sentinel"].encode()
         write_all(1, sentinel)

@@ -2,10 +2,14 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 
 namespace sessiond::api {
 
 namespace {
+// What the agent keeps of each stream at most (docs/agent-protocol.md).
+constexpr std::int64_t kMaxOutputStreamsLength = 8 << 20;
+
 std::string lower(std::string text) {
     std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) { return std::tolower(c); });
     return text;
@@ -44,15 +48,53 @@ std::optional<ParsedExecute> parseExecuteBody(const std::string& body, const Poo
 
     bool bad = false;
     ParsedExecute parsed;
+    const bool shell = pool.containerType == "Shell";
     auto code = stringField(*fields, "code", error, bad);
     if (!code && !bad) code = stringField(*fields, "pythonCode", error, bad);
+    auto shellCommand = stringField(*fields, "shellCommand", error, bad);
+    auto stdinText = stringField(*fields, "stdin", error, bad);
     auto inputType = stringField(*fields, "codeInputType", error, bad);
     auto executionType = stringField(*fields, "executionType", error, bad);
     parsed.identifier = stringField(*fields, "identifier", error, bad);
     if (bad) return std::nullopt;
-    if (!code) {
-        error = {"SessionPropertiesMissing", "The request must give the code to run in 'properties.code' (or 'code')."};
-        return std::nullopt;
+
+    std::vector<std::string> argv;
+    if (auto it = fields->find("execCommandAndArgs"); it != fields->end() && !it->is_null()) {
+        bool strings = it->is_array() && !it->empty();
+        for (const auto& item : *it) strings = strings && item.is_string();
+        if (!strings) {
+            error = {"SessionRequestValidationFailed", "The field 'execCommandAndArgs' must be a non-empty array of strings."};
+            return std::nullopt;
+        }
+        argv = it->get<std::vector<std::string>>();
+    }
+    if (shell) {
+        // Shell pools run `shellCommand`; `code` is taken as a command too, so
+        // the older execute routes and curl users reach a Shell pool alike.
+        if (shellCommand && !argv.empty()) {
+            error = {"SessionRequestValidationFailed", "Give either 'shellCommand' or 'execCommandAndArgs', not both."};
+            return std::nullopt;
+        }
+        if (!shellCommand) shellCommand = code;
+        if (!shellCommand && argv.empty()) {
+            error = {"SessionPropertiesMissing",
+                     "The request must give the command to run in 'shellCommand' (or 'execCommandAndArgs')."};
+            return std::nullopt;
+        }
+        parsed.request.code = shellCommand.value_or("");
+        parsed.request.argv = std::move(argv);
+        parsed.request.stdinText = stdinText.value_or("");
+    } else {
+        if (shellCommand || !argv.empty()) {
+            error = {"SessionRequestValidationFailed", "'shellCommand' and 'execCommandAndArgs' need a Shell pool; the pool '" +
+                                                           pool.name + "' runs " + pool.containerType + "."};
+            return std::nullopt;
+        }
+        if (!code) {
+            error = {"SessionPropertiesMissing", "The request must give the code to run in 'properties.code' (or 'code')."};
+            return std::nullopt;
+        }
+        parsed.request.code = std::move(*code);
     }
     if (inputType && lower(*inputType) != "inline") {
         error = {"SessionRequestValidationFailed",
@@ -65,17 +107,24 @@ std::optional<ParsedExecute> parseExecuteBody(const std::string& body, const Poo
         return std::nullopt;
     }
 
-    parsed.request.code = std::move(*code);
     parsed.request.timeout = pool.defaultExecutionTimeout;
     parsed.request.maxOutputChars = pool.maxOutputChars;
     if (auto it = fields->find("timeoutInSeconds"); it != fields->end() && !it->is_null()) {
-        if (!it->is_number_integer() || it->get<std::int64_t>() < 1 ||
-            it->get<std::int64_t>() > pool.maxExecutionTimeout.count()) {
-            error = {"SessionRequestValidationFailed", "timeoutInSeconds must be a whole number from 1 to " +
-                                                           std::to_string(pool.maxExecutionTimeout.count()) + "."};
+        if (!it->is_number() || it->get<double>() <= 0) {
+            error = {"SessionRequestValidationFailed", "timeoutInSeconds must be a positive number of seconds."};
             return std::nullopt;
         }
-        parsed.request.timeout = std::chrono::seconds(it->get<std::int64_t>());
+        // Like Azure, a longer timeout than the pool allows is cut to its maximum.
+        const double requested = std::ceil(std::min(it->get<double>(), double(pool.maxExecutionTimeout.count())));
+        parsed.request.timeout = std::chrono::seconds(static_cast<std::int64_t>(requested));
+    }
+    if (auto it = fields->find("outputStreamsMaxLength"); it != fields->end() && !it->is_null()) {
+        if (!it->is_number_integer() || it->get<std::int64_t>() < 0 || it->get<std::int64_t>() > kMaxOutputStreamsLength) {
+            error = {"SessionRequestValidationFailed",
+                     "outputStreamsMaxLength must be a whole number from 0 to " + std::to_string(kMaxOutputStreamsLength) + "."};
+            return std::nullopt;
+        }
+        parsed.request.maxOutputChars = it->get<std::size_t>();
     }
     return parsed;
 }

@@ -94,7 +94,7 @@ std::chrono::seconds seconds(Fields& f, const std::string& key, std::chrono::sec
     return std::chrono::seconds(f.integer(key, static_cast<std::uint64_t>(fallback.count()), min, max));
 }
 
-const std::set<std::string> kContainerTypes = {"PythonLTS"};
+const std::set<std::string> kContainerTypes = {"PythonLTS", "NodeLTS", "Shell"};
 const std::set<std::string> kBackends = {"namespace", "libvirt"};
 const std::set<std::string> kAccelerators = {"auto", "kvm", "tcg"};
 const std::set<std::string> kLogLevels = {"trace", "debug", "info", "warn", "error", "critical", "off"};
@@ -118,7 +118,8 @@ PoolConfig parsePool(const json& j, const std::string& path) {
                           "must be 2-32 lower-case letters, digits or hyphens, start with a letter and not end with a hyphen");
     pool.containerType = f.string("containerType", pool.containerType);
     if (!kContainerTypes.count(pool.containerType))
-        throw ConfigError(f.child("containerType"), "unsupported value '" + pool.containerType + "' (supported: PythonLTS)");
+        throw ConfigError(f.child("containerType"), "unsupported value '" + pool.containerType +
+                                                            "' (supported: PythonLTS, NodeLTS, Shell)");
     pool.backend = f.string("backend", pool.backend);
     if (!kBackends.count(pool.backend))
         throw ConfigError(f.child("backend"), "unsupported value '" + pool.backend + "' (supported: namespace, libvirt)");
@@ -160,6 +161,12 @@ PoolConfig parsePool(const json& j, const std::string& path) {
 
 }  // namespace
 
+std::string agentLanguage(const PoolConfig& pool) {
+    if (pool.containerType == "NodeLTS") return "node";
+    if (pool.containerType == "Shell") return "shell";
+    return "python";
+}
+
 Config parseConfig(const json& document) {
     Config config;
     Fields top(document, "");
@@ -173,6 +180,7 @@ Config parseConfig(const json& document) {
         config.http.maxConnections = h.integer("maxConnections", config.http.maxConnections, 1, 1000000);
         config.http.maxHeaderBytes = h.integer("maxHeaderBytes", config.http.maxHeaderBytes, 1024, 1u << 20);
         config.http.maxBodyBytes = h.integer("maxBodyBytes", config.http.maxBodyBytes, 1024, 1ull << 32);
+        config.http.maxUploadBytes = h.integer("maxUploadBytes", config.http.maxUploadBytes, 1024, 1ull << 32);
         config.http.readTimeout = seconds(h, "readTimeoutInSeconds", config.http.readTimeout, 1, 3600);
         config.http.keepAliveTimeout = seconds(h, "keepAliveTimeoutInSeconds", config.http.keepAliveTimeout, 1, 3600);
     }

@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
 
     sessiond::PoolManager pools(io, config.pools, backends);
     sessiond::http::Router router;
-    sessiond::api::addRoutes(router, pools);
+    sessiond::api::addRoutes(router, pools, config.http);
     sessiond::http::HttpServer server(io, config.http, router);
     try {
         server.listen(config.listen.address, config.listen.port);

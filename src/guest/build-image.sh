@@ -45,8 +45,13 @@ repo=$(cd "$here/../.." && pwd)
 mkdir -p "$1"
 out=$(cd "$1" && pwd)
 
+# The agent's Python files, and the Node.js worker it runs for sessions in node.
+agent_files=()
+for f in "$repo"/src/agent/*.py "$repo"/src/agent/*.js; do
+    [ -e "$f" ] && agent_files+=("$f")
+done
 inputs=(src/guest/build-image.sh src/guest/packages.txt src/guest/init)
-for f in "$repo"/src/agent/*.py; do
+for f in "${agent_files[@]}"; do
     inputs+=("src/agent/${f##*/}")
 done
 full_hash=$(cd "$repo" && sha256sum "${inputs[@]}" | sha256sum | cut -d' ' -f1)
@@ -218,12 +223,51 @@ INCLUDE_MODULES="virtio_pci,virtio_blk,ext4"
 EOF
 
 mount -t proc proc "$root/proc"
+
+# python3-scipy, and with it sklearn, statsmodels and seaborn, depends on
+# python3-pythran, an ahead-of-time compiler whose own dependencies are g++,
+# boost, libxsimd, binutils and the Python headers: 54 packages, about 420 MiB.
+# scipy needs pythran only to build. Upstream's metadata requires numpy
+# alone at run time, no scipy module imports pythran, and the two modules
+# pythran compiled (stats._stats_pythran, interpolate._rbfinterp_pythran) are
+# ordinary extensions linking libc, libm, libstdc++ and libgcc_s. So an empty
+# package that provides python3-pythran, installed before apt runs,
+# satisfies the dependency (it is unversioned) and apt leaves the compiler
+# out. The check after the install fails the build should a later package
+# need the real one. A session that wants to compile with pythran has no
+# compiler in the guest anyway.
+log "installing sessiond-pythran-stub (provides python3-pythran)"
+mkdir -p "$root/tmp/pythran-stub/DEBIAN"
+cat >"$root/tmp/pythran-stub/DEBIAN/control" <<'EOF'
+Package: sessiond-pythran-stub
+Version: 1.0
+Architecture: all
+Maintainer: sessiond developers <dev@sessiond.invalid>
+Section: misc
+Priority: optional
+Provides: python3-pythran
+Description: stands in for python3-pythran in the sessiond guest
+ python3-scipy depends on the pythran compiler, which it only needs to be
+ built. This empty package satisfies that dependency without g++ and boost.
+EOF
+{
+    in_root dpkg-deb --root-owner-group --build /tmp/pythran-stub /tmp/pythran-stub.deb \
+        && in_root dpkg -i /tmp/pythran-stub.deb
+} >"$tmp/apt.log" 2>&1 || { tail -n 30 "$tmp/apt.log" >&2; die "cannot install the python3-pythran stub"; }
+rm -rf "$root/tmp/pythran-stub" "$root/tmp/pythran-stub.deb"
+
 log "installing ${packages[*]}"
-in_root apt-get -q update >"$tmp/apt.log" 2>&1 || { tail -n 30 "$tmp/apt.log" >&2; die "apt-get update failed"; }
+in_root apt-get -q update >>"$tmp/apt.log" 2>&1 || { tail -n 30 "$tmp/apt.log" >&2; die "apt-get update failed"; }
 # initramfs-tools- : the kernel accepts any initramfs tool; take tiny-initramfs.
 in_root apt-get -q -y install "${packages[@]}" initramfs-tools- >>"$tmp/apt.log" 2>&1 \
     || { tail -n 30 "$tmp/apt.log" >&2; die "apt-get install failed"; }
 in_root apt-get clean
+for unwanted in python3-pythran gcc-12 g++-12 cpp-12 libboost1.74-dev libpython3.11-dev; do
+    # shellcheck disable=SC2016 # dpkg-query's own format, not shell expansions
+    if in_root dpkg-query -W -f '${Status}' "$unwanted" 2>/dev/null | grep -q 'ok installed'; then
+        die "$unwanted was installed: a package needs more than the python3-pythran stub provides"
+    fi
+done
 
 kernel_versions=("$root"/lib/modules/*)
 if [ "${#kernel_versions[@]}" -ne 1 ] || [ ! -d "${kernel_versions[0]}" ]; then
@@ -250,7 +294,7 @@ fi
 
 log "installing the agent and init"
 install -d -m 755 "$root/opt/sessiond/agent"
-install -m 644 "$repo"/src/agent/*.py "$root/opt/sessiond/agent/"
+install -m 644 "${agent_files[@]}" "$root/opt/sessiond/agent/"
 install -m 755 "$here/init" "$root/opt/sessiond/init"
 install -d -m 755 "$root/mnt/data"
 echo sandbox >"$root/etc/hostname"
@@ -271,6 +315,8 @@ InteractiveShell.instance(config=config)
 ' >>"$tmp/apt.log" 2>&1 || { tail -n 30 "$tmp/apt.log" >&2; die "cache warm-up failed"; }
 
 python_version=$(in_root python3 -c 'import platform; print(platform.python_version())')
+node_version=$(in_root node --version 2>/dev/null || true)  # empty without nodejs
+node_version=${node_version#v}
 # shellcheck disable=SC2016 # dpkg-query's own format, not shell expansions
 in_root dpkg-query -W -f '${Package}\t${Version}\n' | sort >"$tmp/packages.tsv"
 umount "$root/proc"
@@ -293,7 +339,7 @@ find "$root" -newermt "@$SOURCE_DATE_EPOCH" ! -path "$root/usr/*.py" \
 log "writing manifest.json"
 manifest_py='
 import json, sys
-(full_hash, build_date, epoch, kernel, python, cmdline, initrd, port, requested) = sys.argv[1:]
+(full_hash, build_date, epoch, kernel, python, node, cmdline, initrd, port, requested) = sys.argv[1:]
 installed = dict(line.rstrip("\n").split("\t", 1) for line in sys.stdin if line.strip())
 manifest = {
     "hash": full_hash,
@@ -302,6 +348,7 @@ manifest = {
     "debian": {"suite": "bookworm", "architecture": "amd64"},
     "kernelVersion": kernel,
     "pythonVersion": python,
+    "nodeVersion": node,
     "kernelCommandLine": cmdline,
     "initrdNeeded": initrd == "true",
     "files": {"kernel": "vmlinuz", "initrd": "initrd.img" if initrd == "true" else None,
@@ -315,7 +362,7 @@ json.dump(manifest, sys.stdout, indent=2)
 sys.stdout.write("\n")
 '
 in_root python3 -c "$manifest_py" "$full_hash" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$SOURCE_DATE_EPOCH" \
-    "$kver" "$python_version" "$KERNEL_CMDLINE" "$initrd_needed" "$PORT_NAME" "${packages[*]}" \
+    "$kver" "$python_version" "$node_version" "$KERNEL_CMDLINE" "$initrd_needed" "$PORT_NAME" "${packages[*]}" \
     <"$tmp/packages.tsv" >"$tmp/manifest.json"
 rm -f "$tmp/packages.tsv"
 

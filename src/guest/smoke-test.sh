@@ -2,14 +2,17 @@
 # Boots a guest image built by build-image.sh under plain QEMU, as the
 # libvirt backend would (virtio disk on a throwaway overlay, the agent's
 # virtio-serial port on a unix socket), then checks the agent end to end:
-# hello, an execution, the scientific stack, and power-off once the host
-# closes the channel. Uses KVM when /dev/kvm is usable, TCG otherwise.
+# hello, an execution, a numpy/pandas/matplotlib chart, an import of every
+# preinstalled Python library (docs/environment.md), node and bash, and
+# power-off once the host closes the channel. Uses KVM when /dev/kvm is
+# usable, TCG otherwise.
 #
 #   smoke-test.sh IMAGE_DIR [PRELOAD]     e.g. PRELOAD=numpy,pandas,matplotlib
 #
-# Environment: SMOKE_ACCEL=kvm|tcg forces the accelerator; SMOKE_TIMEOUT
-# (seconds, default 300) bounds the wait for the hello; SMOKE_CONSOLE=FILE
-# keeps a copy of the guest's serial console.
+# Environment: SMOKE_ACCEL=kvm|tcg forces the accelerator; SMOKE_CPU sets
+# -cpu; SMOKE_TIMEOUT (seconds, default 300) bounds the wait for the hello;
+# SMOKE_CONSOLE=FILE keeps a copy of the guest's serial console;
+# SMOKE_APPEND adds kernel parameters (e.g. sessiond.language=python).
 set -euo pipefail
 
 usage() {
@@ -71,6 +74,7 @@ fail() {
 cmdline=$("$client_python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["kernelCommandLine"])' "$image/manifest.json")
 initrd=$("$client_python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["files"]["initrd"] or "")' "$image/manifest.json")
 [ -z "$preload" ] || cmdline="$cmdline sessiond.preload=$preload"
+[ -z "${SMOKE_APPEND:-}" ] || cmdline="$cmdline $SMOKE_APPEND"
 
 qemu-img create -q -f qcow2 -F qcow2 -b "$image/rootfs.qcow2" "$work/overlay.qcow2"
 qemu_args=(
@@ -165,6 +169,8 @@ print(f"smoke-test: execute sys.version ok in {took:.2f} s: {reply['stdout'].str
 code = ("import numpy as np, pandas as pd, matplotlib.pyplot as plt, os, socket\n"
         "plt.plot(np.arange(10), pd.Series(range(10)) ** 2)\n"
         "plt.savefig('chart.png')\n"
+        # An open figure would be the cell's result (an image), as in Jupyter.
+        "plt.close('all')\n"
         "[np.__version__, pd.__version__, os.getcwd(), os.path.getsize('chart.png') > 0,"
         " socket.gethostname()]")
 reply, took = request(sock, {"type": "execute", "id": 2, "code": code,
@@ -174,6 +180,53 @@ if reply.get("status") != "ok" or "'/mnt/data'" not in result or "True" not in r
         or "'sandbox'" not in result:
     raise SystemExit(f"unexpected reply: {reply}")
 print(f"smoke-test: numpy/pandas/matplotlib chart in /mnt/data ok in {took:.2f} s: {result}")
+
+# Every library docs/environment.md promises, then the other session types' interpreters.
+code = r"""
+import importlib, json, subprocess, time
+modules = ["numpy", "pandas", "matplotlib", "matplotlib.pyplot", "scipy", "scipy.stats", "scipy.interpolate",
+           "sklearn", "sklearn.linear_model", "statsmodels.api", "seaborn", "sympy", "networkx",
+           "openpyxl", "xlsxwriter", "docx", "reportlab", "reportlab.pdfgen.canvas", "PIL.Image",
+           "lxml.etree", "bs4", "tabulate", "requests", "pkg_resources", "IPython"]
+versions, failed = {}, {}
+started = time.monotonic()
+for name in modules:
+    try:
+        module = importlib.import_module(name)
+        versions[name] = str(getattr(module, "__version__", "") or getattr(module, "VERSION", ""))
+    except Exception as e:
+        failed[name] = repr(e)
+imports_s = time.monotonic() - started
+def run(*argv):
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    except OSError as e:
+        return [127, "", repr(e)]
+    return [done.returncode, done.stdout.strip(), done.stderr.strip()[-300:]]
+print(json.dumps({"versions": versions, "failed": failed, "importSeconds": round(imports_s, 1),
+                  "node": run("node", "-e", "console.log(process.version, [1, 2, 3].map(x => x * 2).join())"),
+                  "bash": run("bash", "-c", 'echo "$BASH_VERSION" $((6 * 7))')}))
+"""
+reply, took = request(sock, {"type": "execute", "id": 3, "code": code,
+                             "timeoutMs": 600000, "maxOutputChars": 16384}, timeout=660)
+if reply.get("status") != "ok":
+    raise SystemExit(f"unexpected reply to the imports: {reply}")
+try:
+    report = json.loads(reply.get("stdout", "").strip().splitlines()[-1])
+except (ValueError, IndexError):
+    raise SystemExit(f"unexpected output of the imports: {reply}")
+if report["failed"]:
+    raise SystemExit(f"imports failed: {report['failed']}")
+print(f"smoke-test: {len(report['versions'])} imports ok in {report['importSeconds']} s: "
+      + ", ".join(f"{k} {v}".strip() for k, v in report["versions"].items() if "." not in k or k == "PIL.Image"))
+node_status, node_out, node_err = report["node"]
+if node_status != 0 or not node_out.endswith(" 2,4,6"):
+    raise SystemExit(f"node -e failed: status {node_status}, {node_out!r}, {node_err!r}")
+bash_status, bash_out, bash_err = report["bash"]
+if bash_status != 0 or not bash_out.endswith(" 42"):
+    raise SystemExit(f"bash -c failed: status {bash_status}, {bash_out!r}, {bash_err!r}")
+print(f"smoke-test: node -e ok ({node_out.split()[0]}), bash -c ok ({bash_out.split()[0]}); "
+      f"execution took {took:.2f} s")
 
 sock.close()
 closed = time.time()

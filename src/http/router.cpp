@@ -41,8 +41,8 @@ std::vector<std::string> splitPath(const std::string& path) {
     return segments;
 }
 
-void Router::add(beast_http::verb method, const std::string& pattern, Handler handler) {
-    Route route{method, {}, std::move(handler)};
+void Router::add(beast_http::verb method, const std::string& pattern, Handler handler, RouteOptions options) {
+    Route route{method, {}, std::move(handler), options};
     std::size_t start = 0;
     while (start <= pattern.size()) {
         std::size_t end = pattern.find('/', start);
@@ -86,6 +86,7 @@ Router::Match Router::match(Request& request) const {
         if (route.method == request.message.method()) {
             if (matches(route, segments, &request.params)) {
                 result.handler = &route.handler;
+                result.options = route.options;
                 result.allowedMethods.clear();
                 return result;
             }

@@ -1,6 +1,7 @@
 #include "sessiond/http/server.hpp"
 
 #include <array>
+#include <limits>
 #include <optional>
 #include <set>
 
@@ -90,45 +91,94 @@ public:
     }
 
 private:
+    // The header first: the route it names decides the body limit.
     void readRequest(std::chrono::seconds timeout) {
         parser_.emplace();
         parser_->header_limit(static_cast<std::uint32_t>(server_->config.maxHeaderBytes));
-        parser_->body_limit(server_->config.maxBodyBytes);
+        // Beast checks Content-Length against the body limit while parsing the
+        // header, before the route is known: onHeader checks it instead.
+        parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
         stream_.expires_after(timeout);
+        beast_http::async_read_header(stream_, buffer_, *parser_,
+                                      [self = shared_from_this()](beast::error_code ec, std::size_t) { self->onHeader(ec); });
+    }
+
+    void onHeader(beast::error_code ec) {
+        if (ec) return onReadError(ec);
+        const auto& header = parser_->get();
+        version_ = header.version();
+        request_ = std::make_shared<Request>();
+        request_->remoteAddress = remote_;
+        if (header.method() == beast_http::verb::unknown)
+            request_->message.method_string(header.method_string());
+        else
+            request_->message.method(header.method());
+        parseTarget(header.target(), *request_);
+        match_ = server_->router.match(*request_);
+        // Unknown routes and wrong methods read their body with the default
+        // limit and are answered 404/405 after it, as before.
+        bodyLimitKind_ = match_.handler ? match_.options.bodyLimit : BodyLimit::Default;
+        bodyLimit_ = resolveBodyLimit(bodyLimitKind_, server_->config);
+        if (auto length = parser_->content_length(); length && *length > bodyLimit_) return sendAndClose(bodyTooLarge());
+        parser_->body_limit(bodyLimit_);  // enforced as chunks arrive
+        stream_.expires_after(server_->config.readTimeout);
+        if (parser_->is_done()) return onRead({});
+        auto expect = header[beast_http::field::expect];
+        if (version_ >= 11 && beast::iequals(expect, "100-continue")) {
+            // Beast does not answer Expect itself; without this, curl waits a
+            // second before sending a large upload.
+            static const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+            asio::async_write(stream_, asio::buffer(kContinue),
+                              [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                                  if (ec) return self->close();
+                                  self->readBody();
+                              });
+            return;
+        }
+        readBody();
+    }
+
+    void readBody() {
         beast_http::async_read(stream_, buffer_, *parser_,
                                [self = shared_from_this()](beast::error_code ec, std::size_t) { self->onRead(ec); });
     }
 
-    void onRead(beast::error_code ec) {
+    Response bodyTooLarge() const {
+        std::string message = "The request body exceeds the limit of " + std::to_string(bodyLimit_) + " bytes.";
+        if (bodyLimitKind_ == BodyLimit::Upload)
+            message = "The request body exceeds the upload limit of " + std::to_string(server_->config.maxUploadBytes) +
+                      " bytes (plus " + std::to_string(kUploadFramingBytes) + " bytes for the multipart framing).";
+        return errorResponse(beast_http::status::payload_too_large, "RequestBodyTooLarge", message);
+    }
+
+    void onReadError(beast::error_code ec) {
         if (ec == beast_http::error::end_of_stream || ec == asio::error::operation_aborted ||
             ec == beast::error::timeout || ec == asio::error::connection_reset || ec == asio::error::eof)
             return close();
-        if (ec == beast_http::error::body_limit)
-            return sendAndClose(errorResponse(beast_http::status::payload_too_large, "RequestBodyTooLarge",
-                                              "The request body exceeds the limit of " +
-                                                  std::to_string(server_->config.maxBodyBytes) + " bytes."));
+        if (ec == beast_http::error::body_limit) return sendAndClose(bodyTooLarge());
         if (ec == beast_http::error::header_limit)
             return sendAndClose(errorResponse(beast_http::status::request_header_fields_too_large,
                                               "RequestHeadersTooLarge",
                                               "The request headers exceed the limit of " +
                                                   std::to_string(server_->config.maxHeaderBytes) + " bytes."));
-        if (ec) {
-            if (!stream_.socket().is_open()) return close();
-            return sendAndClose(errorResponse(beast_http::status::bad_request, "MalformedRequest",
-                                              "The HTTP request could not be parsed: " + ec.message()));
-        }
+        if (!stream_.socket().is_open()) return close();
+        return sendAndClose(errorResponse(beast_http::status::bad_request, "MalformedRequest",
+                                          "The HTTP request could not be parsed: " + ec.message()));
+    }
 
-        auto request = std::make_shared<Request>();
+    void onRead(beast::error_code ec) {
+        if (ec) return onReadError(ec);
+
+        auto request = std::move(request_);
         request->message = parser_->release();
-        request->remoteAddress = remote_;
-        parseTarget(request->message.target(), *request);
         keepAlive_ = request->message.keep_alive();
         version_ = request->message.version();
         busy_ = true;
         stream_.expires_never();
         started_ = std::chrono::steady_clock::now();
 
-        auto match = server_->router.match(*request);
+        auto match = std::move(match_);
+        match_ = {};
         if (!match.handler) {
             if (!match.allowedMethods.empty()) {
                 auto response = errorResponse(beast_http::status::method_not_allowed, "MethodNotAllowed",
@@ -207,6 +257,10 @@ private:
     beast::tcp_stream stream_;
     beast::flat_buffer buffer_;
     std::optional<beast_http::request_parser<beast_http::string_body>> parser_;
+    std::shared_ptr<Request> request_;  // between header and body
+    Router::Match match_;
+    BodyLimit bodyLimitKind_ = BodyLimit::Default;
+    std::uint64_t bodyLimit_ = 0;
     std::shared_ptr<HttpServer::State> server_;
     std::string remote_;
     bool keepAlive_ = false;
@@ -247,6 +301,16 @@ void acceptLoop(std::shared_ptr<HttpServer::State> state) {
     });
 }
 }  // namespace
+
+std::uint64_t resolveBodyLimit(BodyLimit limit, const HttpConfig& config) {
+    switch (limit) {
+        case BodyLimit::Upload:
+            return static_cast<std::uint64_t>(config.maxUploadBytes) + kUploadFramingBytes;
+        case BodyLimit::Default:
+            break;
+    }
+    return config.maxBodyBytes;
+}
 
 HttpServer::HttpServer(asio::io_context& io, const HttpConfig& config, const Router& router)
     : state_(std::make_shared<State>(io, config, router)) {}

@@ -34,62 +34,11 @@ void Pool::start() {
 }
 
 void Pool::execute(const std::string& identifier, ExecuteRequest request, ExecuteHandler onDone) {
-    if (stopped_) return onDone({PoolError::ShuttingDown, "sessiond is shutting down", {}});
-    auto it = sessions_.find(identifier);
-    if (it != sessions_.end()) {
-        Session& session = it->second;
-        session.lastActivity = Clock::now();
-        if (session.member) return run(session, std::move(request), std::move(onDone));
-        session.waiting.emplace_back(std::move(request), std::move(onDone));
-        return;
-    }
-    if (sessions_.size() >= config_.maxConcurrentSessions)
-        return onDone({PoolError::CapacityExceeded,
-                       "The session pool '" + config_.name + "' has reached its maximum of " +
-                           std::to_string(config_.maxConcurrentSessions) +
-                           " concurrent sessions; no more sessions are being allocated.",
-                       {}});
-
-    Session& session = sessions_[identifier];
-    session.identifier = identifier;
-    session.createdAt = session.lastActivity = Clock::now();
-    if (!ready_.empty()) {
-        auto member = std::move(ready_.front());
-        ready_.pop_front();
-        bind(session, std::move(member));
-        run(session, std::move(request), std::move(onDone));
-    } else {
-        spdlog::info("pool {}: no ready sandbox for new session {}; it waits for one to start", config_.name, identifier);
-        session.waiting.emplace_back(std::move(request), std::move(onDone));
-        waitingOrder_.push_back(identifier);
-    }
-    refill();
-}
-
-void Pool::bind(Session& session, std::unique_ptr<Member> member) {
-    ++totals_.allocations;
-    spdlog::info("pool {}: session {} allocated sandbox {} (Unallocated -> Allocated)", config_.name,
-                 session.identifier, member->sandboxId);
-    session.member = std::move(member);
-    auto waiting = std::move(session.waiting);
-    session.waiting.clear();
-    for (auto& [request, onDone] : waiting) run(session, std::move(request), std::move(onDone));
-}
-
-void Pool::run(Session& session, ExecuteRequest request, ExecuteHandler onDone) {
-    ++session.inFlight;
-    session.lastActivity = Clock::now();
-    std::uint64_t serial = session.member->serial;
-    session.member->sandbox->execute(
-        std::move(request),
-        [this, alive = std::weak_ptr<bool>(alive_), identifier = session.identifier, serial,
-         onDone = std::move(onDone)](Outcome<ExecuteResult> outcome) {
+    auto alive = std::weak_ptr<bool>(alive_);
+    auto run = [this, alive, request = std::move(request), onDone](Sandbox& sandbox, std::function<void()> finished) {
+        sandbox.execute(request, [this, alive, onDone, finished](Outcome<ExecuteResult> outcome) {
+            finished();
             if (alive.expired()) return onDone({PoolError::ShuttingDown, "sessiond is shutting down", {}});
-            auto it = sessions_.find(identifier);
-            if (it != sessions_.end() && it->second.member && it->second.member->serial == serial) {
-                --it->second.inFlight;
-                it->second.lastActivity = Clock::now();
-            }
             if (outcome.ok()) return onDone({PoolError::None, "", std::move(outcome.value)});
             if (stopped_) return onDone({PoolError::ShuttingDown, "sessiond is shutting down", {}});
             // The sandbox itself failed: report it as a failed execution, as Azure
@@ -102,6 +51,84 @@ void Pool::run(Session& session, ExecuteRequest request, ExecuteHandler onDone) 
                                        "starts a new session.";
             onDone(std::move(failed));
         });
+    };
+    auto fail = [onDone](PoolError error, const std::string& message) { onDone({error, message, {}}); };
+    withSession(identifier, {std::move(run), std::move(fail)});
+}
+
+void Pool::withSession(const std::string& identifier, SessionWork work) {
+    if (stopped_) return work.fail(PoolError::ShuttingDown, "sessiond is shutting down");
+    auto it = sessions_.find(identifier);
+    if (it != sessions_.end()) {
+        Session& session = it->second;
+        session.lastActivity = Clock::now();
+        if (session.member) return run(session, std::move(work));
+        session.waiting.push_back(std::move(work));
+        return;
+    }
+    if (sessions_.size() >= config_.maxConcurrentSessions)
+        return work.fail(PoolError::CapacityExceeded,
+                         "The session pool '" + config_.name + "' has reached its maximum of " +
+                             std::to_string(config_.maxConcurrentSessions) +
+                             " concurrent sessions; no more sessions are being allocated.");
+
+    Session& session = sessions_[identifier];
+    session.identifier = identifier;
+    session.createdAt = session.lastActivity = Clock::now();
+    if (!ready_.empty()) {
+        auto member = std::move(ready_.front());
+        ready_.pop_front();
+        bind(session, std::move(member));
+        run(session, std::move(work));
+    } else {
+        spdlog::info("pool {}: no ready sandbox for new session {}; it waits for one to start", config_.name, identifier);
+        session.waiting.push_back(std::move(work));
+        waitingOrder_.push_back(identifier);
+    }
+    refill();
+}
+
+void Pool::metadata(MetadataHandler onDone) {
+    if (metadata_) return onDone("", *metadata_);
+    Sandbox* sandbox = nullptr;
+    if (!ready_.empty()) {
+        sandbox = ready_.front()->sandbox.get();
+    } else {
+        for (auto& [identifier, session] : sessions_)
+            if (session.member) sandbox = session.member->sandbox.get();
+    }
+    if (!sandbox) return onDone("no sandbox of the pool is running yet; retry once one is ready", nullptr);
+    sandbox->describe([this, alive = std::weak_ptr<bool>(alive_), onDone](Outcome<nlohmann::json> outcome) {
+        if (!outcome.ok()) return onDone(outcome.error, nullptr);
+        if (!alive.expired()) metadata_ = outcome.value;
+        onDone("", outcome.value);
+    });
+}
+
+void Pool::bind(Session& session, std::unique_ptr<Member> member) {
+    ++totals_.allocations;
+    spdlog::info("pool {}: session {} allocated sandbox {} (Unallocated -> Allocated)", config_.name,
+                 session.identifier, member->sandboxId);
+    session.member = std::move(member);
+    auto waiting = std::move(session.waiting);
+    session.waiting.clear();
+    for (auto& work : waiting) run(session, std::move(work));
+}
+
+void Pool::run(Session& session, SessionWork work) {
+    ++session.inFlight;
+    session.lastActivity = Clock::now();
+    auto finished = [this, alive = std::weak_ptr<bool>(alive_), identifier = session.identifier,
+                     serial = session.member->serial, once = std::make_shared<bool>(false)] {
+        if (alive.expired() || *once) return;
+        *once = true;
+        auto it = sessions_.find(identifier);
+        if (it != sessions_.end() && it->second.member && it->second.member->serial == serial) {
+            --it->second.inFlight;
+            it->second.lastActivity = Clock::now();
+        }
+    };
+    work.run(*session.member->sandbox, std::move(finished));
 }
 
 void Pool::refill() {
@@ -168,8 +195,8 @@ void Pool::onMemberStarted(std::uint64_t serial, const std::string& error) {
             if (session != sessions_.end() && !session->second.member) {
                 auto waiting = std::move(session->second.waiting);
                 sessions_.erase(session);
-                for (auto& [request, onDone] : waiting)
-                    onDone({PoolError::SandboxUnavailable, "No sandbox could be started for this session: " + error, {}});
+                for (auto& work : waiting)
+                    work.fail(PoolError::SandboxUnavailable, "No sandbox could be started for this session: " + error);
             }
         }
         retryNotBefore_ = Clock::now() + backoff;
@@ -225,8 +252,7 @@ void Pool::destroySession(const std::string& identifier, const std::string& why)
     ++totals_.destroyed;
     spdlog::info("pool {}: session {} destroyed (Allocated -> Destroyed): {}", config_.name, identifier, why);
     if (session.member) retire(std::move(session.member));
-    for (auto& [request, onDone] : session.waiting)
-        onDone({PoolError::SandboxUnavailable, "The session was destroyed: " + why, {}});
+    for (auto& work : session.waiting) work.fail(PoolError::SandboxUnavailable, "The session was destroyed: " + why);
     refill();
 }
 
@@ -313,8 +339,7 @@ void Pool::shutdown() {
     waitingOrder_.clear();
     for (auto& [identifier, session] : sessions) {
         session.member.reset();
-        for (auto& [request, onDone] : session.waiting)
-            onDone({PoolError::ShuttingDown, "sessiond is shutting down", {}});
+        for (auto& work : session.waiting) work.fail(PoolError::ShuttingDown, "sessiond is shutting down");
     }
     if (count) spdlog::info("pool {}: destroyed {} sandboxes at shutdown", config_.name, count);
 }

@@ -1,5 +1,7 @@
 #include "sessiond/sandbox/agent_sandbox.hpp"
 
+#include <algorithm>
+
 #include <spdlog/spdlog.h>
 
 #include "sessiond/sandbox/agent_protocol.hpp"
@@ -11,6 +13,20 @@ namespace {
 // interrupt or restart the interpreter; the channel's own deadline only
 // catches an agent that stopped answering.
 constexpr auto kAgentGrace = std::chrono::seconds(15);
+// File operations and descriptions are local work for the agent; one that
+// takes longer means the agent is stuck.
+constexpr auto kAgentRequestTimeout = std::chrono::seconds(60);
+
+FileEntry entryFor(const std::string& path, std::uint64_t size, std::int64_t modifiedMs) {
+    FileEntry entry;
+    entry.path = path;
+    auto slash = path.rfind('/');
+    entry.name = slash == std::string::npos ? path : path.substr(slash + 1);
+    entry.directory = slash == std::string::npos ? "" : path.substr(0, slash);
+    entry.size = size;
+    entry.modifiedMs = modifiedMs;
+    return entry;
+}
 }  // namespace
 
 AgentSandbox::AgentSandbox(boost::asio::io_context& io, std::string id, std::chrono::milliseconds startTimeout)
@@ -55,14 +71,92 @@ void AgentSandbox::waitForAgent(ReadyHandler onReady) {
 
 void AgentSandbox::execute(ExecuteRequest request, ExecuteHandler onDone) {
     if (!ready_ || !channel_ || !channel_->isOpen()) {
-        boost::asio::post(io_, [onDone] { onDone({"the sandbox is not running", {}}); });
+        boost::asio::post(io_, [onDone] { onDone({"the sandbox is not running", {}, ""}); });
         return;
     }
     auto deadline = std::chrono::duration_cast<std::chrono::milliseconds>(request.timeout + kAgentGrace);
     channel_->request(makeExecuteMessage(request), deadline, [onDone](std::string error, nlohmann::json reply) {
-        if (!error.empty()) return onDone({error, {}});
+        if (!error.empty()) return onDone({error, {}, ""});
         onDone(parseExecuteReply(reply));
     });
+}
+
+template <typename T>
+void AgentSandbox::ask(nlohmann::json message, Outcome<T> (*parse)(const nlohmann::json&), Handler<T> onDone) {
+    // Outcomes are built by field: GCC 12 warns, wrongly, about a braced one.
+    auto failed = [](std::string error) {
+        Outcome<T> outcome;
+        outcome.error = std::move(error);
+        return outcome;
+    };
+    if (!ready_ || !channel_ || !channel_->isOpen()) {
+        boost::asio::post(io_, [onDone, failed] { onDone(failed("the sandbox is not running")); });
+        return;
+    }
+    channel_->request(std::move(message), kAgentRequestTimeout,
+                      [parse, onDone, failed](std::string error, nlohmann::json reply) {
+                          if (!error.empty()) return onDone(failed(std::move(error)));
+                          onDone(parse(reply));
+                      });
+}
+
+void AgentSandbox::listFiles(const std::string& directory, bool recursive, Handler<std::vector<FileEntry>> onDone) {
+    ask(makeListFilesMessage(directory, recursive), &parseListFilesReply, std::move(onDone));
+}
+
+void AgentSandbox::statFile(const std::string& path, Handler<FileEntry> onDone) {
+    ask(makeStatFileMessage(path), &parseStatFileReply, std::move(onDone));
+}
+
+void AgentSandbox::deleteFile(const std::string& path, Handler<Done> onDone) {
+    ask(makeDeleteFileMessage(path), &parseDeleteFileReply, std::move(onDone));
+}
+
+void AgentSandbox::describe(Handler<nlohmann::json> onDone) {
+    ask(nlohmann::json{{"type", "describe"}}, &parseDescribeReply, std::move(onDone));
+}
+
+// Files travel in chunks so no frame nears the channel's limit.
+void AgentSandbox::readFile(const std::string& path, Handler<FileContent> onDone) {
+    readFrom(path, std::make_shared<FileContent>(), std::move(onDone));
+}
+
+void AgentSandbox::readFrom(std::string path, std::shared_ptr<FileContent> content, Handler<FileContent> onDone) {
+    auto message = makeReadFileMessage(path, content->bytes.size(), kFileChunkBytes);
+    ask<FileChunk>(std::move(message), &parseReadFileReply,
+                   [this, alive = std::weak_ptr<bool>(alive_), path, content, onDone](Outcome<FileChunk> chunk) {
+                       if (!chunk.ok()) return onDone({chunk.error, {}, chunk.code});
+                       content->bytes += chunk.value.bytes;
+                       if (chunk.value.eof || chunk.value.bytes.empty()) {
+                           content->entry = entryFor(path, content->bytes.size(), chunk.value.modifiedMs);
+                           return onDone({"", std::move(*content), ""});
+                       }
+                       if (alive.expired()) return onDone({"the sandbox was destroyed", {}, ""});
+                       readFrom(path, content, onDone);
+                   });
+}
+
+void AgentSandbox::writeFile(const std::string& path, std::string bytes, Handler<FileEntry> onDone) {
+    writeFrom(path, std::make_shared<const std::string>(std::move(bytes)), 0, std::move(onDone));
+}
+
+void AgentSandbox::writeFrom(std::string path, std::shared_ptr<const std::string> bytes, std::size_t offset,
+                             Handler<FileEntry> onDone) {
+    const std::size_t length = std::min(kFileChunkBytes, bytes->size() - offset);
+    const bool last = offset + length == bytes->size();
+    auto message = makeWriteFileMessage(path, std::string_view(*bytes).substr(offset, length), offset == 0, last);
+    ask<std::optional<FileEntry>>(
+        std::move(message), &parseWriteFileReply,
+        [this, alive = std::weak_ptr<bool>(alive_), path, bytes, next = offset + length, last,
+         onDone](Outcome<std::optional<FileEntry>> written) {
+            if (!written.ok()) return onDone({written.error, {}, written.code});
+            if (last) {
+                if (!written.value) return onDone({"the agent did not describe the written file", {}, ""});
+                return onDone({"", std::move(*written.value), ""});
+            }
+            if (alive.expired()) return onDone({"the sandbox was destroyed", {}, ""});
+            writeFrom(path, bytes, next, onDone);
+        });
 }
 
 void AgentSandbox::reportExit(const std::string& reason) {

@@ -142,6 +142,21 @@ protected:
         return outcome.value;
     }
 
+    // Closes the channel: the agent must exit cleanly, taking its worker
+    // (whose pid `pidCode` returns) with it.
+    void expectExitWithWorkerOnClose(const std::string& pidCode) {
+        auto r = run(pidCode);
+        ASSERT_TRUE(r.result.is_number_integer());
+        const pid_t worker = r.result.get<pid_t>();
+        ASSERT_EQ(::kill(worker, 0), 0);
+
+        channel_->close();
+        const int status = agent_.waitExit(10s);
+        ASSERT_NE(status, -1) << "the agent did not exit";
+        EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+        EXPECT_EQ(::kill(worker, 0), -1) << "the worker outlived the agent";
+    }
+
     boost::asio::io_context io_;
     AgentProcess agent_;
     std::shared_ptr<AgentChannel> channel_;

@@ -24,6 +24,7 @@ public:
     bool startsHang = false;
 
     std::size_t created = 0;
+    std::size_t describes = 0;
     std::set<std::string> live;  // ids of sandboxes not yet destroyed
 
     std::string name() const override { return "fake"; }
@@ -66,21 +67,68 @@ public:
     void execute(ExecuteRequest request, ExecuteHandler onDone) override {
         auto alive = alive_;
         boost::asio::post(backend_.io_, [this, alive, request, onDone] {
-            if (!*alive) return onDone({"channel closed", {}});
+            if (!*alive) return onDone({"channel closed", {}, ""});
             ExecuteResult result;
             result.succeeded = true;
             result.stdoutText = request.code;
             result.result = {{"sandbox", id_}, {"count", ++executions_}};
-            onDone({"", result});
+            onDone({"", result, ""});
         });
     }
     void setExitHandler(ExitHandler onExit) override { onExit_ = std::move(onExit); }
+
+    // A flat in-memory data directory.
+    void listFiles(const std::string&, bool, Handler<std::vector<FileEntry>> onDone) override {
+        std::vector<FileEntry> entries;
+        for (const auto& [path, bytes] : files_) entries.push_back(entry(path));
+        answer(std::move(onDone), Outcome<std::vector<FileEntry>>{"", entries, ""});
+    }
+    void statFile(const std::string& path, Handler<FileEntry> onDone) override {
+        answer(std::move(onDone), files_.count(path) ? Outcome<FileEntry>{"", entry(path), ""} : missing<FileEntry>(path));
+    }
+    void readFile(const std::string& path, Handler<FileContent> onDone) override {
+        answer(std::move(onDone), files_.count(path) ? Outcome<FileContent>{"", {entry(path), files_[path]}, ""}
+                                                     : missing<FileContent>(path));
+    }
+    void writeFile(const std::string& path, std::string bytes, Handler<FileEntry> onDone) override {
+        files_[path] = std::move(bytes);
+        answer(std::move(onDone), Outcome<FileEntry>{"", entry(path), ""});
+    }
+    void deleteFile(const std::string& path, Handler<Done> onDone) override {
+        answer(std::move(onDone), files_.erase(path) ? Outcome<Done>{} : missing<Done>(path));
+    }
+    void describe(Handler<nlohmann::json> onDone) override {
+        ++backend_.describes;
+        answer(std::move(onDone),
+               Outcome<nlohmann::json>{"", {{"runtimes", {{{"name", "fake"}, {"version", "1"}}}},
+                                            {"packages", nlohmann::json::array()}, {"kernel", nlohmann::json::object()}}, ""});
+    }
+
     void die() {
         if (ready_ && onExit_) onExit_("killed by the test");
     }
 
 private:
+    template <typename T>
+    void answer(Handler<T> onDone, Outcome<T> outcome) {
+        boost::asio::post(backend_.io_, [alive = alive_, onDone = std::move(onDone), outcome = std::move(outcome)] {
+            onDone(*alive ? outcome : Outcome<T>{"channel closed", {}, ""});
+        });
+    }
+    template <typename T>
+    static Outcome<T> missing(const std::string& path) {
+        return {"'" + path + "' does not exist", {}, "notFound"};
+    }
+    FileEntry entry(const std::string& path) {
+        FileEntry e;
+        e.path = e.name = path;
+        e.size = files_[path].size();
+        e.modifiedMs = 1700000000000;
+        return e;
+    }
+
     FakeBackend& backend_;
+    std::map<std::string, std::string> files_;
     std::string id_;
     bool fail_;
     bool ready_ = false;

@@ -26,7 +26,7 @@ public:
         PoolManager::Backends backends;
         for (const auto& pool : config_.pools) backends[pool.backend] = backend_.get();
         pools_ = std::make_unique<PoolManager>(io_, config_.pools, backends);
-        api::addRoutes(router_, *pools_);
+        api::addRoutes(router_, *pools_, config.http);
         server_ = std::make_unique<http::HttpServer>(io_, config_.http, router_);
         server_->listen("127.0.0.1", 0);
         port_ = server_->port();

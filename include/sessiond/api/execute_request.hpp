@@ -1,6 +1,8 @@
 #pragma once
 // Lenient parsing of Azure's code-execution request bodies: flat or wrapped in
-// "properties", `code` or `pythonCode`, enums in any case, optional timeout.
+// "properties", `code` or `pythonCode` (or, for Shell pools, `shellCommand`,
+// `execCommandAndArgs` and `stdin`), enums in any case, an optional timeout
+// cut to the pool's maximum, an optional outputStreamsMaxLength.
 
 #include <optional>
 #include <string>

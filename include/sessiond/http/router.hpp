@@ -1,6 +1,7 @@
 #pragma once
 // Maps (method, path) to a handler. Patterns are literal segments and {name}
-// segments; a final {name*} captures the rest of the path.
+// segments; a final {name*} captures the rest of the path. Each route may carry
+// options the server applies before it reads the request body.
 
 #include <string>
 #include <vector>
@@ -9,13 +10,25 @@
 
 namespace sessiond::http {
 
+// Which request body limit a route gets; the server resolves it against
+// HttpConfig (see resolveBodyLimit in server.hpp).
+enum class BodyLimit {
+    Default,  // http.maxBodyBytes: JSON requests
+    Upload,   // http.maxUploadBytes plus room for the multipart framing
+};
+
+struct RouteOptions {
+    BodyLimit bodyLimit = BodyLimit::Default;
+};
+
 class Router {
 public:
-    void add(beast_http::verb method, const std::string& pattern, Handler handler);
+    void add(beast_http::verb method, const std::string& pattern, Handler handler, RouteOptions options = {});
 
     struct Match {
         const Handler* handler = nullptr;  // null: see allowedMethods
         std::string allowedMethods;         // non-empty when the path exists with other methods
+        RouteOptions options;               // the matched route's; defaults when none matched
     };
     // Fills request.params on success.
     Match match(Request& request) const;
@@ -25,6 +38,7 @@ private:
         beast_http::verb method;
         std::vector<std::string> segments;
         Handler handler;
+        RouteOptions options;
     };
     static bool matches(const Route& route, const std::vector<std::string>& segments,
                         std::map<std::string, std::string>* params);

@@ -15,6 +15,16 @@
 
 namespace sessiond::http {
 
+// Room an Upload route's body gets beyond http.maxUploadBytes, for the
+// multipart boundaries and part headers around the file.
+inline constexpr std::uint64_t kUploadFramingBytes = 64 * 1024;
+
+// The body limit, in bytes, a route with this option gets.
+std::uint64_t resolveBodyLimit(BodyLimit limit, const HttpConfig& config);
+
+// Reads each request's header first, matches the route, then reads the body
+// with that route's limit (413 RequestBodyTooLarge past it, at once when the
+// Content-Length says so), answering "Expect: 100-continue" before reading it.
 class HttpServer {
 public:
     HttpServer(boost::asio::io_context& io, const HttpConfig& config, const Router& router);

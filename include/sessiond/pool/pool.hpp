@@ -13,6 +13,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -48,10 +49,20 @@ struct PoolCounts {
     std::uint64_t sandboxExits = 0;     // sandboxes that ended unasked
 };
 
+// Work on one session's sandbox. `run` is called once the session has a
+// sandbox and must call `finished` exactly once, when its last callback has
+// run (until then the session counts as busy and is not reaped). `fail` is
+// called instead when no sandbox can serve the session.
+struct SessionWork {
+    std::function<void(Sandbox& sandbox, std::function<void()> finished)> run;
+    std::function<void(PoolError error, const std::string& message)> fail;
+};
+
 class Pool {
 public:
     using Clock = std::chrono::steady_clock;
     using ExecuteHandler = std::function<void(PoolExecuteOutcome)>;
+    using MetadataHandler = std::function<void(std::string error, const nlohmann::json& metadata)>;
 
     Pool(boost::asio::io_context& io, PoolConfig config, SandboxBackend& backend);
     ~Pool();
@@ -59,6 +70,7 @@ public:
     Pool& operator=(const Pool&) = delete;
 
     const PoolConfig& config() const { return config_; }
+    std::chrono::system_clock::time_point createdAt() const { return createdAt_; }
 
     // Starts filling the warm set and the cooldown reaper.
     void start();
@@ -66,6 +78,14 @@ public:
     // Runs code in the session named `identifier`, allocating a sandbox to it
     // if it is new. Every call counts as activity for the cooldown.
     void execute(const std::string& identifier, ExecuteRequest request, ExecuteHandler onDone);
+
+    // Runs `work` on the sandbox of the session named `identifier`,
+    // allocating one if the session is new; counts as activity.
+    void withSession(const std::string& identifier, SessionWork work);
+
+    // The runtime and packages of this pool's sandboxes (GET /metadata),
+    // asked of a running sandbox once and then remembered.
+    void metadata(MetadataHandler onDone);
 
     PoolCounts counts() const;
     nlohmann::json describe() const;
@@ -86,7 +106,7 @@ private:
         Clock::time_point createdAt;
         Clock::time_point lastActivity;
         std::size_t inFlight = 0;
-        std::vector<std::pair<ExecuteRequest, ExecuteHandler>> waiting;  // until a sandbox is bound
+        std::vector<SessionWork> waiting;  // until a sandbox is bound
     };
 
     void refill();
@@ -94,7 +114,7 @@ private:
     void onMemberStarted(std::uint64_t serial, const std::string& error);
     void onMemberExited(std::uint64_t serial, const std::string& reason);
     void bind(Session& session, std::unique_ptr<Member> member);
-    void run(Session& session, ExecuteRequest request, ExecuteHandler onDone);
+    void run(Session& session, SessionWork work);
     void destroySession(const std::string& identifier, const std::string& why);
     void retire(std::unique_ptr<Member> member);
     void reap();
@@ -117,6 +137,8 @@ private:
     boost::asio::steady_timer retryTimer_;
     boost::asio::steady_timer reaperTimer_;
     PoolCounts totals_;
+    std::optional<nlohmann::json> metadata_;
+    std::chrono::system_clock::time_point createdAt_ = std::chrono::system_clock::now();
     std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

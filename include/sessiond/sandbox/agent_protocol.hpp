@@ -1,6 +1,12 @@
 #pragma once
-// Messages of the agent protocol (docs/agent-protocol.md) that carry code
-// execution, translated to and from the Sandbox interface's types.
+// Messages of the agent protocol (docs/agent-protocol.md), translated to and
+// from the Sandbox interface's types.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -17,5 +23,32 @@ nlohmann::json makeExecuteMessage(const ExecuteRequest& request);
 // Reads the agent's {"type":"result",...} reply. An "error" reply or one
 // missing a required field is an Outcome error.
 Outcome<ExecuteResult> parseExecuteReply(const nlohmann::json& reply);
+
+// The largest file chunk in one readFile or writeFile frame.
+inline constexpr std::size_t kFileChunkBytes = 4u << 20;
+
+nlohmann::json makeListFilesMessage(const std::string& directory, bool recursive);
+nlohmann::json makeStatFileMessage(const std::string& path);
+nlohmann::json makeReadFileMessage(const std::string& path, std::uint64_t offset, std::size_t length);
+nlohmann::json makeWriteFileMessage(const std::string& path, std::string_view chunk, bool first, bool last);
+nlohmann::json makeDeleteFileMessage(const std::string& path);
+
+struct FileChunk {
+    std::string bytes;
+    std::uint64_t size = 0;  // of the whole file
+    std::int64_t modifiedMs = 0;
+    bool eof = false;
+};
+
+// Each checks the reply's type ("files", "file", "fileData", "written",
+// "deleted", "description"); an "error" reply becomes an Outcome error with
+// the agent's code.
+Outcome<std::vector<FileEntry>> parseListFilesReply(const nlohmann::json& reply);
+Outcome<FileEntry> parseStatFileReply(const nlohmann::json& reply);
+Outcome<FileChunk> parseReadFileReply(const nlohmann::json& reply);
+// `entry` is null until the last chunk.
+Outcome<std::optional<FileEntry>> parseWriteFileReply(const nlohmann::json& reply);
+Outcome<Done> parseDeleteFileReply(const nlohmann::json& reply);
+Outcome<nlohmann::json> parseDescribeReply(const nlohmann::json& reply);
 
 }  // namespace sessiond

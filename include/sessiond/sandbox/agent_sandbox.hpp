@@ -24,6 +24,12 @@ public:
     void start(ReadyHandler onReady) override;
     void execute(ExecuteRequest request, ExecuteHandler onDone) override;
     void setExitHandler(ExitHandler onExit) override { onExit_ = std::move(onExit); }
+    void listFiles(const std::string& directory, bool recursive, Handler<std::vector<FileEntry>> onDone) override;
+    void statFile(const std::string& path, Handler<FileEntry> onDone) override;
+    void readFile(const std::string& path, Handler<FileContent> onDone) override;
+    void writeFile(const std::string& path, std::string bytes, Handler<FileEntry> onDone) override;
+    void deleteFile(const std::string& path, Handler<Done> onDone) override;
+    void describe(Handler<nlohmann::json> onDone) override;
 
 protected:
     using LaunchHandler = std::function<void(std::string error, std::optional<AgentChannel::Socket> channel)>;
@@ -41,6 +47,12 @@ protected:
 
 private:
     void waitForAgent(ReadyHandler onReady);
+    // Sends one request and hands the reply, parsed, to `onDone`.
+    template <typename T>
+    void ask(nlohmann::json message, Outcome<T> (*parse)(const nlohmann::json&), Handler<T> onDone);
+    void readFrom(std::string path, std::shared_ptr<FileContent> content, Handler<FileContent> onDone);
+    void writeFrom(std::string path, std::shared_ptr<const std::string> bytes, std::size_t offset,
+                   Handler<FileEntry> onDone);
 
     std::string id_;
     std::chrono::milliseconds startTimeout_;

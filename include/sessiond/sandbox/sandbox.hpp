@@ -9,9 +9,12 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -20,9 +23,13 @@ namespace sessiond {
 struct PoolConfig;
 
 struct ExecuteRequest {
-    std::string code;
+    std::string code;  // Python or JavaScript source; for Shell pools, a bash command line
     std::chrono::seconds timeout{100};
     std::size_t maxOutputChars = 4096;
+    // Shell pools only: a program and its arguments instead of `code`, and
+    // what the command reads on stdin.
+    std::vector<std::string> argv;
+    std::string stdinText;
 };
 
 struct ExecuteResult {
@@ -33,14 +40,37 @@ struct ExecuteResult {
     std::int64_t durationMs = 0;
     bool timedOut = false;
     bool stateLost = false;       // the interpreter had to be restarted
+    std::optional<int> exitCode;  // Shell pools: the command's exit status
 };
 
+// A file or directory in the session's data directory (/mnt/data). `path`
+// is relative to it; `directory` is the relative path of its parent.
+struct FileEntry {
+    std::string path;
+    std::string name;
+    std::string directory;
+    bool isDirectory = false;
+    std::uint64_t size = 0;
+    std::int64_t modifiedMs = 0;  // since the Unix epoch
+};
+
+struct FileContent {
+    FileEntry entry;
+    std::string bytes;
+};
+
+struct Done {};
+
 // Outcome of an operation that can fail for reasons outside the user's code
-// (the sandbox died, the agent broke protocol). `error` is empty on success.
+// (the sandbox died, the agent broke protocol, a file is missing). `error` is
+// empty on success. File operations refused by the agent set `code` to one of
+// notFound, invalidPath, isDirectory, notEmpty, noSpace, tooMany, ioError; it
+// is empty when the sandbox itself failed.
 template <typename T>
 struct Outcome {
     std::string error;
     T value{};
+    std::string code;
     bool ok() const { return error.empty(); }
 };
 
@@ -49,6 +79,8 @@ public:
     using ReadyHandler = std::function<void(std::string error)>;           // "" = ready
     using ExecuteHandler = std::function<void(Outcome<ExecuteResult>)>;
     using ExitHandler = std::function<void(std::string reason)>;
+    template <typename T>
+    using Handler = std::function<void(Outcome<T>)>;
 
     virtual ~Sandbox() = default;
 
@@ -61,6 +93,20 @@ public:
     // Runs code in the session's persistent interpreter. Requests queue in
     // order; `onDone` fires exactly once per call.
     virtual void execute(ExecuteRequest request, ExecuteHandler onDone) = 0;
+
+    // The session's data directory. Paths are relative to it and never leave
+    // it: the agent refuses "..", "." and paths through symbolic links.
+    // Like execute(), every call answers exactly once, in order.
+    virtual void listFiles(const std::string& directory, bool recursive, Handler<std::vector<FileEntry>> onDone) = 0;
+    virtual void statFile(const std::string& path, Handler<FileEntry> onDone) = 0;
+    virtual void readFile(const std::string& path, Handler<FileContent> onDone) = 0;
+    // Creates missing parent directories; replaces the file atomically.
+    virtual void writeFile(const std::string& path, std::string bytes, Handler<FileEntry> onDone) = 0;
+    virtual void deleteFile(const std::string& path, Handler<Done> onDone) = 0;
+
+    // What GET /metadata reports: {"runtimes":[{name,version}],
+    // "packages":[{name,version}],"kernel":{name,version,projectUrl,description}}.
+    virtual void describe(Handler<nlohmann::json> onDone) = 0;
 
     // Fires at most once, when the sandbox ends without being asked to
     // (process or VM exit, agent channel closed) after start() succeeded.

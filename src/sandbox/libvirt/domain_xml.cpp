@@ -32,8 +32,9 @@ std::string domainName(const std::string& instance, const std::string& sandboxId
     return "sessiond-" + instance + "-" + sandboxId;
 }
 
-std::string kernelCommandLine(const std::vector<std::string>& preloadModules, const std::string& base) {
-    std::string cmdline = base + " sessiond.preload=";
+std::string kernelCommandLine(const std::string& language, const std::vector<std::string>& preloadModules,
+                              const std::string& base) {
+    std::string cmdline = base + " sessiond.language=" + language + " sessiond.preload=";
     for (std::size_t i = 0; i < preloadModules.size(); ++i) cmdline += (i ? "," : "") + preloadModules[i];
     return cmdline;
 }

@@ -47,9 +47,10 @@ std::string domainName(const std::string& instance, const std::string& sandboxId
 inline constexpr const char* kDefaultKernelCommandLine =
     "console=ttyS0 root=/dev/vda rw init=/opt/sessiond/init quiet panic=-1";
 
-// `base` plus sessiond.preload=<modules joined by ','>, which the guest's
-// init hands to the agent.
-std::string kernelCommandLine(const std::vector<std::string>& preloadModules,
+// `base` plus sessiond.language=<python|node|shell> and
+// sessiond.preload=<modules joined by ','>, which the guest's init hands to
+// the agent.
+std::string kernelCommandLine(const std::string& language, const std::vector<std::string>& preloadModules,
                               const std::string& base = kDefaultKernelCommandLine);
 
 std::string buildDomainXml(const DomainSpec& spec);

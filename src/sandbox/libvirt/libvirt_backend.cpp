@@ -113,13 +113,14 @@ struct LibvirtBackend::State {
 namespace {
 
 void startVm(const LibvirtBackend::State& state, Vm& vm, libvirt::DomainSpec spec,
-             const std::vector<std::string>& preloadModules, const fs::path& directory) {
+             const std::string& language, const std::vector<std::string>& preloadModules,
+             const fs::path& directory) {
     libvirt::GuestImage image = libvirt::resolveGuestImage(state.imageDirectory);
     vm.directory.emplace(directory);
     spec.kernel = image.kernel;
     spec.initrd = image.initrd;
-    spec.cmdline = image.cmdline.empty() ? libvirt::kernelCommandLine(preloadModules)
-                                         : libvirt::kernelCommandLine(preloadModules, image.cmdline);
+    spec.cmdline = image.cmdline.empty() ? libvirt::kernelCommandLine(language, preloadModules)
+                                         : libvirt::kernelCommandLine(language, preloadModules, image.cmdline);
     spec.diskBase = image.rootfs;
     libvirt::createOverlay(image.rootfs, spec.disk);
     std::string xml = libvirt::buildDomainXml(spec);
@@ -169,10 +170,11 @@ protected:
         state_.sandboxes[uuid_] = this;
         vm_ = std::make_shared<Vm>();
         state_.worker->post([this, alive = std::weak_ptr<int>(lifetime_), state = &state_, vm = vm_, spec,
-                             preload = pool_.preloadModules, directory = directory_, onLaunched] {
+                             language = agentLanguage(pool_), preload = pool_.preloadModules,
+                             directory = directory_, onLaunched] {
             std::string error;
             try {
-                if (!vm->abandoned) startVm(*state, *vm, spec, preload, directory);
+                if (!vm->abandoned) startVm(*state, *vm, spec, language, preload, directory);
             } catch (const std::exception& e) {
                 error = e.what();
             }

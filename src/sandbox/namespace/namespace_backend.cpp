@@ -85,7 +85,8 @@ private:
         spec.cgroupProcsFiles = cgroup_->procsFiles();
         spec.argv = {sandbox_.interpreter.string(), std::string(kAgentMountPoint) + "/sessiond_agent.py",
                      "--fd",                        std::to_string(kAgentFd),
-                     "--workdir",                   "/mnt/data"};
+                     "--workdir",                   "/mnt/data",
+                     "--language",                  agentLanguage(pool_)};
         if (!pool_.preloadModules.empty()) {
             std::string modules;
             for (const auto& m : pool_.preloadModules) modules += (modules.empty() ? "" : ",") + m;

@@ -1,0 +1,16 @@
+#pragma once
+// The route families addRoutes() registers, one file each.
+
+#include "sessiond/http/router.hpp"
+#include "sessiond/pool/pool.hpp"
+
+namespace sessiond::api {
+
+// POST code/execute (2024-02-02-preview) and POST executions (2024-10-02-preview and later).
+void addExecuteRoutes(http::Router& router, PoolManager& pools);
+
+// The session's files: upload, list, download, metadata, delete, in the
+// 2024-02-02-preview and 2024-10-02-preview shapes.
+void addFileRoutes(http::Router& router, PoolManager& pools, std::size_t maxUploadBytes);
+
+}  // namespace sessiond::api
