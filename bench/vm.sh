@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # MicroVM figures: boot-to-ready time of one VM (KVM where it can run guests,
-# TCG otherwise) and allocation latency from a warm VM pool.
+# TCG otherwise), allocation latency from a warm VM pool, and the
+# code-interpreter figures (round trip per session type, a 10 MB CSV).
 # Usage: bench/vm.sh [bench_latency flags]   (default: 10 allocations, 100 round trips)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -34,3 +35,8 @@ echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; backend:
 printf '%-52s %8s\n' "measure" "ms"
 printf '%-52s %8d\n' "daemon start to first VM ready (boot + agent hello)" $(( (ready - start) / 1000000 ))
 "$build/bench/bench_latency" --port "$port" --allocations 10 --round-trips 100 "$@"
+echo
+# NodeLTS and Shell pools keep no VM ready (so the boot above is one VM's):
+# their first request waits for a boot, then the round trips are timed.
+"$build/bench/bench_interpreter" --port "$port" --python default --node node --shell shell \
+  --round-trips 50 --csv-runs 3
