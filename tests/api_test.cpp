@@ -148,3 +148,76 @@ TEST_F(ApiTest, ConnectionsBeyondTheLimitAreRefused) {
     HttpClient later(server.port());
     EXPECT_EQ(later.get("/healthz").status, 200);
 }
+
+TEST_F(ApiTest, SessionsCanBeReadListedDeletedAndStopped) {
+    HttpClient client(server.port());
+    const std::string q = "?identifier=abcd-1&api-version=2025-02-02-preview";
+    expectError(client.get("/pools/default/session" + q), 400, "SessionWithIdentifierNotFound");
+    ASSERT_EQ(client.execute("default", "abcd-1", "1").status, 200);
+
+    auto session = client.get("/pools/default/session" + q);
+    ASSERT_EQ(session.status, 200) << session.body;
+    auto body = session.json();
+    EXPECT_EQ(body["identifier"], "abcd-1");
+    EXPECT_FALSE(body["etag"].get<std::string>().empty());
+    EXPECT_EQ(body["expireAt"], body["expiresAt"]);
+    EXPECT_GT(body["expireAt"].get<std::string>(), body["lastAccessedAt"].get<std::string>());
+
+    auto managed = client.post("/pools/default/.management/getSession" + q, "");
+    EXPECT_EQ(managed.json()["identifier"], "abcd-1") << managed.body;
+
+    for (const std::string route : {"listSessions", ".management/listSessions"}) {
+        auto listed = route == "listSessions" ? client.get("/pools/default/" + route)
+                                              : client.post("/pools/default/" + route + "?skip=0", "");
+        ASSERT_EQ(listed.status, 200) << listed.body;
+        auto list = listed.json();
+        ASSERT_EQ(list["value"].size(), 1u) << listed.body;
+        EXPECT_EQ(list["value"], list["sessions"]);
+        EXPECT_EQ(list["count"], 1);
+        EXPECT_TRUE(list["nextLink"].is_null());
+        EXPECT_EQ(list["value"][0]["identifier"], "abcd-1");
+    }
+    expectError(client.get("/pools/default/listSessions?skip=-1"), 400, "SessionRequestValidationFailed");
+
+    // A deleted identifier is a fresh session on its next use.
+    auto first = client.execute("default", "abcd-1", "x").json()["properties"]["result"];
+    auto deleted = client.request(beast_http::verb::delete_, "/pools/default/session" + q);
+    EXPECT_EQ(deleted.status, 204);
+    expectError(client.request(beast_http::verb::delete_, "/pools/default/session" + q), 400,
+                "SessionWithIdentifierNotFound");
+    auto fresh = client.execute("default", "abcd-1", "x").json()["properties"]["result"];
+    EXPECT_NE(fresh["sandbox"], first["sandbox"]);
+    EXPECT_EQ(fresh["count"], 1);
+
+    auto stopped = client.post("/pools/default/.management/stopSession" + q, "");
+    EXPECT_EQ(stopped.status, 200);
+    EXPECT_EQ(stopped.body, "Session abcd-1 in session pool default stopped.");
+    EXPECT_EQ(stopped.header("Content-Type").rfind("text/plain", 0), 0u);
+    expectError(client.post("/pools/default/.management/stopSession" + q, ""), 400, "SessionWithIdentifierNotFound");
+}
+
+TEST_F(ApiTest, LegacyRoutesAnswerFlat) {
+    HttpClient client(server.port());
+    // LlamaIndexTS: identifier and pythonCode in the body, flat response.
+    auto r = client.post("/pools/default/python/execute?api-version=2024-02-02-preview",
+                         R"({"properties":{"identifier":"legacy-1","codeInputType":"inline",)"
+                         R"("executionType":"synchronous","pythonCode":"1+1"}})");
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.json()["status"], "Success");
+    EXPECT_EQ(r.json()["stdout"], "1+1");
+    EXPECT_TRUE(r.json().contains("result"));
+    EXPECT_FALSE(r.json().contains("properties"));
+
+    EXPECT_EQ(client.post("/pools/default/execute?identifier=legacy-1", R"({"code":"2"})").json()["properties"]["status"],
+              "Success");
+
+    const std::string form = "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\nhello\r\n--b--\r\n";
+    auto uploaded = client.post("/pools/default/python/uploadFile?identifier=legacy-1", form, "multipart/form-data; boundary=b");
+    ASSERT_EQ(uploaded.status, 200) << uploaded.body;
+    EXPECT_EQ(uploaded.json()["$values"][0]["filename"], "a.txt");
+    EXPECT_EQ(uploaded.json()["$values"][0]["size"], 5);
+    auto files = client.get("/pools/default/python/files?identifier=legacy-1");
+    EXPECT_EQ(files.json()["$values"][0]["filename"], "a.txt") << files.body;
+    auto content = client.get("/pools/default/python/downloadFile?identifier=legacy-1&filename=a.txt");
+    EXPECT_EQ(content.body, "hello");
+}

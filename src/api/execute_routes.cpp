@@ -1,5 +1,6 @@
-// Code execution: the 2024-02-02-preview `code/execute` route and the
-// 2024-10-02-preview `executions` resource (synchronous), for every pool type.
+// Code execution: the legacy `python/execute` route, the 2024-02-02-preview
+// `code/execute` route (and its `execute` alias) and the 2024-10-02-preview
+// `executions` resource (synchronous), for every pool type.
 // A failed execution is HTTP 200 with a failed status, as in Azure.
 
 #include <string>
@@ -9,11 +10,6 @@
 #include "sessiond/api/execute_request.hpp"
 
 namespace sessiond::api {
-
-using http::errorResponse;
-using http::jsonResponse;
-using http::Request;
-using http::Responder;
 
 namespace {
 
@@ -63,7 +59,14 @@ nlohmann::json executionBody(const std::string& id, const std::string& identifie
 }
 
 
-void execute(PoolManager& pools, Request& request, Responder respond, bool executionResource) {
+// The response shape a route answers in.
+enum class Shape {
+    CodeExecute,  // 2024-02-02-preview: {"properties":{...}}
+    Execution,    // 2024-10-02-preview: the execution resource
+    Legacy,       // python/execute: the same fields, not wrapped
+};
+
+void execute(PoolManager& pools, Request& request, Responder respond, Shape shape) {
     Pool* pool = findPool(pools, request, respond);
     if (!pool) return;
     const std::string type = mediaType(request);
@@ -80,10 +83,16 @@ void execute(PoolManager& pools, Request& request, Responder respond, bool execu
     std::string id(request.message["operation-id"]);
     if (id.empty()) id = newUuid();
     pool->execute(*identifier, std::move(parsed->request),
-                  [respond, executionResource, id, identifier = *identifier](PoolExecuteOutcome outcome) {
+                  [respond, shape, id, identifier = *identifier](PoolExecuteOutcome outcome) {
                       if (outcome.error != PoolError::None)
                           return respond(poolErrorResponse(outcome.error, outcome.message));
-                      if (!executionResource) return respond(jsonResponse(status::ok, codeExecuteBody(outcome.result)));
+                      if (shape == Shape::CodeExecute)
+                          return respond(jsonResponse(status::ok, codeExecuteBody(outcome.result)));
+                      if (shape == Shape::Legacy) {
+                          nlohmann::json flat = codeExecuteBody(outcome.result)["properties"];
+                          flat["$id"] = "1";
+                          return respond(jsonResponse(status::ok, flat));
+                      }
                       auto response = jsonResponse(status::ok, executionBody(id, identifier, outcome.result));
                       response.set("operation-id", id);
                       respond(std::move(response));
@@ -93,10 +102,13 @@ void execute(PoolManager& pools, Request& request, Responder respond, bool execu
 }  // namespace
 
 void addExecuteRoutes(http::Router& router, PoolManager& pools) {
-    router.add(beast_http::verb::post, "/pools/{pool}/code/execute",
-               [&pools](Request& request, Responder respond) { execute(pools, request, std::move(respond), false); });
-    router.add(beast_http::verb::post, "/pools/{pool}/executions",
-               [&pools](Request& request, Responder respond) { execute(pools, request, std::move(respond), true); });
+    auto route = [&pools](Shape shape) {
+        return [&pools, shape](Request& request, Responder respond) { execute(pools, request, std::move(respond), shape); };
+    };
+    router.add(beast_http::verb::post, "/pools/{pool}/code/execute", route(Shape::CodeExecute));
+    router.add(beast_http::verb::post, "/pools/{pool}/execute", route(Shape::CodeExecute));
+    router.add(beast_http::verb::post, "/pools/{pool}/executions", route(Shape::Execution));
+    router.add(beast_http::verb::post, "/pools/{pool}/python/execute", route(Shape::Legacy));
 }
 
 }  // namespace sessiond::api

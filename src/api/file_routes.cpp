@@ -1,4 +1,6 @@
 // The session's files (its /mnt/data), in both shapes clients use:
+//   legacy:             POST python/uploadFile, GET python/files,
+//                       GET python/downloadFile?filename= ($values lists)
 //   2024-02-02-preview: POST files/upload, GET files, GET files/content/{path},
 //                       GET and DELETE files/{name} (value[].properties wrappers)
 //   2024-10-02-preview: POST files, GET files, GET files/{name},
@@ -15,11 +17,6 @@
 #include "sessiond/http/multipart.hpp"
 
 namespace sessiond::api {
-
-using http::errorResponse;
-using http::jsonResponse;
-using http::Request;
-using http::Responder;
 
 namespace {
 
@@ -116,7 +113,25 @@ std::optional<std::string> filePath(const Request& request, const std::string& n
     return path;
 }
 
-void upload(PoolManager& pools, Request& request, Responder respond, std::size_t maxUploadBytes, bool resourceShape) {
+// The shapes file listings and uploads answer in.
+enum class Shape {
+    Legacy,      // python/*: {"$id":"1","$values":[{filename,size,last_modified_time}]}
+    Properties,  // 2024-02-02-preview: {"value":[{"properties":{...}}]}
+    Resource,    // 2024-10-02-preview: SessionResourceFile
+};
+
+nlohmann::json legacyList(const std::vector<FileEntry>& entries) {
+    nlohmann::json values = nlohmann::json::array();
+    int id = 2;
+    for (const auto& entry : entries) {
+        nlohmann::json item = fileProperties(entry);
+        item["$id"] = std::to_string(id++);
+        values.push_back(std::move(item));
+    }
+    return {{"$id", "1"}, {"$values", std::move(values)}};
+}
+
+void upload(PoolManager& pools, Request& request, Responder respond, std::size_t maxUploadBytes, Shape shape) {
     if (mediaType(request) != "multipart/form-data")
         return respond(errorResponse(status::unsupported_media_type, "UnsupportedMediaType",
                                      "Upload a file as multipart/form-data with a part named 'file'."));
@@ -139,10 +154,11 @@ void upload(PoolManager& pools, Request& request, Responder respond, std::size_t
     // The work runs once; the copy leaves the request's body behind.
     auto bytes = std::make_shared<std::string>(file->content);
     onSession(pools, request, std::move(respond),
-              [path = *path, bytes, resourceShape](Sandbox& sandbox, auto finish) {
-                  sandbox.writeFile(path, std::move(*bytes), [finish, resourceShape](Outcome<FileEntry> written) {
+              [path = *path, bytes, shape](Sandbox& sandbox, auto finish) {
+                  sandbox.writeFile(path, std::move(*bytes), [finish, shape](Outcome<FileEntry> written) {
                       if (!written.ok()) return finish(fileErrorResponse(written.code, written.error));
-                      if (resourceShape) return finish(jsonResponse(status::ok, fileResource(written.value)));
+                      if (shape == Shape::Resource) return finish(jsonResponse(status::ok, fileResource(written.value)));
+                      if (shape == Shape::Legacy) return finish(jsonResponse(status::ok, legacyList({written.value})));
                       nlohmann::json properties = fileProperties(written.value);
                       properties["$id"] = "3";
                       finish(jsonResponse(status::ok,
@@ -151,15 +167,16 @@ void upload(PoolManager& pools, Request& request, Responder respond, std::size_t
               });
 }
 
-void list(PoolManager& pools, Request& request, Responder respond) {
+void list(PoolManager& pools, Request& request, Responder respond, Shape shape) {
     std::string error;
     auto directory = dataRelativePath(queryOr(request, "path"), error);
     if (!directory) return respond(errorResponse(status::bad_request, "SessionRequestValidationFailed", error));
     const std::string recursiveText = queryOr(request, "recursive");
     const bool recursive = recursiveText == "true" || recursiveText == "True" || recursiveText == "1";
-    onSession(pools, request, std::move(respond), [directory = *directory, recursive](Sandbox& sandbox, auto finish) {
-        sandbox.listFiles(directory, recursive, [finish](Outcome<std::vector<FileEntry>> listed) {
+    onSession(pools, request, std::move(respond), [directory = *directory, recursive, shape](Sandbox& sandbox, auto finish) {
+        sandbox.listFiles(directory, recursive, [finish, shape](Outcome<std::vector<FileEntry>> listed) {
             if (!listed.ok()) return finish(fileErrorResponse(listed.code, listed.error));
+            if (shape == Shape::Legacy) return finish(jsonResponse(status::ok, legacyList(listed.value)));
             nlohmann::json value = nlohmann::json::array();
             int id = 2;
             for (const auto& entry : listed.value) {
@@ -246,17 +263,31 @@ void addFileRoutes(http::Router& router, PoolManager& pools, std::size_t maxUplo
     router.add(
         beast_http::verb::post, "/pools/{pool}/files/upload",
         [&pools, maxUploadBytes](Request& request, Responder respond) {
-            upload(pools, request, std::move(respond), maxUploadBytes, false);
+            upload(pools, request, std::move(respond), maxUploadBytes, Shape::Properties);
         },
         uploads);
     router.add(
         beast_http::verb::post, "/pools/{pool}/files",
         [&pools, maxUploadBytes](Request& request, Responder respond) {
-            upload(pools, request, std::move(respond), maxUploadBytes, true);
+            upload(pools, request, std::move(respond), maxUploadBytes, Shape::Resource);
         },
         uploads);
-    router.add(beast_http::verb::get, "/pools/{pool}/files",
-               [&pools](Request& request, Responder respond) { list(pools, request, std::move(respond)); });
+    router.add(beast_http::verb::get, "/pools/{pool}/files", [&pools](Request& request, Responder respond) {
+        list(pools, request, std::move(respond), Shape::Properties);
+    });
+    // The legacy routes, still used by LlamaIndexTS and early Semantic Kernel.
+    router.add(
+        beast_http::verb::post, "/pools/{pool}/python/uploadFile",
+        [&pools, maxUploadBytes](Request& request, Responder respond) {
+            upload(pools, request, std::move(respond), maxUploadBytes, Shape::Legacy);
+        },
+        uploads);
+    router.add(beast_http::verb::get, "/pools/{pool}/python/files", [&pools](Request& request, Responder respond) {
+        list(pools, request, std::move(respond), Shape::Legacy);
+    });
+    router.add(beast_http::verb::get, "/pools/{pool}/python/downloadFile", [&pools](Request& request, Responder respond) {
+        download(pools, request, std::move(respond), queryOr(request, "filename"));
+    });
     router.add(beast_http::verb::get, "/pools/{pool}/files/{name*}",
                [&pools](Request& request, Responder respond) { getFile(pools, request, std::move(respond)); });
     router.add(beast_http::verb::delete_, "/pools/{pool}/files/{name*}", [&pools](Request& request, Responder respond) {

@@ -11,6 +11,9 @@ void addExecuteRoutes(http::Router& router, PoolManager& pools);
 
 // The session's files: upload, list, download, metadata, delete, in the
 // 2024-02-02-preview and 2024-10-02-preview shapes.
+// GET/DELETE session, listSessions and the .management routes.
+void addSessionRoutes(http::Router& router, PoolManager& pools);
+
 void addFileRoutes(http::Router& router, PoolManager& pools, std::size_t maxUploadBytes);
 
 }  // namespace sessiond::api

@@ -10,8 +10,6 @@
 
 namespace sessiond::api {
 
-using http::errorResponse;
-
 Pool* findPool(PoolManager& pools, const http::Request& request, const http::Responder& respond) {
     const std::string& name = request.params.at("pool");
     Pool* pool = pools.find(name);

@@ -12,6 +12,10 @@ namespace sessiond::api {
 
 namespace beast_http = boost::beast::http;
 using status = beast_http::status;
+using http::errorResponse;
+using http::jsonResponse;
+using http::Request;
+using http::Responder;
 
 // The pool named by the route's {pool}; answers 404 and returns null if none.
 Pool* findPool(PoolManager& pools, const http::Request& request, const http::Responder& respond);

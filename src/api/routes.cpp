@@ -5,11 +5,6 @@
 
 namespace sessiond::api {
 
-using http::errorResponse;
-using http::jsonResponse;
-using http::Request;
-using http::Responder;
-
 namespace {
 
 // GET metadata (2025-02-02-preview): the pool's runtimes and packages, as
@@ -50,6 +45,7 @@ void addRoutes(http::Router& router, PoolManager& pools, const HttpConfig& http)
 
     addExecuteRoutes(router, pools);
     addFileRoutes(router, pools, http.maxUploadBytes);
+    addSessionRoutes(router, pools);
 }
 
 }  // namespace sessiond::api

@@ -88,6 +88,41 @@ void Pool::withSession(const std::string& identifier, SessionWork work) {
     refill();
 }
 
+SessionInfo Pool::info(const Session& session) const {
+    // Sessions keep steady-clock times; the API speaks wall-clock time.
+    const auto steadyNow = Clock::now();
+    const auto wallNow = std::chrono::system_clock::now();
+    auto wall = [&](Clock::time_point t) {
+        return wallNow - std::chrono::duration_cast<std::chrono::system_clock::duration>(steadyNow - t);
+    };
+    SessionInfo out;
+    out.identifier = session.identifier;
+    out.etag = session.member ? session.member->sandboxId : "";
+    out.createdAt = wall(session.createdAt);
+    out.lastAccessedAt = wall(session.lastActivity);
+    out.expiresAt = out.lastAccessedAt + config_.cooldownPeriod;
+    return out;
+}
+
+std::optional<SessionInfo> Pool::session(const std::string& identifier) const {
+    auto it = sessions_.find(identifier);
+    if (it == sessions_.end()) return std::nullopt;
+    return info(it->second);
+}
+
+std::vector<SessionInfo> Pool::sessions() const {
+    std::vector<SessionInfo> out;
+    out.reserve(sessions_.size());
+    for (const auto& [identifier, session] : sessions_) out.push_back(info(session));
+    return out;
+}
+
+bool Pool::deleteSession(const std::string& identifier) {
+    if (!sessions_.count(identifier)) return false;
+    destroySession(identifier, "deleted by request");
+    return true;
+}
+
 void Pool::metadata(MetadataHandler onDone) {
     if (metadata_) return onDone("", *metadata_);
     Sandbox* sandbox = nullptr;

@@ -49,6 +49,15 @@ struct PoolCounts {
     std::uint64_t sandboxExits = 0;     // sandboxes that ended unasked
 };
 
+// What the session routes report about one session.
+struct SessionInfo {
+    std::string identifier;
+    std::string etag;  // the sandbox's id: it changes when the identifier starts over
+    std::chrono::system_clock::time_point createdAt;
+    std::chrono::system_clock::time_point lastAccessedAt;
+    std::chrono::system_clock::time_point expiresAt;  // when the cooldown ends if no request comes
+};
+
 // Work on one session's sandbox. `run` is called once the session has a
 // sandbox and must call `finished` exactly once, when its last callback has
 // run (until then the session counts as busy and is not reaped). `fail` is
@@ -83,6 +92,13 @@ public:
     // allocating one if the session is new; counts as activity.
     void withSession(const std::string& identifier, SessionWork work);
 
+    // Sessions that exist (allocated, or waiting for their sandbox), by identifier.
+    std::optional<SessionInfo> session(const std::string& identifier) const;
+    std::vector<SessionInfo> sessions() const;
+    // Destroys the session now; its identifier's next use starts a fresh,
+    // empty session. False if there is no such session.
+    bool deleteSession(const std::string& identifier);
+
     // The runtime and packages of this pool's sandboxes (GET /metadata),
     // asked of a running sandbox once and then remembered.
     void metadata(MetadataHandler onDone);
@@ -116,6 +132,7 @@ private:
     void bind(Session& session, std::unique_ptr<Member> member);
     void run(Session& session, SessionWork work);
     void destroySession(const std::string& identifier, const std::string& why);
+    SessionInfo info(const Session& session) const;
     void retire(std::unique_ptr<Member> member);
     void reap();
     void scheduleReaper();
