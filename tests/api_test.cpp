@@ -221,3 +221,37 @@ TEST_F(ApiTest, LegacyRoutesAnswerFlat) {
     auto content = client.get("/pools/default/python/downloadFile?identifier=legacy-1&filename=a.txt");
     EXPECT_EQ(content.body, "hello");
 }
+
+TEST_F(ApiTest, AsynchronousExecutionsArePolled) {
+    HttpClient client(server.port());
+    const std::string q = "?identifier=async-1&api-version=2024-10-02-preview";
+    auto started = client.post("/pools/default/executions" + q,
+                               R"({"codeInputType":"Inline","executionType":"Asynchronous","code":"6*7","timeoutInSeconds":60})");
+    ASSERT_EQ(started.status, 202) << started.body;
+    const std::string id = started.header("operation-id");
+    ASSERT_FALSE(id.empty());
+    EXPECT_EQ(started.json()["id"], id);
+    EXPECT_EQ(started.json()["status"], "Running");
+    const std::string location = started.header("Operation-Location");
+    EXPECT_EQ(location, "/pools/default/executions/" + id + q);
+
+    HttpResult polled;
+    ASSERT_TRUE(server.waitFor(
+        [&] {
+            polled = client.get(location);
+            return polled.json()["status"] != "Running";
+        },
+        5s));
+    EXPECT_EQ(polled.status, 200);
+    EXPECT_EQ(polled.json()["status"], "Succeeded");
+    EXPECT_EQ(polled.json()["executionType"], "Asynchronous");
+    EXPECT_EQ(polled.json()["result"]["stdout"], "6*7");
+
+    // Synchronous ones can be read back too; others' ids and identifiers cannot.
+    auto sync = client.post("/pools/default/executions" + q, R"({"code":"1"})");
+    EXPECT_EQ(client.get("/pools/default/executions/" + sync.header("operation-id") + q).json()["status"], "Succeeded");
+    expectError(client.get("/pools/default/executions/" + id + "?identifier=other-1"), 404, "ExecutionNotFound");
+    expectError(client.get("/pools/default/executions/nope" + q), 404, "ExecutionNotFound");
+    expectError(client.post("/pools/default/code/execute" + q, R"({"executionType":"Asynchronous","code":"1"})"), 400,
+                "SessionRequestNotSupported");
+}

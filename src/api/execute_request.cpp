@@ -101,11 +101,12 @@ std::optional<ParsedExecute> parseExecuteBody(const std::string& body, const Poo
                  "codeInputType '" + *inputType + "' is not supported; use 'inline'."};
         return std::nullopt;
     }
-    if (executionType && lower(*executionType) != "synchronous") {
+    if (executionType && lower(*executionType) != "synchronous" && lower(*executionType) != "asynchronous") {
         error = {"SessionRequestValidationFailed",
-                 "executionType '" + *executionType + "' is not supported on this route; use 'synchronous'."};
+                 "executionType '" + *executionType + "' is not supported; use 'synchronous' or 'asynchronous'."};
         return std::nullopt;
     }
+    parsed.asynchronous = executionType && lower(*executionType) == "asynchronous";
 
     parsed.request.timeout = pool.defaultExecutionTimeout;
     parsed.request.maxOutputChars = pool.maxOutputChars;

@@ -1,8 +1,12 @@
 // Code execution: the legacy `python/execute` route, the 2024-02-02-preview
 // `code/execute` route (and its `execute` alias) and the 2024-10-02-preview
-// `executions` resource (synchronous), for every pool type.
+// `executions` resource (synchronous, or asynchronous: 202 with
+// Operation-Location, then GET executions/{id}), for every pool type.
 // A failed execution is HTTP 200 with a failed status, as in Azure.
 
+#include <deque>
+#include <map>
+#include <memory>
 #include <string>
 
 #include "route_groups.hpp"
@@ -44,12 +48,13 @@ nlohmann::json codeExecuteBody(const ExecuteResult& result) {
 
 // The 2024-10-02-preview execution resource. Shell commands report their exit
 // code as the status, as Azure's Shell pools do.
-nlohmann::json executionBody(const std::string& id, const std::string& identifier, const ExecuteResult& result) {
+nlohmann::json executionBody(const std::string& id, const std::string& identifier, bool asynchronous,
+                             const ExecuteResult& result) {
     std::string status = result.succeeded ? "Succeeded" : "Failed";
     if (result.exitCode) status = std::to_string(*result.exitCode);
     return {{"id", id},
             {"identifier", identifier},
-            {"executionType", "Synchronous"},
+            {"executionType", asynchronous ? "Asynchronous" : "Synchronous"},
             {"status", status},
             {"result",
              {{"stdout", result.stdoutText},
@@ -57,6 +62,31 @@ nlohmann::json executionBody(const std::string& id, const std::string& identifie
               {"executionResult", result.result},
               {"executionTimeInMilliseconds", result.durationMs}}}};
 }
+
+// Executions started through /executions, so GET /executions/{id} can answer
+// for them (asynchronous ones above all). Bounded: the oldest are forgotten.
+class ExecutionStore {
+public:
+    static constexpr std::size_t kKept = 1000;
+
+    void put(const std::string& pool, const std::string& identifier, const std::string& id, nlohmann::json resource) {
+        const std::string key = pool + '\n' + identifier + '\n' + id;
+        if (records_.insert_or_assign(key, std::move(resource)).second) order_.push_back(key);
+        while (order_.size() > kKept) {
+            records_.erase(order_.front());
+            order_.pop_front();
+        }
+    }
+
+    const nlohmann::json* find(const std::string& pool, const std::string& identifier, const std::string& id) const {
+        auto it = records_.find(pool + '\n' + identifier + '\n' + id);
+        return it == records_.end() ? nullptr : &it->second;
+    }
+
+private:
+    std::map<std::string, nlohmann::json> records_;
+    std::deque<std::string> order_;
+};
 
 
 // The response shape a route answers in.
@@ -66,7 +96,8 @@ enum class Shape {
     Legacy,       // python/execute: the same fields, not wrapped
 };
 
-void execute(PoolManager& pools, Request& request, Responder respond, Shape shape) {
+void execute(PoolManager& pools, std::shared_ptr<ExecutionStore> store, Request& request, Responder respond,
+             Shape shape) {
     Pool* pool = findPool(pools, request, respond);
     if (!pool) return;
     const std::string type = mediaType(request);
@@ -79,13 +110,42 @@ void execute(PoolManager& pools, Request& request, Responder respond, Shape shap
     auto identifier = sessionIdentifier(request, parsed->identifier, respond);
     if (!identifier) return;
 
+    if (parsed->asynchronous && shape != Shape::Execution)
+        return respond(errorResponse(status::bad_request, "SessionRequestNotSupported",
+                                     "Asynchronous executions are served by POST executions (2024-10-02-preview)."));
+
     // A client may choose the execution's id (the operation-id header).
     std::string id(request.message["operation-id"]);
     if (id.empty()) id = newUuid();
+    const std::string poolName = pool->config().name;
+    const bool asynchronous = parsed->asynchronous;
+    if (asynchronous) {
+        // 202 now; the result is kept for GET executions/{id}.
+        nlohmann::json running = {{"id", id},
+                                  {"identifier", *identifier},
+                                  {"executionType", "Asynchronous"},
+                                  {"status", "Running"}};
+        store->put(poolName, *identifier, id, running);
+        std::string location = "/pools/" + poolName + "/executions/" + id + "?identifier=" + *identifier;
+        if (const std::string* version = request.queryValue("api-version")) location += "&api-version=" + *version;
+        auto accepted = jsonResponse(status::accepted, running);
+        accepted.set("operation-id", id);
+        accepted.set("Operation-Location", location);
+        respond(std::move(accepted));
+    }
     pool->execute(*identifier, std::move(parsed->request),
-                  [respond, shape, id, identifier = *identifier](PoolExecuteOutcome outcome) {
-                      if (outcome.error != PoolError::None)
+                  [respond, shape, id, identifier = *identifier, store, poolName, asynchronous](PoolExecuteOutcome outcome) {
+                      if (outcome.error != PoolError::None) {
+                          if (asynchronous) {
+                              nlohmann::json failed = {{"id", id},
+                                                       {"identifier", identifier},
+                                                       {"executionType", "Asynchronous"},
+                                                       {"status", "Failed"},
+                                                       {"error", {{"code", "SessionUnavailable"}, {"message", outcome.message}}}};
+                              return store->put(poolName, identifier, id, std::move(failed));
+                          }
                           return respond(poolErrorResponse(outcome.error, outcome.message));
+                      }
                       if (shape == Shape::CodeExecute)
                           return respond(jsonResponse(status::ok, codeExecuteBody(outcome.result)));
                       if (shape == Shape::Legacy) {
@@ -93,18 +153,42 @@ void execute(PoolManager& pools, Request& request, Responder respond, Shape shap
                           flat["$id"] = "1";
                           return respond(jsonResponse(status::ok, flat));
                       }
-                      auto response = jsonResponse(status::ok, executionBody(id, identifier, outcome.result));
+                      auto body = executionBody(id, identifier, asynchronous, outcome.result);
+                      store->put(poolName, identifier, id, body);
+                      if (asynchronous) return;
+                      auto response = jsonResponse(status::ok, body);
                       response.set("operation-id", id);
                       respond(std::move(response));
                   });
 }
 
+void getExecution(PoolManager& pools, const ExecutionStore& store, Request& request, Responder respond) {
+    Pool* pool = findPool(pools, request, respond);
+    if (!pool) return;
+    auto identifier = sessionIdentifier(request, std::nullopt, respond);
+    if (!identifier) return;
+    const std::string& id = request.params.at("id");
+    const nlohmann::json* found = store.find(pool->config().name, *identifier, id);
+    if (!found)
+        return respond(errorResponse(status::not_found, "ExecutionNotFound",
+                                     "No execution available for operation Id: " + id));
+    auto response = jsonResponse(status::ok, *found);
+    response.set("operation-id", id);
+    respond(std::move(response));
+}
+
 }  // namespace
 
 void addExecuteRoutes(http::Router& router, PoolManager& pools) {
-    auto route = [&pools](Shape shape) {
-        return [&pools, shape](Request& request, Responder respond) { execute(pools, request, std::move(respond), shape); };
+    auto store = std::make_shared<ExecutionStore>();
+    auto route = [&pools, store](Shape shape) {
+        return [&pools, store, shape](Request& request, Responder respond) {
+            execute(pools, store, request, std::move(respond), shape);
+        };
     };
+    router.add(beast_http::verb::get, "/pools/{pool}/executions/{id}", [&pools, store](Request& request, Responder respond) {
+        getExecution(pools, *store, request, std::move(respond));
+    });
     router.add(beast_http::verb::post, "/pools/{pool}/code/execute", route(Shape::CodeExecute));
     router.add(beast_http::verb::post, "/pools/{pool}/execute", route(Shape::CodeExecute));
     router.add(beast_http::verb::post, "/pools/{pool}/executions", route(Shape::Execution));

@@ -17,6 +17,7 @@ namespace sessiond::api {
 struct ParsedExecute {
     ExecuteRequest request;
     std::optional<std::string> identifier;  // from the body, when given there
+    bool asynchronous = false;               // executionType "Asynchronous"
 };
 
 struct RequestError {
