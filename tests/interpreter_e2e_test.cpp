@@ -2,7 +2,8 @@
 // both backends: results, images, errors, timeouts, memory exhaustion, output
 // caps, the file API, and the NodeLTS and Shell session types. The same
 // tests run on namespace jails and on microVMs (under TCG where KVM cannot
-// run guests); each backend's daemon is started once for its suite.
+// run guests); each backend's daemon is started once for its suite (once
+// per test under CTest, which runs every test in its own process).
 //
 // The microVM suite needs libvirtd and a built guest image, as
 // libvirt_e2e_test.cpp does; scripts/test.sh provides both.
@@ -54,9 +55,11 @@ struct Daemon {
             p.resources.memoryBytes = 512ull << 20;
             return p;
         };
-        PoolConfig python = pool("py", "PythonLTS", 2);
+        // CTest runs each test in its own process, so each starts this
+        // daemon: VMs are kept ready only where most tests need them.
+        PoolConfig python = pool("py", "PythonLTS", vm ? 1 : 2);
         python.preloadModules = {"numpy", "pandas", "matplotlib"};
-        config.pools = {python, pool("node", "NodeLTS", 1), pool("sh", "Shell", 1)};
+        config.pools = {python, pool("node", "NodeLTS", vm ? 0 : 1), pool("sh", "Shell", vm ? 0 : 1)};
         if (vm) {
             char dir[] = "/tmp/sessiond-interp-vm-XXXXXX";
             runtimeDirectory = mkdtemp(dir);

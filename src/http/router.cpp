@@ -53,6 +53,16 @@ void Router::add(beast_http::verb method, const std::string& pattern, Handler ha
     routes_.push_back(std::move(route));
 }
 
+std::vector<std::pair<beast_http::verb, std::string>> Router::routes() const {
+    std::vector<std::pair<beast_http::verb, std::string>> out;
+    for (const auto& route : routes_) {
+        std::string pattern;
+        for (const auto& segment : route.segments) pattern += "/" + segment;
+        out.emplace_back(route.method, pattern.empty() ? "/" : pattern);
+    }
+    return out;
+}
+
 bool Router::matches(const Route& route, const std::vector<std::string>& segments,
                      std::map<std::string, std::string>* params) {
     std::map<std::string, std::string> captured;

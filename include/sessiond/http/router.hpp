@@ -33,6 +33,10 @@ public:
     // Fills request.params on success.
     Match match(Request& request) const;
 
+    // Every route as (method, pattern), in the order added: what the server
+    // really serves, for the check of docs/openapi.json.
+    std::vector<std::pair<beast_http::verb, std::string>> routes() const;
+
 private:
     struct Route {
         beast_http::verb method;
