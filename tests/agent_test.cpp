@@ -13,6 +13,7 @@
 
 #include <gtest/gtest.h>
 
+#include "sessiond/base64.hpp"
 #include "support/agent_fixture.hpp"
 
 namespace sessiond {
@@ -22,36 +23,6 @@ using namespace std::chrono_literals;
 using nlohmann::json;
 using test_support::AgentTest;
 using test_support::AgentProcess;
-
-// Standard base64 with padding; nullopt on anything else.
-std::optional<std::string> decodeBase64(const std::string& text) {
-    static const std::string alphabet =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    if (text.size() % 4 != 0) return std::nullopt;
-    std::string out;
-    std::uint32_t bits = 0;
-    int count = 0;
-    std::size_t padding = 0;
-    for (std::size_t i = 0; i < text.size(); ++i) {
-        const char c = text[i];
-        if (c == '=') {
-            if (i + 2 < text.size()) return std::nullopt;
-            ++padding;
-            bits <<= 6;
-        } else {
-            const auto value = alphabet.find(c);
-            if (value == std::string::npos || padding) return std::nullopt;
-            bits = (bits << 6) | static_cast<std::uint32_t>(value);
-        }
-        if (++count == 4) {
-            for (int shift = 16; shift >= 0; shift -= 8) out += static_cast<char>((bits >> shift) & 0xff);
-            bits = 0;
-            count = 0;
-        }
-    }
-    out.resize(out.size() - padding);
-    return out;
-}
 
 struct Png {
     std::uint32_t width = 0;

@@ -32,10 +32,9 @@ const std::string kMultipartType = "multipart/form-data; boundary=" + kBoundary;
 
 // A python-requests style upload of `size` bytes.
 std::string multipartBody(std::size_t size, const std::string& filename = "data.bin") {
-    std::string body = "--" + kBoundary + "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"" + filename +
-                       "\"\r\nContent-Type: application/octet-stream\r\n\r\n";
-    for (std::size_t i = 0; i < size; ++i) body.push_back(static_cast<char>(i * 7 % 251));
-    return body + "\r\n--" + kBoundary + "--\r\n";
+    std::string content(size, '\0');
+    for (std::size_t i = 0; i < size; ++i) content[i] = static_cast<char>(i * 7 % 251);
+    return sessiond::testing::multipartForm(filename, content, kBoundary);
 }
 
 class HttpServerTest : public ::testing::Test {

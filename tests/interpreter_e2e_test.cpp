@@ -138,12 +138,7 @@ protected:
     HttpResult upload(const std::string& pool, const std::string& identifier, const std::string& filename,
                       const std::string& content, const std::string& route = "files/upload",
                       const std::string& extraQuery = "") {
-        const std::string boundary = "sessiond-test-boundary-7f3a";
-        std::string body = "--" + boundary + "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"" + filename +
-                           "\"\r\nContent-Type: application/octet-stream\r\n\r\n" + content + "\r\n--" + boundary +
-                           "--\r\n";
-        return client_->post("/pools/" + pool + "/" + route + "?" + query(identifier) + extraQuery, body,
-                             "multipart/form-data; boundary=" + boundary);
+        return client_->upload("/pools/" + pool + "/" + route + "?" + query(identifier) + extraQuery, filename, content);
     }
 
     static std::string text(const nlohmann::json& value) { return value.is_string() ? value.get<std::string>() : ""; }

@@ -9,7 +9,8 @@
 namespace sessiond {
 
 std::string encodeBase64(std::string_view bytes);
-// nullopt if `text` holds a character outside the alphabet or a dangling bit.
+// nullopt unless `text` is padded base64: whole groups of four characters
+// from the alphabet, "=" only as the last one or two.
 std::optional<std::string> decodeBase64(std::string_view text);
 
 }  // namespace sessiond

@@ -140,6 +140,7 @@ class Worker:
         self.streams = {self.proc.stdout.fileno(): "out", self.proc.stderr.fileno(): "err"}
         self.captures = {"out": None, "err": None}
         self.ready = False
+        self.runtime = None
         self.done = None
         self.preload_errors = []
 
@@ -178,6 +179,7 @@ class Worker:
         if message.get("type") == "ready":
             self.ready = True
             self.preload_errors = message.get("preloadErrors", [])
+            self.runtime = message.get("runtime")  # the node worker names its version
         elif message.get("type") == "done":
             self.done = message
 
@@ -324,7 +326,7 @@ class Agent:
                 return 1
         self.wait_for_host()
         self.send({"type": "hello", "protocol": PROTOCOL_VERSION,
-                   "runtime": runtime(self.language),
+                   "runtime": (self.worker and self.worker.runtime) or runtime(self.language),
                    "agentPid": os.getpid()})
         while True:
             body = self.channel_reader.next_body()

@@ -5,7 +5,7 @@
  * the agent talks to both the same way:
  *
  *   agent  -> worker  {"type":"execute","code":S,"sentinel":S}
- *   worker -> agent   {"type":"ready","preloadErrors":[]}   once, when warm
+ *   worker -> agent   {"type":"ready","preloadErrors":[],"runtime":{...}}   once, when warm
  *                     {"type":"done","status":"ok"|"error","result":ANY,
  *                      "interrupted":B,"exiting":B}
  *
@@ -801,7 +801,7 @@ async function main() {
   socket.on('close', stop);
   socket.on('error', stop);
 
-  sendFrame({ type: 'ready', preloadErrors: [] });
+  sendFrame({ type: 'ready', preloadErrors: [], runtime: { name: 'node', version: process.versions.node } });
 }
 
 main().catch((e) => {

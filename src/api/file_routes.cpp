@@ -259,29 +259,21 @@ void getFile(PoolManager& pools, Request& request, Responder respond) {
 }  // namespace
 
 void addFileRoutes(http::Router& router, PoolManager& pools, std::size_t maxUploadBytes) {
-    const http::RouteOptions uploads{http::BodyLimit::Upload};
-    router.add(
-        beast_http::verb::post, "/pools/{pool}/files/upload",
-        [&pools, maxUploadBytes](Request& request, Responder respond) {
-            upload(pools, request, std::move(respond), maxUploadBytes, Shape::Properties);
-        },
-        uploads);
-    router.add(
-        beast_http::verb::post, "/pools/{pool}/files",
-        [&pools, maxUploadBytes](Request& request, Responder respond) {
-            upload(pools, request, std::move(respond), maxUploadBytes, Shape::Resource);
-        },
-        uploads);
+    auto uploadRoute = [&router, &pools, maxUploadBytes](const char* pattern, Shape shape) {
+        router.add(
+            beast_http::verb::post, pattern,
+            [&pools, maxUploadBytes, shape](Request& request, Responder respond) {
+                upload(pools, request, std::move(respond), maxUploadBytes, shape);
+            },
+            http::RouteOptions{http::BodyLimit::Upload});
+    };
+    uploadRoute("/pools/{pool}/files/upload", Shape::Properties);
+    uploadRoute("/pools/{pool}/files", Shape::Resource);
     router.add(beast_http::verb::get, "/pools/{pool}/files", [&pools](Request& request, Responder respond) {
         list(pools, request, std::move(respond), Shape::Properties);
     });
     // The legacy routes, still used by LlamaIndexTS and early Semantic Kernel.
-    router.add(
-        beast_http::verb::post, "/pools/{pool}/python/uploadFile",
-        [&pools, maxUploadBytes](Request& request, Responder respond) {
-            upload(pools, request, std::move(respond), maxUploadBytes, Shape::Legacy);
-        },
-        uploads);
+    uploadRoute("/pools/{pool}/python/uploadFile", Shape::Legacy);
     router.add(beast_http::verb::get, "/pools/{pool}/python/files", [&pools](Request& request, Responder respond) {
         list(pools, request, std::move(respond), Shape::Legacy);
     });

@@ -1,5 +1,6 @@
 #include "sessiond/base64.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 
@@ -13,12 +14,16 @@ std::optional<std::string> decodeBase64(std::string_view text) {
         for (int i = 0; i < 64; ++i) t[static_cast<unsigned char>(alphabet[i])] = static_cast<signed char>(i);
         return t;
     }();
+    // Padded: whole quads, and "=" only as the last one or two characters.
+    if (text.size() % 4 != 0) return std::nullopt;
+    const std::size_t padding = text.size() - std::min(text.size(), text.find_last_not_of('=') + 1);
+    if (padding > 2) return std::nullopt;
+    text.remove_suffix(padding);
     std::string out;
-    out.reserve(text.size() / 4 * 3);
+    out.reserve(text.size() / 4 * 3 + 2);
     std::uint32_t bits = 0;
     int count = 0;
     for (char c : text) {
-        if (c == '=') break;
         int value = table[static_cast<unsigned char>(c)];
         if (value < 0) return std::nullopt;
         bits = (bits << 6) | static_cast<std::uint32_t>(value);

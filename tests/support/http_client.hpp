@@ -21,6 +21,17 @@ struct HttpResult {
     }
 };
 
+inline constexpr const char* kFormBoundary = "sessiond-test-boundary-7f3a";
+
+// A multipart/form-data body with one part named "file", as python-requests
+// writes an upload.
+inline std::string multipartForm(const std::string& filename, const std::string& content,
+                                 const std::string& boundary = kFormBoundary,
+                                 const std::string& partType = "application/octet-stream") {
+    return "--" + boundary + "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"" + filename +
+           "\"\r\nContent-Type: " + partType + "\r\n\r\n" + content + "\r\n--" + boundary + "--\r\n";
+}
+
 class HttpClient {
 public:
     explicit HttpClient(std::uint16_t port, std::string host = "127.0.0.1") : port_(port), host_(std::move(host)) {}
@@ -63,6 +74,13 @@ public:
         if (timeoutSeconds) properties["timeoutInSeconds"] = timeoutSeconds;
         return post("/pools/" + pool + "/code/execute?identifier=" + identifier + "&api-version=2024-02-02-preview",
                     nlohmann::json{{"properties", properties}}.dump());
+    }
+
+    // POSTs `content` as the multipart upload of `filename` to `target`.
+    HttpResult upload(const std::string& target, const std::string& filename, const std::string& content,
+                      const std::string& partType = "application/octet-stream") {
+        return post(target, multipartForm(filename, content, kFormBoundary, partType),
+                    std::string("multipart/form-data; boundary=") + kFormBoundary);
     }
 
     void disconnect() { stream_.reset(); }
