@@ -1,89 +1,22 @@
 // The sessiond binary as a user runs it: configuration errors, serving, and a
 // graceful SIGTERM that finishes in-flight work and leaves nothing behind.
 
-#include <fcntl.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <cstdlib>
-#include <fstream>
 #include <future>
 #include <thread>
 
 #include <gtest/gtest.h>
 
+#include "support/daemon.hpp"
 #include "support/http_client.hpp"
 #include "support/leaks.hpp"
 #include "support/vm_files.hpp"
 
+using sessiond::testing::Daemon;
+using sessiond::testing::freePort;
 using sessiond::testing::HttpClient;
 using namespace std::chrono_literals;
 
-extern char** environ;
-
 namespace {
-
-std::uint16_t freePort() {
-    boost::asio::io_context io;
-    boost::asio::ip::tcp::acceptor acceptor(io, {boost::asio::ip::make_address("127.0.0.1"), 0});
-    return acceptor.local_endpoint().port();
-}
-
-class Daemon {
-public:
-    explicit Daemon(const nlohmann::json& config) {
-        char dir[] = "/tmp/sessiond-daemon-test-XXXXXX";
-        dir_ = mkdtemp(dir);
-        configPath_ = dir_ + "/sessiond.json";
-        logPath_ = dir_ + "/sessiond.log";
-        std::ofstream(configPath_) << config.dump(2);
-    }
-    ~Daemon() {
-        if (pid_ > 0) {
-            ::kill(pid_, SIGKILL);
-            waitpid(pid_, nullptr, 0);
-        }
-        std::filesystem::remove_all(dir_);
-    }
-
-    void start() {
-        posix_spawn_file_actions_t actions;
-        posix_spawn_file_actions_init(&actions);
-        posix_spawn_file_actions_addopen(&actions, 1, logPath_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        posix_spawn_file_actions_adddup2(&actions, 1, 2);
-        std::string binary = SESSIOND_BINARY_DIR "/sessiond";
-        char* argv[] = {binary.data(), const_cast<char*>("--config"), configPath_.data(), nullptr};
-        ASSERT_EQ(posix_spawn(&pid_, binary.c_str(), &actions, nullptr, argv, environ), 0);
-        posix_spawn_file_actions_destroy(&actions);
-    }
-
-    // Waits for the process to exit; returns its exit code (-1 on timeout).
-    int wait(std::chrono::seconds limit) {
-        auto deadline = std::chrono::steady_clock::now() + limit;
-        while (std::chrono::steady_clock::now() < deadline) {
-            int status = 0;
-            if (waitpid(pid_, &status, WNOHANG) == pid_) {
-                pid_ = -1;
-                return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-            }
-            std::this_thread::sleep_for(20ms);
-        }
-        return -1;
-    }
-
-    void signal(int sig) { ::kill(pid_, sig); }
-
-    std::string log() const {
-        std::ifstream in(logPath_);
-        return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    }
-
-private:
-    std::string dir_, configPath_, logPath_;
-    pid_t pid_ = -1;
-};
 
 // Polls the default pool until it has a ready sandbox (the daemon may not be
 // listening yet).
