@@ -123,3 +123,43 @@ TEST(Daemon, SigtermLeavesNoDomainDiskLayerOrSocketBehind) {
     EXPECT_TRUE(sessiond::testing::processesMatching("guest=sessiond-" + instance).empty()) << "a QEMU process is left";
     std::filesystem::remove_all(runtime);
 }
+
+TEST(Daemon, PoolsChangedThroughTheApiOutliveARestart) {
+    std::uint16_t port = freePort();
+    std::string cgroup = "sessiond-test-restart-" + std::to_string(getpid());
+    auto config = baseConfig(port, cgroup);
+    Daemon daemon(config);
+    config["stateDirectory"] = daemon.directory() + "/state";
+    daemon.writeConfig(config);
+    daemon.start();
+    ASSERT_TRUE(waitForReadySandbox(port, 30s)) << daemon.log();
+
+    HttpClient client(port);
+    auto created = client.request(boost::beast::http::verb::put, "/pools/scripts",
+                                  R"({"properties":{"containerType":"Shell","scaleConfiguration":{"readySessionInstances":0}}})");
+    ASSERT_EQ(created.status, 201) << created.body;
+    auto deleted = client.request(boost::beast::http::verb::delete_, "/pools/default");
+    ASSERT_EQ(deleted.status, 204) << deleted.body;
+    daemon.signal(SIGTERM);
+    ASSERT_EQ(daemon.wait(30s), 0) << daemon.log();
+
+    daemon.start();
+    nlohmann::json pools;
+    for (int i = 0; i < 100 && pools.is_null(); ++i) {
+        try {
+            pools = HttpClient(port).get("/pools").json();
+        } catch (const std::exception&) {
+            std::this_thread::sleep_for(100ms);
+        }
+    }
+    ASSERT_TRUE(pools.is_object()) << daemon.log();
+    ASSERT_EQ(pools["value"].size(), 1u) << pools.dump();
+    EXPECT_EQ(pools["value"][0]["name"], "scripts");
+    EXPECT_EQ(pools["value"][0]["properties"]["containerType"], "Shell");
+    auto r = HttpClient(port).post("/pools/scripts/executions?identifier=restart-1", R"({"shellCommand":"echo back"})");
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.json()["result"]["stdout"], "back\n");
+    daemon.signal(SIGTERM);
+    EXPECT_EQ(daemon.wait(30s), 0) << daemon.log();
+    EXPECT_TRUE(sessiond::testing::cgroupsNamed(cgroup).empty());
+}

@@ -98,12 +98,21 @@ struct Config {
     std::string cgroupName = "sessiond";
     // Directory holding the agent's Python sources; empty = found beside the binary.
     std::filesystem::path agentDirectory;
+    // Where pools created, changed or deleted through the API are kept across
+    // restarts (pools.json); empty: such changes last until the daemon stops.
+    std::filesystem::path stateDirectory;
     NamespaceSandboxConfig namespaceSandbox;
     LibvirtConfig libvirt;
     std::vector<PoolConfig> pools;
 };
 
 Config parseConfig(const nlohmann::json& document);
+
+// One pool's definition, as in the configuration's `pools` array and in the
+// pool administration API; `path` prefixes the field names in errors.
+PoolConfig parsePool(const nlohmann::json& definition, const std::string& path);
+// The definition parsePool() reads back to the same PoolConfig.
+nlohmann::json poolDefinition(const PoolConfig& pool);
 Config loadConfig(const std::filesystem::path& file);
 
 }  // namespace sessiond

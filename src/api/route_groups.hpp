@@ -6,14 +6,17 @@
 
 namespace sessiond::api {
 
+// GET /pools; GET, PUT and DELETE /pools/{pool}.
+void addPoolRoutes(http::Router& router, PoolManager& pools);
+
 // POST code/execute (2024-02-02-preview) and POST executions (2024-10-02-preview and later).
 void addExecuteRoutes(http::Router& router, PoolManager& pools);
 
-// The session's files: upload, list, download, metadata, delete, in the
-// 2024-02-02-preview and 2024-10-02-preview shapes.
 // GET/DELETE session, listSessions and the .management routes.
 void addSessionRoutes(http::Router& router, PoolManager& pools);
 
+// The session's files: upload, list, download, metadata, delete, in the
+// 2024-02-02-preview and 2024-10-02-preview shapes.
 void addFileRoutes(http::Router& router, PoolManager& pools, std::size_t maxUploadBytes);
 
 }  // namespace sessiond::api

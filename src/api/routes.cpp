@@ -30,15 +30,7 @@ void addRoutes(http::Router& router, PoolManager& pools, const HttpConfig& http)
     router.add(beast_http::verb::get, "/healthz",
                [](Request&, Responder respond) { respond(jsonResponse(status::ok, {{"status", "ok"}})); });
 
-    router.add(beast_http::verb::get, "/pools", [&pools](Request&, Responder respond) {
-        nlohmann::json list = nlohmann::json::array();
-        for (Pool* pool : pools.all()) list.push_back(pool->describe());
-        respond(jsonResponse(status::ok, {{"value", list}}));
-    });
-
-    router.add(beast_http::verb::get, "/pools/{pool}", [&pools](Request& request, Responder respond) {
-        if (Pool* pool = findPool(pools, request, respond)) respond(jsonResponse(status::ok, pool->describe()));
-    });
+    addPoolRoutes(router, pools);
 
     router.add(beast_http::verb::get, "/pools/{pool}/metadata",
                [&pools](Request& request, Responder respond) { metadata(pools, request, std::move(respond)); });

@@ -109,6 +109,25 @@ bool isValidPoolName(const std::string& name) {
     return true;
 }
 
+// Azure's resource quantity for memory ("512Mi", "1.5Gi"), in MiB.
+std::uint64_t memoryQuantityMiB(Fields& f, const std::string& key) {
+    const std::string text = f.string(key, "");
+    std::size_t used = 0;
+    double value = 0;
+    try {
+        value = std::stod(text, &used);
+    } catch (const std::exception&) {
+        used = 0;
+    }
+    const std::string unit = text.substr(used);
+    const double mib = unit == "Gi" ? value * 1024 : unit == "Mi" ? value : -1;
+    if (used == 0 || mib < 16 || mib > (1u << 24))
+        throw ConfigError(f.child(key), "must be a quantity such as \"512Mi\" or \"1.5Gi\", from 16Mi, got \"" + text + "\"");
+    return static_cast<std::uint64_t>(mib);
+}
+
+}  // namespace
+
 PoolConfig parsePool(const json& j, const std::string& path) {
     Fields f(j, path);
     PoolConfig pool;
@@ -120,6 +139,9 @@ PoolConfig parsePool(const json& j, const std::string& path) {
     if (!kContainerTypes.count(pool.containerType))
         throw ConfigError(f.child("containerType"), "unsupported value '" + pool.containerType +
                                                             "' (supported: PythonLTS, NodeLTS, Shell)");
+    const std::string management = f.string("poolManagementType", "Dynamic");
+    if (management != "Dynamic")
+        throw ConfigError(f.child("poolManagementType"), "unsupported value '" + management + "' (supported: Dynamic)");
     pool.backend = f.string("backend", pool.backend);
     if (!kBackends.count(pool.backend))
         throw ConfigError(f.child("backend"), "unsupported value '" + pool.backend + "' (supported: namespace, libvirt)");
@@ -131,13 +153,33 @@ PoolConfig parsePool(const json& j, const std::string& path) {
     }
     if (const json* dynamic = f.get("dynamicPoolConfiguration")) {
         Fields d(*dynamic, f.child("dynamicPoolConfiguration"));
+        // The ARM shape before 2025-01-01: executionType "Timed" and the
+        // cooldown directly here.
+        const std::string executionType = d.string("executionType", "Timed");
+        if (executionType != "Timed")
+            throw ConfigError(d.child("executionType"), "unsupported value '" + executionType + "' (supported: Timed)");
+        pool.cooldownPeriod = seconds(d, "cooldownPeriodInSeconds", pool.cooldownPeriod, 1, 86400);
         if (const json* lifecycle = d.get("lifecycleConfiguration")) {
             Fields l(*lifecycle, d.child("lifecycleConfiguration"));
             std::string type = l.string("lifecycleType", "Timed");
             if (type != "Timed")
-                throw ConfigError(l.child("lifecycleType"), "unsupported value '" + type + "' (supported: Timed)");
+                throw ConfigError(l.child("lifecycleType"),
+                                  "unsupported value '" + type +
+                                      "' (supported: Timed; OnContainerExit is for custom-container pools, which sessiond "
+                                      "does not run yet)");
+            if (l.get("maxAlivePeriodInSeconds"))
+                throw ConfigError(l.child("maxAlivePeriodInSeconds"),
+                                  "applies to lifecycleType OnContainerExit only; a Timed session ends after "
+                                  "cooldownPeriodInSeconds idle");
             pool.cooldownPeriod = seconds(l, "cooldownPeriodInSeconds", pool.cooldownPeriod, 1, 86400);
         }
+    }
+    if (const json* network = f.get("sessionNetworkConfiguration")) {
+        Fields n(*network, f.child("sessionNetworkConfiguration"));
+        const std::string status = n.string("status", "EgressDisabled");
+        if (status != "EgressDisabled")
+            throw ConfigError(n.child("status"), "unsupported value '" + status +
+                                                     "' (supported: EgressDisabled; sandboxes have no network)");
     }
     if (const json* execution = f.get("execution")) {
         Fields e(*execution, f.child("execution"));
@@ -151,7 +193,12 @@ PoolConfig parsePool(const json& j, const std::string& path) {
     if (const json* resources = f.get("resources")) {
         Fields r(*resources, f.child("resources"));
         pool.resources.cpus = r.number("cpu", pool.resources.cpus, 0.01, 1024);
-        pool.resources.memoryBytes = r.integer("memoryMiB", pool.resources.memoryBytes >> 20, 16, 1u << 24) << 20;
+        if (r.get("memory") && r.get("memoryMiB"))
+            throw ConfigError(r.child("memory"), "give memory or memoryMiB, not both");
+        if (r.get("memory"))
+            pool.resources.memoryBytes = memoryQuantityMiB(r, "memory") << 20;
+        else
+            pool.resources.memoryBytes = r.integer("memoryMiB", pool.resources.memoryBytes >> 20, 16, 1u << 24) << 20;
         pool.resources.pids = r.integer("pids", pool.resources.pids, 8, 1u << 22);
         pool.resources.openFiles = r.integer("openFiles", pool.resources.openFiles, 16, 1u << 20);
         pool.resources.tmpfsBytes = r.integer("diskMiB", pool.resources.tmpfsBytes >> 20, 1, 1u << 20) << 20;
@@ -159,7 +206,30 @@ PoolConfig parsePool(const json& j, const std::string& path) {
     return pool;
 }
 
-}  // namespace
+json poolDefinition(const PoolConfig& pool) {
+    return {{"name", pool.name},
+            {"containerType", pool.containerType},
+            {"poolManagementType", "Dynamic"},
+            {"backend", pool.backend},
+            {"scaleConfiguration",
+             {{"maxConcurrentSessions", pool.maxConcurrentSessions}, {"readySessionInstances", pool.readySessionInstances}}},
+            {"dynamicPoolConfiguration",
+             {{"lifecycleConfiguration",
+               {{"lifecycleType", "Timed"}, {"cooldownPeriodInSeconds", pool.cooldownPeriod.count()}}}}},
+            {"sessionNetworkConfiguration", {{"status", "EgressDisabled"}}},
+            {"execution",
+             {{"defaultTimeoutInSeconds", pool.defaultExecutionTimeout.count()},
+              {"maxTimeoutInSeconds", pool.maxExecutionTimeout.count()},
+              {"outputStreamsMaxLength", pool.maxOutputChars},
+              {"preloadModules", pool.preloadModules}}},
+            {"sandboxStartTimeoutInSeconds", pool.sandboxStartTimeout.count()},
+            {"resources",
+             {{"cpu", pool.resources.cpus},
+              {"memoryMiB", pool.resources.memoryBytes >> 20},
+              {"pids", pool.resources.pids},
+              {"openFiles", pool.resources.openFiles},
+              {"diskMiB", pool.resources.tmpfsBytes >> 20}}}};
+}
 
 std::string agentLanguage(const PoolConfig& pool) {
     if (pool.containerType == "NodeLTS") return "node";
@@ -191,6 +261,9 @@ Config parseConfig(const json& document) {
     if (config.cgroupName.empty() || config.cgroupName.find('/') != std::string::npos || config.cgroupName[0] == '.')
         throw ConfigError("cgroupName", "must be a single directory name");
     config.agentDirectory = top.string("agentDirectory", "");
+    config.stateDirectory = top.string("stateDirectory", "");
+    if (!config.stateDirectory.empty() && !config.stateDirectory.is_absolute())
+        throw ConfigError("stateDirectory", "must be an absolute path");
 
     if (const json* ns = top.get("namespaceSandbox")) {
         Fields n(*ns, "namespaceSandbox");

@@ -17,6 +17,7 @@
 #include "sessiond/config.hpp"
 #include "sessiond/http/server.hpp"
 #include "sessiond/pool/pool.hpp"
+#include "sessiond/pool/pool_store.hpp"
 #include "sessiond/sandbox/libvirt/libvirt_backend.hpp"
 #include "sessiond/sandbox/namespace/namespace_backend.hpp"
 
@@ -91,30 +92,48 @@ int main(int argc, char** argv) {
 
     boost::asio::io_context io(1);
     sessiond::BackendPaths paths{executableDirectory() / "sessiond-nsinit", findAgentDirectory(config)};
-    // Each backend exists only if a pool uses it: a host without libvirt
+    // A backend is made when a pool first needs it, so a host without libvirt
     // runs namespace pools, and the reverse.
     std::optional<sessiond::NamespaceBackend> namespaceBackend;
     std::optional<sessiond::LibvirtBackend> libvirtBackend;
-    sessiond::PoolManager::Backends backends;
-    try {
-        for (const auto& pool : config.pools) {
-            if (pool.backend == "namespace" && !namespaceBackend) {
-                namespaceBackend.emplace(io, config, paths);
-                backends["namespace"] = &*namespaceBackend;
-            } else if (pool.backend == "libvirt" && !libvirtBackend) {
-                libvirtBackend.emplace(io, config);
-                backends["libvirt"] = &*libvirtBackend;
-            }
+    auto backendFor = [&](const std::string& name) -> sessiond::SandboxBackend& {
+        sessiond::SandboxBackend* backend = nullptr;
+        if (name == "namespace") {
+            if (namespaceBackend) return *namespaceBackend;
+            backend = &namespaceBackend.emplace(io, config, paths);
+        } else if (name == "libvirt") {
+            if (libvirtBackend) return *libvirtBackend;
+            backend = &libvirtBackend.emplace(io, config);
+        } else {
+            throw std::runtime_error("no backend named '" + name + "'");
         }
-        for (auto& [name, backend] : backends) backend->cleanupLeftovers();
+        backend->cleanupLeftovers();
+        return *backend;
+    };
+
+    std::optional<sessiond::PoolStore> store;
+    std::vector<sessiond::PoolConfig> poolConfigs = config.pools;
+    try {
+        if (!config.stateDirectory.empty()) {
+            store.emplace(config.stateDirectory / "pools.json");
+            poolConfigs = store->overlay(config.pools);
+        }
+    } catch (const sessiond::ConfigError& e) {
+        spdlog::critical("invalid pool state: {}", e.what());
+        return 2;
+    }
+    if (!store) spdlog::info("no stateDirectory is configured: pools changed through the API last until sessiond stops");
+
+    std::optional<sessiond::PoolManager> pools;
+    try {
+        pools.emplace(io, poolConfigs, backendFor, store ? &*store : nullptr);
     } catch (const std::exception& e) {
         spdlog::critical("cannot start the sandbox backends: {}", e.what());
         return 1;
     }
 
-    sessiond::PoolManager pools(io, config.pools, backends);
     sessiond::http::Router router;
-    sessiond::api::addRoutes(router, pools, config.http);
+    sessiond::api::addRoutes(router, *pools, config.http);
     sessiond::http::HttpServer server(io, config.http, router);
     try {
         server.listen(config.listen.address, config.listen.port);
@@ -124,20 +143,20 @@ int main(int argc, char** argv) {
     }
     spdlog::info("sessiond listening on http://{}:{} (loopback only: no API keys are configured)",
                  config.listen.address, server.port());
-    pools.start();
+    pools->start();
 
     boost::asio::signal_set signals(io, SIGINT, SIGTERM);
     signals.async_wait([&](boost::system::error_code ec, int signal) {
         if (ec) return;
         spdlog::info("received {}; finishing in-flight requests", strsignal(signal));
         server.stop(kShutdownDeadline, [&] {
-            pools.shutdown();
+            pools->shutdown();
             spdlog::info("sessiond stopped");
             io.stop();
         });
     });
 
     io.run();
-    pools.shutdown();
+    pools->shutdown();
     return 0;
 }

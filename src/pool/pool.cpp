@@ -18,7 +18,7 @@ std::chrono::milliseconds reaperTick(std::chrono::seconds cooldown) {
 }  // namespace
 
 Pool::Pool(boost::asio::io_context& io, PoolConfig config, SandboxBackend& backend)
-    : io_(io), config_(std::move(config)), backend_(backend), retryTimer_(io), reaperTimer_(io) {}
+    : io_(io), config_(std::move(config)), backend_(backend), drainTimer_(io), retryTimer_(io), reaperTimer_(io) {}
 
 Pool::~Pool() {
     *alive_ = false;
@@ -58,6 +58,7 @@ void Pool::execute(const std::string& identifier, ExecuteRequest request, Execut
 
 void Pool::withSession(const std::string& identifier, SessionWork work) {
     if (stopped_) return work.fail(PoolError::ShuttingDown, "sessiond is shutting down");
+    if (draining_) return work.fail(PoolError::ShuttingDown, "the session pool '" + config_.name + "' is being deleted");
     auto it = sessions_.find(identifier);
     if (it != sessions_.end()) {
         Session& session = it->second;
@@ -161,13 +162,17 @@ void Pool::run(Session& session, SessionWork work) {
         if (it != sessions_.end() && it->second.member && it->second.member->serial == serial) {
             --it->second.inFlight;
             it->second.lastActivity = Clock::now();
+            if (draining_ && it->second.inFlight == 0) {
+                destroySession(identifier, "its pool is being deleted");
+                finishDrainIfDone();
+            }
         }
     };
     work.run(*session.member->sandbox, std::move(finished));
 }
 
 void Pool::refill() {
-    if (stopped_) return;
+    if (stopped_ || draining_) return;
     if (Clock::now() < retryNotBefore_) return;  // the retry timer calls back
     std::size_t want = config_.readySessionInstances + sessionsWaitingForSandbox();
     std::size_t have = pending_.size() + ready_.size();
@@ -334,30 +339,88 @@ PoolCounts Pool::counts() const {
 
 nlohmann::json Pool::describe() const {
     PoolCounts c = counts();
-    return {
-        {"name", config_.name},
-        {"type", "Microsoft.App/sessionPools"},
-        {"properties",
-         {{"containerType", config_.containerType},
-          {"poolManagementType", "Dynamic"},
-          {"provisioningState", stopped_ ? "Deleting" : "Succeeded"},
-          {"backend", backend_.name()},
-          {"scaleConfiguration",
-           {{"maxConcurrentSessions", config_.maxConcurrentSessions},
-            {"readySessionInstances", config_.readySessionInstances}}},
-          {"dynamicPoolConfiguration",
-           {{"lifecycleConfiguration",
-             {{"lifecycleType", "Timed"}, {"cooldownPeriodInSeconds", config_.cooldownPeriod.count()}}}}},
-          {"sessions",
-           {{"pending", c.pending},
-            {"unallocated", c.unallocated},
-            {"allocated", c.allocated},
-            {"waitingForSandbox", c.waitingForSandbox}}},
-          {"totals",
-           {{"allocations", c.allocations},
-            {"destroyed", c.destroyed},
-            {"startFailures", c.startFailures},
-            {"sandboxExits", c.sandboxExits}}}}}};
+    nlohmann::json properties = poolDefinition(config_);
+    properties.erase("name");
+    properties["provisioningState"] = stopped_ || draining_ ? "Deleting" : "Succeeded";
+    properties["sessions"] = {{"pending", c.pending},
+                              {"unallocated", c.unallocated},
+                              {"allocated", c.allocated},
+                              {"waitingForSandbox", c.waitingForSandbox}};
+    properties["totals"] = {{"allocations", c.allocations},
+                            {"destroyed", c.destroyed},
+                            {"startFailures", c.startFailures},
+                            {"sandboxExits", c.sandboxExits}};
+    return {{"id", "/pools/" + config_.name},
+            {"name", config_.name},
+            {"type", "Microsoft.App/sessionPools"},
+            {"properties", std::move(properties)}};
+}
+
+void Pool::reconfigure(PoolConfig config) {
+    const bool templateChanged = config.resources.cpus != config_.resources.cpus ||
+                                 config.resources.memoryBytes != config_.resources.memoryBytes ||
+                                 config.resources.pids != config_.resources.pids ||
+                                 config.resources.openFiles != config_.resources.openFiles ||
+                                 config.resources.tmpfsBytes != config_.resources.tmpfsBytes ||
+                                 config.preloadModules != config_.preloadModules;
+    config_ = std::move(config);
+    std::size_t replaced = 0;
+    if (templateChanged) {
+        // Sandboxes made from the old template must not reach a new session.
+        replaced = pending_.size() + ready_.size();
+        for (auto& [serial, member] : pending_) retire(std::move(member));
+        pending_.clear();
+        while (!ready_.empty()) {
+            retire(std::move(ready_.front()));
+            ready_.pop_front();
+        }
+        metadata_.reset();
+    }
+    while (ready_.size() > config_.readySessionInstances) {
+        retire(std::move(ready_.back()));
+        ready_.pop_back();
+        ++replaced;
+    }
+    spdlog::info("pool {}: reconfigured: {} ready sandboxes, at most {} sessions, cooldown {}s{}", config_.name,
+                 config_.readySessionInstances, config_.maxConcurrentSessions, config_.cooldownPeriod.count(),
+                 templateChanged ? "; new sandbox template, ready sandboxes replaced" : "");
+    if (replaced) totals_.destroyed += replaced;
+    // A waiting session whose sandbox was starting from the old template
+    // gets one from the new template.
+    refill();
+}
+
+void Pool::drain(std::chrono::seconds deadline, std::function<void()> onDrained) {
+    if (stopped_ || draining_) return;
+    draining_ = true;
+    onDrained_ = std::move(onDrained);
+    retryTimer_.cancel();
+    spdlog::info("pool {}: deleting: no new sessions; {} sessions end when their running requests do", config_.name,
+                 sessions_.size());
+    pending_.clear();
+    ready_.clear();
+    waitingOrder_.clear();
+    std::vector<std::string> idle;
+    for (auto& [identifier, session] : sessions_)
+        if (!session.member || session.inFlight == 0) idle.push_back(identifier);
+    for (const auto& identifier : idle) destroySession(identifier, "its pool is being deleted");
+    drainTimer_.expires_after(deadline);
+    drainTimer_.async_wait([this, alive = std::weak_ptr<bool>(alive_)](boost::system::error_code ec) {
+        if (ec || alive.expired() || !onDrained_) return;
+        spdlog::warn("pool {}: {} sessions still busy at the deletion deadline; destroying them", config_.name,
+                     sessions_.size());
+        shutdown();
+        finishDrainIfDone();
+    });
+    finishDrainIfDone();
+}
+
+void Pool::finishDrainIfDone() {
+    if (!sessions_.empty() || !onDrained_) return;
+    drainTimer_.cancel();
+    // Called from inside request callbacks: let them unwind before the owner
+    // destroys this pool.
+    boost::asio::post(io_, std::exchange(onDrained_, nullptr));
 }
 
 void Pool::shutdown() {
@@ -365,6 +428,7 @@ void Pool::shutdown() {
     stopped_ = true;
     retryTimer_.cancel();
     reaperTimer_.cancel();
+    drainTimer_.cancel();
     std::size_t count = pending_.size() + ready_.size() + sessions_.size();
     // Destroy synchronously: after shutdown() returns no sandbox of this pool exists.
     pending_.clear();
@@ -379,16 +443,14 @@ void Pool::shutdown() {
     if (count) spdlog::info("pool {}: destroyed {} sandboxes at shutdown", config_.name, count);
 }
 
-PoolManager::PoolManager(boost::asio::io_context& io, const std::vector<PoolConfig>& pools, const Backends& backends) {
-    for (const auto& config : pools) {
-        auto it = backends.find(config.backend);
-        if (it == backends.end() || !it->second)
-            throw std::invalid_argument("pool " + config.name + ": no backend named '" + config.backend + "'");
-        pools_[config.name] = std::make_unique<Pool>(io, config, *it->second);
-    }
+PoolManager::PoolManager(boost::asio::io_context& io, const std::vector<PoolConfig>& pools, BackendProvider backends,
+                         PoolStore* store)
+    : io_(io), backends_(std::move(backends)), store_(store) {
+    for (const auto& config : pools) pools_[config.name] = std::make_unique<Pool>(io, config, backends_(config.backend));
 }
 
 void PoolManager::start() {
+    started_ = true;
     for (auto& [name, pool] : pools_) pool->start();
 }
 
@@ -397,14 +459,68 @@ Pool* PoolManager::find(const std::string& name) {
     return it == pools_.end() ? nullptr : it->second.get();
 }
 
+Pool* PoolManager::findIncludingDeleted(const std::string& name) {
+    if (Pool* pool = find(name)) return pool;
+    auto it = deleting_.find(name);
+    return it == deleting_.end() ? nullptr : it->second.get();
+}
+
 std::vector<Pool*> PoolManager::all() {
     std::vector<Pool*> out;
     for (auto& [name, pool] : pools_) out.push_back(pool.get());
+    for (auto& [name, pool] : deleting_) out.push_back(pool.get());
     return out;
+}
+
+bool PoolManager::apply(const PoolConfig& config) {
+    if (deleting_.count(config.name))
+        throw PoolConflict("The session pool '" + config.name + "' is being deleted; try again when it is gone.");
+    auto existing = pools_.find(config.name);
+    if (existing != pools_.end()) {
+        const PoolConfig& current = existing->second->config();
+        if (config.containerType != current.containerType)
+            throw ConfigError("properties.containerType", "cannot change from " + current.containerType + " to " +
+                                                              config.containerType + "; delete the pool and create it again");
+        if (config.backend != current.backend)
+            throw ConfigError("properties.backend", "cannot change from " + current.backend + " to " + config.backend +
+                                                        "; delete the pool and create it again");
+        if (store_) store_->saveDefinition(config);
+        existing->second->reconfigure(config);
+        return false;
+    }
+    SandboxBackend* backend = nullptr;
+    try {
+        backend = &backends_(config.backend);
+    } catch (const std::exception& e) {
+        throw ConfigError("properties.backend", "the " + config.backend + " backend is not available: " + e.what());
+    }
+    if (store_) store_->saveDefinition(config);
+    auto& pool = pools_[config.name] = std::make_unique<Pool>(io_, config, *backend);
+    spdlog::info("pool {}: created through the API", config.name);
+    if (started_) pool->start();
+    return true;
+}
+
+bool PoolManager::remove(const std::string& name, std::function<void()> onRemoved) {
+    auto it = pools_.find(name);
+    if (it == pools_.end()) return false;
+    if (store_) store_->saveDeletion(name);
+    Pool* pool = it->second.get();
+    deleting_[name] = std::move(it->second);
+    pools_.erase(it);
+    // Running executions may take up to the pool's longest timeout.
+    const auto deadline = pool->config().maxExecutionTimeout + std::chrono::seconds(10);
+    pool->drain(deadline, [this, name, onRemoved = std::move(onRemoved)] {
+        deleting_.erase(name);
+        spdlog::info("pool {}: deleted", name);
+        if (onRemoved) onRemoved();
+    });
+    return true;
 }
 
 void PoolManager::shutdown() {
     for (auto& [name, pool] : pools_) pool->shutdown();
+    for (auto& [name, pool] : deleting_) pool->shutdown();
 }
 
 }  // namespace sessiond

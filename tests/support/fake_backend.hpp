@@ -22,6 +22,7 @@ public:
     std::chrono::milliseconds startDelay{0};
     int failNextStarts = 0;
     bool startsHang = false;
+    std::chrono::milliseconds executeDelay{0};  // how long each execution runs
 
     std::size_t created = 0;
     std::size_t describes = 0;
@@ -66,7 +67,8 @@ public:
     }
     void execute(ExecuteRequest request, ExecuteHandler onDone) override {
         auto alive = alive_;
-        boost::asio::post(backend_.io_, [this, alive, request, onDone] {
+        auto running = std::make_shared<boost::asio::steady_timer>(backend_.io_, backend_.executeDelay);
+        running->async_wait([this, alive, running, request, onDone](boost::system::error_code) {
             if (!*alive) return onDone({"channel closed", {}, ""});
             ExecuteResult result;
             result.succeeded = true;

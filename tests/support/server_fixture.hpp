@@ -18,14 +18,15 @@ namespace sessiond::testing {
 class ServerFixture {
 public:
     // `makeBackend` is called on the test thread before the io thread starts.
+    // `store`, if given, records pool administration as the daemon's does.
     template <typename MakeBackend>
-    void start(const Config& config, MakeBackend makeBackend) {
+    void start(const Config& config, MakeBackend makeBackend, PoolStore* store = nullptr) {
+        store_ = store;
         config_ = config;
         backend_ = makeBackend(io_);
         // The test's one backend serves every pool, whatever backend it names.
-        PoolManager::Backends backends;
-        for (const auto& pool : config_.pools) backends[pool.backend] = backend_.get();
-        pools_ = std::make_unique<PoolManager>(io_, config_.pools, backends);
+        pools_ = std::make_unique<PoolManager>(
+            io_, config_.pools, [this](const std::string&) -> SandboxBackend& { return *backend_; }, store_);
         api::addRoutes(router_, *pools_, config.http);
         server_ = std::make_unique<http::HttpServer>(io_, config_.http, router_);
         server_->listen("127.0.0.1", 0);
@@ -90,6 +91,7 @@ private:
     boost::asio::io_context io_;
     Config config_;
     std::unique_ptr<SandboxBackend> backend_;
+    PoolStore* store_ = nullptr;
     std::unique_ptr<PoolManager> pools_;
     http::Router router_;
     std::unique_ptr<http::HttpServer> server_;

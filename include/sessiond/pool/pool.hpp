@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "sessiond/config.hpp"
+#include "sessiond/pool/pool_store.hpp"
 #include "sessiond/sandbox/sandbox.hpp"
 
 namespace sessiond {
@@ -104,7 +106,23 @@ public:
     void metadata(MetadataHandler onDone);
 
     PoolCounts counts() const;
+    // The pool as the administration API shows it: its definition (as
+    // poolDefinition() writes it) under `properties`, with the read-only
+    // provisioningState, session counts and totals.
     nlohmann::json describe() const;
+
+    // Takes a new definition of this pool (same name, containerType and
+    // backend). Sessions keep the sandboxes they have; when the sandbox
+    // template (resources, preloaded modules) changed, the ready sandboxes are
+    // replaced, and extra ready ones are destroyed when readySessionInstances fell.
+    void reconfigure(PoolConfig config);
+
+    // For the pool's deletion: takes no new sessions, destroys ready and idle
+    // sandboxes at once and each busy session's when its running requests end,
+    // then calls `onDrained` (once). What is still running at `deadline` is
+    // destroyed then.
+    void drain(std::chrono::seconds deadline, std::function<void()> onDrained);
+    bool draining() const { return draining_; }
 
     // Destroys every sandbox and fails waiting requests. The pool stays stopped.
     void shutdown();
@@ -136,12 +154,16 @@ private:
     void retire(std::unique_ptr<Member> member);
     void reap();
     void scheduleReaper();
+    void finishDrainIfDone();
     std::size_t sessionsWaitingForSandbox() const;
 
     boost::asio::io_context& io_;
     PoolConfig config_;
     SandboxBackend& backend_;
     bool stopped_ = false;
+    bool draining_ = false;
+    std::function<void()> onDrained_;
+    boost::asio::steady_timer drainTimer_;
     std::uint64_t nextSerial_ = 1;
 
     std::map<std::uint64_t, std::unique_ptr<Member>> pending_;
@@ -159,19 +181,53 @@ private:
     std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
-// The pools named in the configuration, each on the backend its `backend`
-// field names.
+// Thrown by PoolManager::apply for a pool name that is being deleted.
+class PoolConflict : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+// The daemon's pools: those of the configuration (with the changes the
+// administration API stored, see PoolStore) at start, then created, changed
+// and deleted through the API.
 class PoolManager {
 public:
-    using Backends = std::map<std::string, SandboxBackend*>;
-    PoolManager(boost::asio::io_context& io, const std::vector<PoolConfig>& pools, const Backends& backends);
+    // The backend a pool's `backend` field names, made on first use; throws
+    // std::runtime_error if this host cannot provide it.
+    using BackendProvider = std::function<SandboxBackend&(const std::string& backend)>;
+
+    // `store` (optional) records every change made through apply() and remove().
+    PoolManager(boost::asio::io_context& io, const std::vector<PoolConfig>& pools, BackendProvider backends,
+                PoolStore* store = nullptr);
     void start();
+
+    // The pool serving requests under this name; a pool being deleted is not.
     Pool* find(const std::string& name);
-    std::vector<Pool*> all();
+    // Also a pool being deleted (for the administration API to show it).
+    Pool* findIncludingDeleted(const std::string& name);
+    std::vector<Pool*> all();  // including those being deleted
+
+    // Creates the pool (true) or gives an existing one its new definition
+    // (false), stored first. Throws ConfigError naming the field for a change a
+    // pool cannot take (containerType, backend) or an unavailable backend,
+    // PoolConflict while the name's pool is being deleted, and
+    // std::runtime_error if the change cannot be stored.
+    bool apply(const PoolConfig& config);
+
+    // Deletes the pool: stored first, then drained (see Pool::drain), then
+    // `onRemoved` is called. False if no pool has that name. Throws
+    // std::runtime_error if the deletion cannot be stored.
+    bool remove(const std::string& name, std::function<void()> onRemoved);
+
     void shutdown();
 
 private:
+    boost::asio::io_context& io_;
+    BackendProvider backends_;
+    PoolStore* store_;
+    bool started_ = false;
     std::map<std::string, std::unique_ptr<Pool>> pools_;
+    std::map<std::string, std::unique_ptr<Pool>> deleting_;
 };
 
 }  // namespace sessiond

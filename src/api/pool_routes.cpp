@@ -1,0 +1,133 @@
+// Pool administration: GET /pools, and GET, PUT (create or update) and DELETE
+// /pools/{pool}, with the property names of Azure's Microsoft.App/sessionPools.
+
+#include <set>
+
+#include <spdlog/spdlog.h>
+
+#include "route_groups.hpp"
+#include "route_support.hpp"
+
+namespace sessiond::api {
+
+namespace {
+
+// What GET shows but PUT does not set; a GET's body can be edited and PUT back.
+const std::set<std::string> kReadOnlyProperties = {"provisioningState", "poolManagementEndpoint", "sessions", "totals",
+                                                   "nodeCount"};
+// Around `properties` in Azure's resource shape.
+const std::set<std::string> kEnvelopeFields = {"id", "name", "type", "location", "properties"};
+
+http::Response invalidProperty(const std::string& field, const std::string& problem) {
+    auto response = errorResponse(status::bad_request, "InvalidSessionPoolProperties", field + ": " + problem);
+    auto body = nlohmann::json::parse(response.body());
+    body["error"]["target"] = field;
+    response.body() = body.dump();
+    response.prepare_payload();
+    return response;
+}
+
+// The definition a PUT body gives for the pool `name`: Azure's resource shape
+// ({"properties": {...}}) or the bare properties, as the configuration file has them.
+std::optional<PoolConfig> parseDefinition(const std::string& name, const std::string& body, const Responder& respond) {
+    nlohmann::json document = nlohmann::json::parse(body, nullptr, false);
+    if (document.is_discarded() || !document.is_object()) {
+        respond(invalidProperty("(body)", "must be a JSON object: the pool's properties, or {\"properties\": {...}}"));
+        return std::nullopt;
+    }
+    nlohmann::json definition;
+    std::string prefix;
+    if (document.contains("properties")) {
+        for (const auto& [key, value] : document.items())
+            if (!kEnvelopeFields.count(key)) {
+                respond(invalidProperty(key, "unknown field (pool settings go under properties)"));
+                return std::nullopt;
+            }
+        if (document.contains("name") && document["name"] != name) {
+            respond(invalidProperty("name", "must be the pool name in the path, '" + name + "'"));
+            return std::nullopt;
+        }
+        if (document.contains("type") && document["type"] != "Microsoft.App/sessionPools") {
+            respond(invalidProperty("type", "must be Microsoft.App/sessionPools"));
+            return std::nullopt;
+        }
+        definition = document["properties"];
+        prefix = "properties";
+    } else {
+        definition = document;
+    }
+    if (!definition.is_object()) {
+        respond(invalidProperty(prefix.empty() ? "(body)" : prefix, "must be an object"));
+        return std::nullopt;
+    }
+    if (definition.contains("name") && definition["name"] != name) {
+        respond(invalidProperty(prefix.empty() ? "name" : prefix + ".name",
+                                "must be the pool name in the path, '" + name + "'"));
+        return std::nullopt;
+    }
+    for (const auto& field : kReadOnlyProperties) definition.erase(field);
+    definition["name"] = name;
+    try {
+        return parsePool(definition, prefix);
+    } catch (const ConfigError& e) {
+        respond(invalidProperty(e.field(), std::string(e.what()).substr(e.field().size() + 2)));
+        return std::nullopt;
+    }
+}
+
+void putPool(PoolManager& pools, Request& request, Responder respond) {
+    const std::string name = request.params.at("pool");
+    auto config = parseDefinition(name, request.message.body(), respond);
+    if (!config) return;
+    try {
+        const bool created = pools.apply(*config);
+        spdlog::info("pool {} {} through the API from {}", name, created ? "created" : "updated", request.remoteAddress);
+        respond(jsonResponse(created ? status::created : status::ok, pools.find(name)->describe()));
+    } catch (const ConfigError& e) {
+        respond(invalidProperty(e.field(), std::string(e.what()).substr(e.field().size() + 2)));
+    } catch (const PoolConflict& e) {
+        respond(errorResponse(status::conflict, "SessionPoolBeingDeleted", e.what()));
+    } catch (const std::exception& e) {
+        spdlog::error("pool {}: cannot store the change: {}", name, e.what());
+        respond(errorResponse(status::internal_server_error, "SessionPoolStateNotSaved",
+                              std::string("The change was not made: it could not be stored (") + e.what() + ")."));
+    }
+}
+
+void deletePool(PoolManager& pools, Request& request, Responder respond) {
+    const std::string name = request.params.at("pool");
+    if (Pool* pool = pools.findIncludingDeleted(name); pool && pool->draining())
+        return respond(jsonResponse(status::accepted, pool->describe()));
+    try {
+        // The answer waits until the pool's sessions are gone.
+        if (!pools.remove(name, [respond] { respond(http::Response(status::no_content, 11)); }))
+            respond(errorResponse(status::not_found, "SessionPoolNotFound", "There is no session pool named '" + name + "'."));
+        else
+            spdlog::info("pool {}: deletion requested through the API from {}", name, request.remoteAddress);
+    } catch (const std::exception& e) {
+        spdlog::error("pool {}: cannot store the deletion: {}", name, e.what());
+        respond(errorResponse(status::internal_server_error, "SessionPoolStateNotSaved",
+                              std::string("The pool was not deleted: the deletion could not be stored (") + e.what() + ")."));
+    }
+}
+
+}  // namespace
+
+void addPoolRoutes(http::Router& router, PoolManager& pools) {
+    router.add(beast_http::verb::get, "/pools", [&pools](Request&, Responder respond) {
+        nlohmann::json list = nlohmann::json::array();
+        for (Pool* pool : pools.all()) list.push_back(pool->describe());
+        respond(jsonResponse(status::ok, {{"value", list}}));
+    });
+    router.add(beast_http::verb::get, "/pools/{pool}", [&pools](Request& request, Responder respond) {
+        const std::string& name = request.params.at("pool");
+        if (Pool* pool = pools.findIncludingDeleted(name)) return respond(jsonResponse(status::ok, pool->describe()));
+        respond(errorResponse(status::not_found, "SessionPoolNotFound", "There is no session pool named '" + name + "'."));
+    });
+    router.add(beast_http::verb::put, "/pools/{pool}",
+               [&pools](Request& request, Responder respond) { putPool(pools, request, std::move(respond)); });
+    router.add(beast_http::verb::delete_, "/pools/{pool}",
+               [&pools](Request& request, Responder respond) { deletePool(pools, request, std::move(respond)); });
+}
+
+}  // namespace sessiond::api
