@@ -25,6 +25,9 @@ packages=(
   libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils debootstrap e2fsprogs
   # running and testing
   curl procps util-linux
+  # tests/conformance: the HTTP libraries Semantic Kernel Python (httpx) and
+  # AutoGen (aiohttp, with anyio's async files) send their requests with
+  python3-httpx python3-aiohttp python3-anyio
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -9,7 +9,10 @@
 // resource fields), so any client reads it. Paths are checked here
 // (file_path.hpp) and again by the agent, which alone touches the files.
 
+#include <cctype>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "route_groups.hpp"
 #include "route_support.hpp"
@@ -131,12 +134,41 @@ nlohmann::json legacyList(const std::vector<FileEntry>& entries) {
     return {{"$id", "1"}, {"$values", std::move(values)}};
 }
 
+// The boundary a multipart body opens with ("--BOUNDARY" on its first line),
+// if its first line is one: 1 to 70 of RFC 2046's bchars, no trailing space.
+std::optional<std::string> openingBoundary(const std::string& body) {
+    if (body.rfind("--", 0) != 0) return std::nullopt;
+    auto end = body.find('\n');
+    if (end == std::string::npos) return std::nullopt;
+    std::string boundary = body.substr(2, end - 2);
+    if (!boundary.empty() && boundary.back() == '\r') boundary.pop_back();
+    if (boundary.empty() || boundary.size() > 70 || boundary.back() == ' ') return std::nullopt;
+    constexpr std::string_view kSpecials = "'()+_,-./:=? ";
+    for (char c : boundary)
+        if (!std::isalnum(static_cast<unsigned char>(c)) && kSpecials.find(c) == std::string_view::npos)
+            return std::nullopt;
+    return boundary;
+}
+
 void upload(PoolManager& pools, Request& request, Responder respond, std::size_t maxUploadBytes, Shape shape) {
-    if (mediaType(request) != "multipart/form-data")
-        return respond(errorResponse(status::unsupported_media_type, "UnsupportedMediaType",
-                                     "Upload a file as multipart/form-data with a part named 'file'."));
-    auto content_type = request.message[beast_http::field::content_type];
-    auto form = http::parseMultipart(content_type, request.message.body());
+    auto notMultipart = [&respond] {
+        respond(errorResponse(status::unsupported_media_type, "UnsupportedMediaType",
+                              "Upload a file as multipart/form-data with a part named 'file'."));
+    };
+    std::string contentType(request.message[beast_http::field::content_type]);
+    const bool labelled = mediaType(request) == "multipart/form-data";
+    if (!labelled) {
+        // Semantic Kernel Python's plugin leaves "Content-Type: application/json"
+        // on its shared httpx client once it has executed code, and httpx keeps
+        // a client header over the multipart one it would write: its uploads
+        // then arrive as multipart bodies labelled JSON. The body names its
+        // boundary, so such an upload is still read.
+        auto boundary = openingBoundary(request.message.body());
+        if (!boundary) return notMultipart();
+        contentType = "multipart/form-data; boundary=\"" + *boundary + "\"";
+    }
+    auto form = http::parseMultipart(contentType, request.message.body());
+    if (!form.ok() && !labelled) return notMultipart();
     if (!form.ok())
         return respond(errorResponse(status::bad_request, "SessionRequestValidationFailed",
                                      "The multipart body could not be read: " + form.error));
