@@ -25,7 +25,7 @@ namespace sessiond::testing {
 
 using namespace std::chrono_literals;
 
-std::uint16_t freePort() {
+inline std::uint16_t freePort() {
     boost::asio::io_context io;
     boost::asio::ip::tcp::acceptor acceptor(io, {boost::asio::ip::make_address("127.0.0.1"), 0});
     return acceptor.local_endpoint().port();
