@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   # build
   build-essential cmake pkg-config
-  libboost-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libvirt-dev libseccomp-dev
+  libboost-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libssl-dev libvirt-dev libseccomp-dev
   libgtest-dev libgmock-dev
   # What the namespace sandboxes find in the host's /usr: the same Debian
   # packages as src/guest/packages.txt puts in the guest image

@@ -157,3 +157,27 @@ TEST(Config, UnreadableOrMalformedFilesAreClearErrors) {
     }
     unlink(path);
 }
+
+TEST(Config, ListenTls) {
+    EXPECT_FALSE(parseConfig(minimal()).listen.tls);
+
+    auto d = minimal();
+    d["listen"] = {{"tls", {{"certificateFile", "/etc/sessiond/cert.pem"}, {"privateKeyFile", "/etc/sessiond/key.pem"}}}};
+    auto config = parseConfig(d);
+    ASSERT_TRUE(config.listen.tls);
+    EXPECT_EQ(config.listen.tls->certificateFile, "/etc/sessiond/cert.pem");
+    EXPECT_EQ(config.listen.tls->privateKeyFile, "/etc/sessiond/key.pem");
+
+    d["listen"]["tls"] = {{"privateKeyFile", "/etc/sessiond/key.pem"}};
+    EXPECT_EQ(failingField(d), "listen.tls.certificateFile");
+    d["listen"]["tls"] = {{"certificateFile", "/etc/sessiond/cert.pem"}};
+    EXPECT_EQ(failingField(d), "listen.tls.privateKeyFile");
+    d["listen"]["tls"] = {{"certificateFile", "cert.pem"}, {"privateKeyFile", "/etc/sessiond/key.pem"}};
+    EXPECT_EQ(failingField(d), "listen.tls.certificateFile");
+    d["listen"]["tls"] = {{"certificateFile", "/etc/sessiond/cert.pem"}, {"privateKeyFile", 7}};
+    EXPECT_EQ(failingField(d), "listen.tls.privateKeyFile");
+    d["listen"]["tls"] = {{"certificateFile", "/c.pem"}, {"privateKeyFile", "/k.pem"}, {"caFile", "/ca.pem"}};
+    EXPECT_EQ(failingField(d), "listen.tls.caFile");
+    d["listen"]["tls"] = "/etc/sessiond/cert.pem";
+    EXPECT_EQ(failingField(d), "listen.tls");
+}

@@ -1,12 +1,16 @@
 // The HTTP server's per-route body limits, over TCP: upload routes take bodies
 // the default limit refuses, every limit answers 413 with the Azure envelope,
-// and "Expect: 100-continue" gets its interim response.
+// and "Expect: 100-continue" gets its interim response. And the admission
+// hook, which refuses a request from its header before the body is read.
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <future>
+#include <mutex>
 #include <optional>
 #include <thread>
+#include <vector>
 
 #include <boost/asio.hpp>
 
@@ -46,7 +50,8 @@ protected:
         // The upload route answers with what it parsed; the JSON route with the body size.
         router.add(
             beast_http::verb::post, "/upload",
-            [](http::Request& request, http::Responder respond) {
+            [this](http::Request& request, http::Responder respond) {
+                ++handled;
                 auto parsed = http::parseMultipart(request.message[beast_http::field::content_type],
                                                    request.message.body());
                 if (!parsed.ok())
@@ -57,10 +62,11 @@ protected:
                                            {{"filename", file->filename.value_or("")}, {"size", file->content.size()}}));
             },
             http::RouteOptions{http::BodyLimit::Upload});
-        router.add(beast_http::verb::post, "/json", [](http::Request& request, http::Responder respond) {
+        router.add(beast_http::verb::post, "/json", [this](http::Request& request, http::Responder respond) {
+            ++handled;
             respond(http::jsonResponse(beast_http::status::ok, {{"size", request.message.body().size()}}));
         });
-        server.emplace(io, config, router);
+        server.emplace(io, config, router, admission);
         server->listen("127.0.0.1", 0);
         port = server->port();
         work.emplace(io.get_executor());
@@ -102,6 +108,8 @@ protected:
     boost::asio::io_context io;
     HttpConfig config;
     http::Router router;
+    http::Admission admission;  // none unless a derived fixture sets one
+    std::atomic<int> handled{0};  // handler calls
     std::optional<http::HttpServer> server;
     std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work;
     std::thread thread;
@@ -251,4 +259,131 @@ TEST_F(HttpServerTest, UnknownMethodsAreAnswered) {
     ASSERT_TRUE(response);
     EXPECT_EQ(response->status, 404);
     EXPECT_NE(response->body.find("FROB"), std::string::npos);
+}
+
+namespace {
+
+// Admits requests with "Authorization: Bearer good" and refuses the others
+// with 401, as API-key authentication will; records what it was shown.
+class AdmissionTest : public HttpServerTest {
+protected:
+    struct Seen {
+        std::string path;
+        std::string identifier;
+        http::BodyLimit bodyLimit;
+    };
+
+    void SetUp() override {
+        admission = [this](const http::Request& request, const http::RouteOptions& route) -> std::optional<http::Response> {
+            {
+                std::lock_guard lock(mutex);
+                const std::string* identifier = request.queryValue("identifier");
+                seen.push_back({request.path, identifier ? *identifier : "", route.bodyLimit});
+            }
+            if (request.message[beast_http::field::authorization] == "Bearer good") return std::nullopt;
+            return http::errorResponse(beast_http::status::unauthorized, "Unauthorized", "A valid API key is required.");
+        };
+        HttpServerTest::SetUp();
+    }
+
+    std::vector<Seen> seenSoFar() {
+        std::lock_guard lock(mutex);
+        return seen;
+    }
+
+    std::mutex mutex;
+    std::vector<Seen> seen;
+};
+
+}  // namespace
+
+TEST_F(AdmissionTest, RefusalComesInsteadOf100ContinueAndTheBodyIsNeverRead) {
+    // Within the upload limit, so only the admission can refuse it.
+    RawConnection connection(port);
+    auto started = std::chrono::steady_clock::now();
+    ASSERT_TRUE(connection.send("POST /upload?identifier=abc HTTP/1.1\r\nHost: t\r\nContent-Type: " + kMultipartType +
+                                "\r\nContent-Length: " + std::to_string(kUploadLimit / 2) +
+                                "\r\nExpect: 100-continue\r\n\r\n"));
+    auto response = connection.readResponse(900ms);
+    ASSERT_TRUE(response) << "no answer before the body was sent";
+    EXPECT_LT(std::chrono::steady_clock::now() - started, 500ms);
+    EXPECT_EQ(response->status, 401) << response->head;
+    EXPECT_NE(response->head.find("x-ms-error-code: Unauthorized"), std::string::npos) << response->head;
+    EXPECT_NE(response->head.find("Connection: close"), std::string::npos) << response->head;
+    EXPECT_TRUE(connection.waitForClose(5s));
+    EXPECT_EQ(handled, 0);
+    auto seen = seenSoFar();
+    ASSERT_EQ(seen.size(), 1u);
+    EXPECT_EQ(seen[0].path, "/upload");
+    EXPECT_EQ(seen[0].identifier, "abc");
+}
+
+TEST_F(AdmissionTest, RefusalComesBeforeTheBodyLimit) {
+    // 10 MiB declared (ten times the upload limit) and none of it sent: the
+    // answer is the admission's 401, not 413.
+    RawConnection connection(port);
+    ASSERT_TRUE(connection.send("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Type: " + kMultipartType +
+                                "\r\nContent-Length: " + std::to_string(10 << 20) + "\r\n\r\n"));
+    auto response = connection.readResponse(900ms);
+    ASSERT_TRUE(response);
+    EXPECT_EQ(response->status, 401) << response->head;
+    // A client that sends its body anyway is drained, not reset, and the
+    // connection then ends.
+    connection.send(std::string(256 * 1024, 'x'));
+    EXPECT_TRUE(connection.waitForClose(5s));
+    EXPECT_EQ(handled, 0);
+
+    // Admitted, the same request meets the body limit as before.
+    RawConnection admitted(port);
+    ASSERT_TRUE(admitted.send("POST /upload HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer good\r\nContent-Type: " +
+                              kMultipartType + "\r\nContent-Length: " + std::to_string(10 << 20) + "\r\n\r\n"));
+    response = admitted.readResponse(900ms);
+    ASSERT_TRUE(response);
+    EXPECT_EQ(response->status, 413) << response->head;
+}
+
+TEST_F(AdmissionTest, RefusalWithoutABodyKeepsTheConnection) {
+    RawConnection connection(port);
+    ASSERT_TRUE(connection.send("GET /nothing HTTP/1.1\r\nHost: t\r\n\r\n"));
+    auto response = connection.readResponse(5s);
+    ASSERT_TRUE(response);
+    EXPECT_EQ(response->status, 401);
+    EXPECT_EQ(response->head.find("Connection: close"), std::string::npos) << response->head;
+    ASSERT_TRUE(connection.send("POST /json HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer good\r\nContent-Length: 2\r\n\r\n{}"));
+    response = connection.readResponse(5s);
+    ASSERT_TRUE(response);
+    EXPECT_EQ(response->status, 200) << response->body;
+    EXPECT_EQ(handled, 1);
+}
+
+TEST_F(AdmissionTest, SeesTheMatchedRoutesOptionsAndDefaultsOtherwise) {
+    HttpClient refused(port);
+    EXPECT_EQ(refused.post("/json", "{}").status, 401);
+
+    // Admitted requests are served as without an admission.
+    RawConnection connection(port);
+    auto send = [&](const std::string& head, const std::string& body) {
+        EXPECT_TRUE(connection.send(head + "Host: t\r\nAuthorization: Bearer good\r\nContent-Length: " +
+                                    std::to_string(body.size()) + "\r\n\r\n" + body));
+        auto response = connection.readResponse(5s);
+        return response ? response->status : 0;
+    };
+    std::string upload = multipartBody(100);
+    EXPECT_EQ(send("POST /upload HTTP/1.1\r\nContent-Type: " + kMultipartType + "\r\n", upload), 200);
+    EXPECT_EQ(send("POST /json HTTP/1.1\r\n", "{}"), 200);
+    EXPECT_EQ(send("GET /upload HTTP/1.1\r\n", ""), 405);  // the path exists, not with GET
+    EXPECT_EQ(send("POST /nothing HTTP/1.1\r\n", "{}"), 404);
+    EXPECT_EQ(handled, 2);
+
+    auto seen = seenSoFar();
+    ASSERT_EQ(seen.size(), 5u);
+    std::vector<std::pair<std::string, http::BodyLimit>> expected = {{"/json", http::BodyLimit::Default},
+                                                                     {"/upload", http::BodyLimit::Upload},
+                                                                     {"/json", http::BodyLimit::Default},
+                                                                     {"/upload", http::BodyLimit::Default},
+                                                                     {"/nothing", http::BodyLimit::Default}};
+    for (std::size_t i = 0; i < expected.size(); ++i) {
+        EXPECT_EQ(seen[i].path, expected[i].first) << i;
+        EXPECT_EQ(seen[i].bodyLimit, expected[i].second) << i << " " << seen[i].path;
+    }
 }

@@ -25,9 +25,16 @@ private:
     std::string field_;
 };
 
+// PEM files, read once when the listener starts.
+struct TlsConfig {
+    std::filesystem::path certificateFile;  // the certificate, then any intermediates
+    std::filesystem::path privateKeyFile;   // unencrypted: the daemon never prompts
+};
+
 struct ListenConfig {
     std::string address = "127.0.0.1";
     std::uint16_t port = 8080;
+    std::optional<TlsConfig> tls;  // set: HTTPS only on this listener
 };
 
 struct HttpConfig {

@@ -244,6 +244,16 @@ Config parseConfig(const json& document) {
         Fields l(*listen, "listen");
         config.listen.address = l.string("address", config.listen.address);
         config.listen.port = static_cast<std::uint16_t>(l.integer("port", config.listen.port, 0, 65535));
+        if (const json* tls = l.get("tls")) {
+            Fields t(*tls, "listen.tls");
+            auto requiredPath = [&t](const std::string& key) {
+                std::filesystem::path path = t.string(key, "");
+                if (path.empty()) throw ConfigError(t.child(key), "is required (an absolute path to a PEM file)");
+                if (!path.is_absolute()) throw ConfigError(t.child(key), "must be an absolute path");
+                return path;
+            };
+            config.listen.tls = TlsConfig{requiredPath("certificateFile"), requiredPath("privateKeyFile")};
+        }
     }
     if (const json* http = top.get("http")) {
         Fields h(*http, "http");

@@ -136,13 +136,13 @@ int main(int argc, char** argv) {
     sessiond::api::addRoutes(router, *pools, config.http);
     sessiond::http::HttpServer server(io, config.http, router);
     try {
-        server.listen(config.listen.address, config.listen.port);
+        server.listen(config.listen.address, config.listen.port, config.listen.tls);
     } catch (const std::exception& e) {
         spdlog::critical("cannot listen on {}:{}: {}", config.listen.address, config.listen.port, e.what());
         return 1;
     }
-    spdlog::info("sessiond listening on http://{}:{} (loopback only: no API keys are configured)",
-                 config.listen.address, server.port());
+    spdlog::info("sessiond listening on {}://{}:{} (loopback only: no API keys are configured)",
+                 config.listen.tls ? "https" : "http", config.listen.address, server.port());
     pools->start();
 
     boost::asio::signal_set signals(io, SIGINT, SIGTERM);

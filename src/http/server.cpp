@@ -1,36 +1,53 @@
 #include "sessiond/http/server.hpp"
 
 #include <array>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
 #include <limits>
 #include <optional>
 #include <set>
+#include <stdexcept>
+#include <type_traits>
 
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
 
 namespace sessiond::http {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
+namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 
-class Connection;
+// What the server asks of a connection, whatever its stream.
+class ConnectionBase {
+public:
+    virtual ~ConnectionBase() = default;
+    // Idle connections close at once; busy ones after their answer.
+    virtual void shutdown() = 0;
+};
 
 struct HttpServer::State {
     asio::io_context& io;
     HttpConfig config;
     const Router& router;
+    Admission admission;
+    std::optional<ssl::context> tls;  // set: the listener speaks HTTPS only
     tcp::acceptor acceptor;
-    std::set<Connection*> connections;
+    std::set<ConnectionBase*> connections;
     bool stopping = false;
     std::function<void()> onDrained;
     std::optional<asio::steady_timer> drainDeadline;
 
-    State(asio::io_context& io, const HttpConfig& config, const Router& router)
-        : io(io), config(config), router(router), acceptor(io) {}
+    State(asio::io_context& io, const HttpConfig& config, const Router& router, Admission admission)
+        : io(io), config(config), router(router), admission(std::move(admission)), acceptor(io) {}
 
-    void connectionClosed(Connection* connection);
+    void connectionClosed(ConnectionBase* connection);
     void maybeDrained();
 };
 
@@ -57,40 +74,76 @@ void parseTarget(std::string_view target, Request& request) {
     }
 }
 
-}  // namespace
+// How long a closing TLS connection waits for the client's close_notify.
+constexpr auto kTlsCloseTimeout = std::chrono::seconds(1);
+// How long a refused request's connection goes on reading what the client
+// still sends, so that the answer is not lost to a connection reset.
+constexpr auto kDrainTimeout = std::chrono::seconds(2);
 
-class Connection : public std::enable_shared_from_this<Connection> {
+using PlainStream = beast::tcp_stream;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+
+// One connection's HTTP, the same over both streams (as Beast's
+// advanced_server_flex): only the TLS handshake and close_notify differ.
+// Timeouts and the socket itself are always the lowest layer's, the TCP stream.
+template <class Stream>
+class Connection : public ConnectionBase, public std::enable_shared_from_this<Connection<Stream>> {
+    static constexpr bool kTls = std::is_same_v<Stream, TlsStream>;
+
 public:
-    Connection(tcp::socket socket, std::shared_ptr<HttpServer::State> server)
-        : stream_(std::move(socket)), server_(std::move(server)) {
+    // `streamArgs` follow the socket in Stream's constructor (the TLS context).
+    template <class... StreamArgs>
+    Connection(std::shared_ptr<HttpServer::State> server, tcp::socket socket, StreamArgs&... streamArgs)
+        : stream_(std::move(socket), streamArgs...), server_(std::move(server)) {
         boost::system::error_code ec;
-        auto endpoint = stream_.socket().remote_endpoint(ec);
+        auto endpoint = tcp().socket().remote_endpoint(ec);
         if (!ec) remote_ = endpoint.address().to_string();
         server_->connections.insert(this);
     }
-    ~Connection() { server_->connectionClosed(this); }
+    ~Connection() override { server_->connectionClosed(this); }
 
-    void start() { readRequest(server_->config.readTimeout); }
-
-    // Idle connections close at once; busy ones after their answer.
-    void shutdown() {
-        if (!busy_) {
-            boost::system::error_code ec;
-            stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
-            stream_.close();
+    // Past the connection cap the client gets a 503 (over TLS, after the handshake).
+    void start(bool overCapacity) {
+        if constexpr (kTls) {
+            // A client that says nothing gets as long as for a request's header.
+            tcp().expires_after(server_->config.readTimeout);
+            stream_.async_handshake(ssl::stream_base::server,
+                                    [self = this->shared_from_this(), overCapacity](beast::error_code ec) {
+                                        if (ec) {
+                                            // Scanners, plain HTTP and old clients end here:
+                                            // not the operator's problem, so no warning.
+                                            spdlog::debug("tls handshake with {} failed: {}", self->remote_, ec.message());
+                                            return self->closeSocket();
+                                        }
+                                        self->serve(overCapacity);
+                                    });
+        } else {
+            serve(overCapacity);
         }
+    }
+
+    void shutdown() override {
+        // Cancelling the pending read (or handshake) leads its handler to close().
+        if (!busy_) tcp().cancel();
+    }
+
+private:
+    beast::tcp_stream& tcp() { return beast::get_lowest_layer(stream_); }
+
+    void serve(bool overCapacity) {
+        if (overCapacity) return rejectOverCapacity();
+        readRequest(server_->config.readTimeout);
     }
 
     void rejectOverCapacity() {
         auto response = std::make_shared<Response>(errorResponse(
             beast_http::status::service_unavailable, "TooManyConnections", "The server has too many open connections; retry later."));
         response->keep_alive(false);
-        stream_.expires_after(std::chrono::seconds(5));
+        tcp().expires_after(std::chrono::seconds(5));
         beast_http::async_write(stream_, *response,
-                                [self = shared_from_this(), response](beast::error_code, std::size_t) { self->close(); });
+                                [self = this->shared_from_this(), response](beast::error_code, std::size_t) { self->close(); });
     }
 
-private:
     // The header first: the route it names decides the body limit.
     void readRequest(std::chrono::seconds timeout) {
         parser_.emplace();
@@ -98,30 +151,36 @@ private:
         // Beast checks Content-Length against the body limit while parsing the
         // header, before the route is known: onHeader checks it instead.
         parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
-        stream_.expires_after(timeout);
+        tcp().expires_after(timeout);
         beast_http::async_read_header(stream_, buffer_, *parser_,
-                                      [self = shared_from_this()](beast::error_code ec, std::size_t) { self->onHeader(ec); });
+                                      [self = this->shared_from_this()](beast::error_code ec, std::size_t) { self->onHeader(ec); });
     }
 
     void onHeader(beast::error_code ec) {
         if (ec) return onReadError(ec);
         const auto& header = parser_->get();
         version_ = header.version();
+        keepAlive_ = header.keep_alive();
+        started_ = std::chrono::steady_clock::now();
         request_ = std::make_shared<Request>();
         request_->remoteAddress = remote_;
-        if (header.method() == beast_http::verb::unknown)
-            request_->message.method_string(header.method_string());
-        else
-            request_->message.method(header.method());
+        // The header alone, for the router and the admission; onRead replaces
+        // it with the whole message.
+        request_->message.base() = header.base();
         parseTarget(header.target(), *request_);
         match_ = server_->router.match(*request_);
-        // Unknown routes and wrong methods read their body with the default
-        // limit and are answered 404/405 after it, as before.
-        bodyLimitKind_ = match_.handler ? match_.options.bodyLimit : BodyLimit::Default;
+        // Unknown routes and wrong methods get the defaults: they read their
+        // body with the default limit and are answered 404/405 after it.
+        RouteOptions route = match_.handler ? match_.options : RouteOptions{};
+        // Before any body limit or 100 Continue: a refused client is never
+        // invited to send its body, nor is it read.
+        if (server_->admission)
+            if (auto refusal = server_->admission(*request_, route)) return refuse(std::move(*refusal));
+        bodyLimitKind_ = route.bodyLimit;
         bodyLimit_ = resolveBodyLimit(bodyLimitKind_, server_->config);
         if (auto length = parser_->content_length(); length && *length > bodyLimit_) return sendAndClose(bodyTooLarge());
         parser_->body_limit(bodyLimit_);  // enforced as chunks arrive
-        stream_.expires_after(server_->config.readTimeout);
+        tcp().expires_after(server_->config.readTimeout);
         if (parser_->is_done()) return onRead({});
         auto expect = header[beast_http::field::expect];
         if (version_ >= 11 && beast::iequals(expect, "100-continue")) {
@@ -129,7 +188,7 @@ private:
             // second before sending a large upload.
             static const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
             asio::async_write(stream_, asio::buffer(kContinue),
-                              [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                              [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
                                   if (ec) return self->close();
                                   self->readBody();
                               });
@@ -140,7 +199,18 @@ private:
 
     void readBody() {
         beast_http::async_read(stream_, buffer_, *parser_,
-                               [self = shared_from_this()](beast::error_code ec, std::size_t) { self->onRead(ec); });
+                               [self = this->shared_from_this()](beast::error_code ec, std::size_t) { self->onRead(ec); });
+    }
+
+    // An admission refusal. With no body to come the connection stays usable,
+    // as after any answer; with one, the body is not read and the connection
+    // closes after the answer.
+    void refuse(Response response) {
+        if (!parser_->is_done()) return sendAndClose(std::move(response));
+        auto request = std::move(request_);
+        match_ = {};
+        busy_ = true;
+        respond(*request, std::move(response));
     }
 
     Response bodyTooLarge() const {
@@ -155,13 +225,19 @@ private:
         if (ec == beast_http::error::end_of_stream || ec == asio::error::operation_aborted ||
             ec == beast::error::timeout || ec == asio::error::connection_reset || ec == asio::error::eof)
             return close();
+        // A broken TLS record or a client gone without close_notify: nothing
+        // can be answered over that session.
+        if (ec == ssl::error::stream_truncated || ec.category() == asio::error::get_ssl_category()) {
+            spdlog::debug("tls error from {}: {}", remote_, ec.message());
+            return close();
+        }
         if (ec == beast_http::error::body_limit) return sendAndClose(bodyTooLarge());
         if (ec == beast_http::error::header_limit)
             return sendAndClose(errorResponse(beast_http::status::request_header_fields_too_large,
                                               "RequestHeadersTooLarge",
                                               "The request headers exceed the limit of " +
                                                   std::to_string(server_->config.maxHeaderBytes) + " bytes."));
-        if (!stream_.socket().is_open()) return close();
+        if (!tcp().socket().is_open()) return close();
         return sendAndClose(errorResponse(beast_http::status::bad_request, "MalformedRequest",
                                           "The HTTP request could not be parsed: " + ec.message()));
     }
@@ -174,7 +250,7 @@ private:
         keepAlive_ = request->message.keep_alive();
         version_ = request->message.version();
         busy_ = true;
-        stream_.expires_never();
+        tcp().expires_never();
         started_ = std::chrono::steady_clock::now();
 
         auto match = std::move(match_);
@@ -195,7 +271,7 @@ private:
         // The responder keeps this connection alive until the handler answers,
         // however long the execution takes; it may be called only once.
         auto answered = std::make_shared<bool>(false);
-        (*match.handler)(*request, [self = shared_from_this(), request, answered](Response response) {
+        (*match.handler)(*request, [self = this->shared_from_this(), request, answered](Response response) {
             if (*answered) return;
             *answered = true;
             asio::dispatch(self->stream_.get_executor(), [self, request, response = std::move(response)]() mutable {
@@ -204,57 +280,89 @@ private:
         });
     }
 
-    void respond(const Request& request, Response response) {
+    // Method, target, status, time and peer: never a header, since the
+    // Authorization header carries API keys and logs are read by many.
+    void logAnswer(const Request& request, unsigned status) const {
         auto elapsed = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started_);
         spdlog::debug("http {} {} {} {}us from {}", std::string(request.message.method_string()),
-                      std::string(request.message.target()), response.result_int(), elapsed.count(), remote_);
+                      std::string(request.message.target()), status, elapsed.count(), remote_);
+    }
+
+    void respond(const Request& request, Response response) {
+        logAnswer(request, response.result_int());
         response.version(version_);
         response.set(beast_http::field::server, "sessiond");
         response.keep_alive(keepAlive_ && !server_->stopping);
         auto shared = std::make_shared<Response>(std::move(response));
-        stream_.expires_after(server_->config.readTimeout);
-        beast_http::async_write(stream_, *shared, [self = shared_from_this(), shared](beast::error_code ec, std::size_t) {
+        tcp().expires_after(server_->config.readTimeout);
+        beast_http::async_write(stream_, *shared, [self = this->shared_from_this(), shared](beast::error_code ec, std::size_t) {
             self->busy_ = false;
             if (ec || !shared->keep_alive()) return self->close();
             self->readRequest(self->server_->config.keepAliveTimeout);
         });
     }
 
-    // For requests the server refuses before reading them whole: answer, then
-    // drain what the client is still sending, so the answer is not lost to a
-    // connection reset.
+    // For requests the server refuses before reading them whole: answer, tell
+    // the client nothing more comes, then drain what it is still sending, so
+    // the answer is not lost to a connection reset.
     void sendAndClose(Response response) {
+        if (request_) logAnswer(*request_, response.result_int());
         keepAlive_ = false;
         busy_ = true;
         response.version(version_);
         response.set(beast_http::field::server, "sessiond");
         response.keep_alive(false);
         auto shared = std::make_shared<Response>(std::move(response));
-        stream_.expires_after(server_->config.readTimeout);
-        beast_http::async_write(stream_, *shared, [self = shared_from_this(), shared](beast::error_code ec, std::size_t) {
+        tcp().expires_after(server_->config.readTimeout);
+        beast_http::async_write(stream_, *shared, [self = this->shared_from_this(), shared](beast::error_code ec, std::size_t) {
             if (ec) return self->close();
-            boost::system::error_code ignored;
-            self->stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-            self->stream_.expires_after(std::chrono::seconds(2));
-            self->drain();
+            auto drainRest = [self] {
+                boost::system::error_code ignored;
+                self->tcp().socket().shutdown(tcp::socket::shutdown_send, ignored);
+                self->tcp().expires_after(kDrainTimeout);
+                self->drain();
+            };
+            if constexpr (kTls)
+                self->closeTls(kDrainTimeout, std::move(drainRest));
+            else
+                drainRest();
         });
     }
 
+    // Below TLS: the session is over, its bytes are only discarded.
     void drain() {
         auto scratch = std::make_shared<std::array<char, 16384>>();
-        stream_.async_read_some(asio::buffer(*scratch), [self = shared_from_this(), scratch](beast::error_code ec, std::size_t) {
+        tcp().async_read_some(asio::buffer(*scratch), [self = this->shared_from_this(), scratch](beast::error_code ec, std::size_t) {
             if (ec) return self->close();
             self->drain();
         });
     }
 
+    // Over TLS, a close_notify first, so the client can tell the end from a
+    // truncation. (After a failed handshake or a fatal TLS error OpenSSL
+    // refuses the shutdown at once.)
     void close() {
-        boost::system::error_code ec;
-        stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
-        stream_.close();
+        if constexpr (kTls)
+            if (!tlsClosing_ && tcp().socket().is_open())
+                return closeTls(kTlsCloseTimeout, [self = this->shared_from_this()] { self->closeSocket(); });
+        closeSocket();
     }
 
-    beast::tcp_stream stream_;
+    // Sends close_notify, waits at most `timeout` for the client's, then `next`.
+    template <class Next>
+    void closeTls(std::chrono::seconds timeout, Next next) {
+        tlsClosing_ = true;
+        tcp().expires_after(timeout);
+        stream_.async_shutdown([next = std::move(next)](beast::error_code) mutable { next(); });
+    }
+
+    void closeSocket() {
+        boost::system::error_code ec;
+        tcp().socket().shutdown(tcp::socket::shutdown_send, ec);
+        tcp().close();
+    }
+
+    Stream stream_;
     beast::flat_buffer buffer_;
     std::optional<beast_http::request_parser<beast_http::string_body>> parser_;
     std::shared_ptr<Request> request_;  // between header and body
@@ -265,11 +373,14 @@ private:
     std::string remote_;
     bool keepAlive_ = false;
     bool busy_ = false;
+    bool tlsClosing_ = false;
     unsigned version_ = 11;
     std::chrono::steady_clock::time_point started_;
 };
 
-void HttpServer::State::connectionClosed(Connection* connection) {
+}  // namespace
+
+void HttpServer::State::connectionClosed(ConnectionBase* connection) {
     connections.erase(connection);
     maybeDrained();
 }
@@ -283,23 +394,63 @@ void HttpServer::State::maybeDrained() {
 }
 
 namespace {
+
+template <class Stream, class... StreamArgs>
+void launch(const std::shared_ptr<HttpServer::State>& state, tcp::socket socket, StreamArgs&... streamArgs) {
+    bool full = state->connections.size() >= state->config.maxConnections;
+    std::make_shared<Connection<Stream>>(state, std::move(socket), streamArgs...)->start(full);
+}
+
 void acceptLoop(std::shared_ptr<HttpServer::State> state) {
     state->acceptor.async_accept([state](boost::system::error_code ec, tcp::socket socket) {
         if (ec == asio::error::operation_aborted || state->stopping) return;
         if (!ec) {
             socket.set_option(tcp::no_delay(true), ec);
-            bool full = state->connections.size() >= state->config.maxConnections;
-            auto connection = std::make_shared<Connection>(std::move(socket), state);
-            if (full)
-                connection->rejectOverCapacity();
+            if (state->tls)
+                launch<TlsStream>(state, std::move(socket), *state->tls);
             else
-                connection->start();
+                launch<PlainStream>(state, std::move(socket));
         } else {
             spdlog::warn("accept failed: {}", ec.message());
         }
         acceptLoop(state);
     });
 }
+
+// TLS 1.2 and 1.3 only. For TLS 1.2, forward-secret AEAD suites in the
+// server's order (TLS 1.3's own suites are all of that kind): a client that
+// offers an old suite first still gets a modern one.
+constexpr const char* kTls12Ciphers =
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256";
+
+ssl::context makeTlsContext(const TlsConfig& files) {
+    ssl::context context(ssl::context::tls_server);
+    SSL_CTX* native = context.native_handle();
+    if (SSL_CTX_set_min_proto_version(native, TLS1_2_VERSION) != 1 ||
+        SSL_CTX_set_cipher_list(native, kTls12Ciphers) != 1)
+        throw std::runtime_error("cannot configure TLS: this OpenSSL lacks TLS 1.2 or its AEAD cipher suites");
+    SSL_CTX_set_options(native, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION);
+    // An encrypted key would make OpenSSL prompt on the terminal: it gets no
+    // passphrase, and fails to load instead.
+    context.set_password_callback([](std::size_t, ssl::context::password_purpose) { return std::string(); });
+
+    std::string certificate = files.certificateFile.string(), key = files.privateKeyFile.string();
+    // OpenSSL says only "asio.ssl error" of a file it cannot open.
+    for (const std::string& file : {certificate, key})
+        if (!std::ifstream(file))
+            throw std::runtime_error("cannot read the TLS file " + file + ": " + std::strerror(errno));
+    boost::system::error_code ec;
+    context.use_certificate_chain_file(certificate, ec);
+    if (ec) throw std::runtime_error("cannot load the TLS certificate chain from " + certificate + ": " + ec.message());
+    context.use_private_key_file(key, ssl::context::pem, ec);
+    if (ec) throw std::runtime_error("cannot load the TLS private key from " + key + ": " + ec.message());
+    if (SSL_CTX_check_private_key(native) != 1)
+        throw std::runtime_error("the TLS private key in " + key + " does not match the certificate in " + certificate);
+    return context;
+}
+
 }  // namespace
 
 std::uint64_t resolveBodyLimit(BodyLimit limit, const HttpConfig& config) {
@@ -312,15 +463,17 @@ std::uint64_t resolveBodyLimit(BodyLimit limit, const HttpConfig& config) {
     return config.maxBodyBytes;
 }
 
-HttpServer::HttpServer(asio::io_context& io, const HttpConfig& config, const Router& router)
-    : state_(std::make_shared<State>(io, config, router)) {}
+HttpServer::HttpServer(asio::io_context& io, const HttpConfig& config, const Router& router, Admission admission)
+    : state_(std::make_shared<State>(io, config, router, std::move(admission))) {}
 
 HttpServer::~HttpServer() {
     boost::system::error_code ec;
     state_->acceptor.close(ec);
 }
 
-void HttpServer::listen(const std::string& address, std::uint16_t port) {
+void HttpServer::listen(const std::string& address, std::uint16_t port, const std::optional<TlsConfig>& tls) {
+    // The files first: a bad certificate leaves nothing bound.
+    if (tls) state_->tls.emplace(makeTlsContext(*tls));
     tcp::endpoint endpoint(asio::ip::make_address(address), port);
     state_->acceptor.open(endpoint.protocol());
     state_->acceptor.set_option(asio::socket_base::reuse_address(true));
@@ -338,7 +491,7 @@ void HttpServer::stop(std::chrono::milliseconds deadline, std::function<void()> 
     state_->onDrained = std::move(onDrained);
     boost::system::error_code ec;
     state_->acceptor.close(ec);
-    for (Connection* connection : std::set<Connection*>(state_->connections)) connection->shutdown();
+    for (ConnectionBase* connection : std::set<ConnectionBase*>(state_->connections)) connection->shutdown();
     state_->drainDeadline.emplace(state_->io, deadline);
     state_->drainDeadline->async_wait([state = state_](boost::system::error_code ec) {
         if (ec) return;

@@ -1,11 +1,13 @@
 #pragma once
-// The HTTP/1.1 front end (Boost.Beast): a listener, and one session object per
-// connection that owns its socket and buffer and chains its async handlers.
-// It knows nothing of pools or sessions: requests go to the Router.
+// The HTTP/1.1 front end (Boost.Beast): a listener, plain or HTTPS, and one
+// session object per connection that owns its stream and buffer and chains its
+// async handlers. It knows nothing of pools or sessions: requests go to the
+// Router, after the Admission check.
 
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <boost/asio.hpp>
@@ -22,16 +24,27 @@ inline constexpr std::uint64_t kUploadFramingBytes = 64 * 1024;
 // The body limit, in bytes, a route with this option gets.
 std::uint64_t resolveBodyLimit(BodyLimit limit, const HttpConfig& config);
 
-// Reads each request's header first, matches the route, then reads the body
-// with that route's limit (413 RequestBodyTooLarge past it, at once when the
-// Content-Length says so), answering "Expect: 100-continue" before reading it.
+// Decides, from a request's header alone (the body is not read yet), whether
+// to serve it: std::nullopt serves it; a response refuses it, and is sent
+// without reading the body (the connection then closes, as sendAndClose does).
+// Called for every request, matched or not; `route` is the matched route's
+// options, or the defaults when no route matches.
+using Admission = std::function<std::optional<Response>(const Request& request, const RouteOptions& route)>;
+
+// Reads each request's header first, matches the route, asks the admission,
+// then reads the body with that route's limit (413 RequestBodyTooLarge past it,
+// at once when the Content-Length says so), answering "Expect: 100-continue"
+// before reading it.
 class HttpServer {
 public:
-    HttpServer(boost::asio::io_context& io, const HttpConfig& config, const Router& router);
+    HttpServer(boost::asio::io_context& io, const HttpConfig& config, const Router& router, Admission admission = {});
     ~HttpServer();
 
     // Binds and starts accepting. Throws on bind failure. Port 0 picks a free port.
-    void listen(const std::string& address, std::uint16_t port);
+    // With `tls` the listener speaks HTTPS only (TLS 1.2 or later); the
+    // certificate chain and key are read here, and a file that cannot be read
+    // or a key that does not match throws a std::runtime_error naming the file.
+    void listen(const std::string& address, std::uint16_t port, const std::optional<TlsConfig>& tls = std::nullopt);
     std::uint16_t port() const;
 
     // Stops accepting, closes idle connections, lets in-flight requests finish
