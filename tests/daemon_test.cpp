@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include "sessiond/auth/api_keys.hpp"
 #include "support/daemon.hpp"
 #include "support/http_client.hpp"
 #include "support/leaks.hpp"
@@ -20,11 +21,12 @@ namespace {
 
 // Polls the default pool until it has a ready sandbox (the daemon may not be
 // listening yet).
-bool waitForReadySandbox(std::uint16_t port, std::chrono::seconds limit) {
+bool waitForReadySandbox(std::uint16_t port, std::chrono::seconds limit, const std::string& key = "") {
     auto deadline = std::chrono::steady_clock::now() + limit;
     while (std::chrono::steady_clock::now() < deadline) {
         try {
-            if (HttpClient(port).get("/pools/default").json()["properties"]["sessions"]["unallocated"] == 1) return true;
+            if (HttpClient(port).withKey(key).get("/pools/default").json()["properties"]["sessions"]["unallocated"] == 1)
+                return true;
         } catch (const std::exception&) {
         }
         std::this_thread::sleep_for(100ms);
@@ -162,4 +164,77 @@ TEST(Daemon, PoolsChangedThroughTheApiOutliveARestart) {
     daemon.signal(SIGTERM);
     EXPECT_EQ(daemon.wait(30s), 0) << daemon.log();
     EXPECT_TRUE(sessiond::testing::cgroupsNamed(cgroup).empty());
+}
+
+TEST(Daemon, ApiKeysGuardEveryRouteAndNeverReachTheLog) {
+    std::uint16_t port = freePort();
+    std::string cgroup = "sessiond-test-keys-" + std::to_string(getpid());
+    const std::string executorKey = sessiond::newApiKey(), adminKey = sessiond::newApiKey(),
+                      laterKey = sessiond::newApiKey();
+    auto keyEntry = [](const std::string& name, const std::string& role, const std::string& key) {
+        return nlohmann::json{{"name", name}, {"role", role}, {"sha256", sessiond::toHex(sessiond::sha256(key))}};
+    };
+    auto config = baseConfig(port, cgroup);
+    config["listen"]["address"] = "0.0.0.0";  // allowed now that keys are required
+    Daemon daemon(config);
+    const std::string keyFile = daemon.directory() + "/keys.json";
+    std::ofstream(keyFile) << nlohmann::json{{"keys", {keyEntry("ops", "PoolAdministrator", adminKey)}}}.dump();
+    config["auth"] = {{"keys", {keyEntry("app", "SessionExecutor", executorKey)}}, {"keyFile", keyFile}};
+    daemon.writeConfig(config);
+    daemon.start();
+    ASSERT_TRUE(waitForReadySandbox(port, 30s, executorKey)) << daemon.log();
+
+    EXPECT_EQ(HttpClient(port).get("/healthz").status, 200);
+    auto anonymous = HttpClient(port).get("/pools/default");
+    EXPECT_EQ(anonymous.status, 401);
+    EXPECT_EQ(anonymous.header("x-ms-error-code"), "AuthenticationFailed");
+    EXPECT_EQ(HttpClient(port).withKey(laterKey).execute("default", "keys-1", "1+1").status, 401);
+
+    auto executed = HttpClient(port).withKey(executorKey).execute("default", "keys-1", "6*7");
+    ASSERT_EQ(executed.status, 200) << executed.body;
+    EXPECT_EQ(executed.json()["properties"]["result"], 42);
+    const std::string newPool = R"({"properties":{"containerType":"Shell","scaleConfiguration":{"readySessionInstances":0}}})";
+    auto forbidden = HttpClient(port).withKey(executorKey).request(boost::beast::http::verb::put, "/pools/extra", newPool);
+    EXPECT_EQ(forbidden.status, 403) << forbidden.body;
+    auto created = HttpClient(port).withKey(adminKey).request(boost::beast::http::verb::put, "/pools/extra", newPool);
+    EXPECT_EQ(created.status, 201) << created.body;
+
+    // A key added to the key file works after SIGHUP; the others still do.
+    std::ofstream(keyFile) << nlohmann::json{{"keys",
+                                              {keyEntry("ops", "PoolAdministrator", adminKey),
+                                               keyEntry("later", "SessionExecutor", laterKey)}}}
+                                  .dump();
+    daemon.signal(SIGHUP);
+    bool accepted = false;
+    for (int i = 0; i < 100 && !accepted; ++i) {
+        accepted = HttpClient(port).withKey(laterKey).get("/pools/default").status == 200;
+        if (!accepted) std::this_thread::sleep_for(50ms);
+    }
+    EXPECT_TRUE(accepted) << daemon.log();
+    EXPECT_EQ(HttpClient(port).withKey(executorKey).get("/pools/default").status, 200);
+
+    daemon.signal(SIGTERM);
+    EXPECT_EQ(daemon.wait(30s), 0) << daemon.log();
+    const std::string log = daemon.log();
+    for (const auto& key : {executorKey, adminKey, laterKey}) EXPECT_EQ(log.find(key), std::string::npos) << "a key was logged";
+    EXPECT_NE(log.find("requests need one of 2 API keys"), std::string::npos) << log;
+    EXPECT_NE(log.find("SIGHUP: 3 API keys now"), std::string::npos) << log;
+}
+
+TEST(Daemon, NewKeyPrintsAKeyAndAnEntryThatAdmitsIt) {
+    Daemon daemon(nlohmann::json::object());
+    daemon.start({"--new-key", "printed", "--role", "PoolAdministrator", "--pools", "default,other"});
+    ASSERT_EQ(daemon.wait(10s), 0) << daemon.log();
+    const std::string out = daemon.log();
+    auto keyAt = out.find("key:   "), entryAt = out.find("entry: ");
+    ASSERT_NE(keyAt, std::string::npos) << out;
+    ASSERT_NE(entryAt, std::string::npos) << out;
+    const std::string key = out.substr(keyAt + 7, out.find('\n', keyAt) - keyAt - 7);
+    auto entry = nlohmann::json::parse(out.substr(entryAt + 7, out.find('\n', entryAt) - entryAt - 7));
+    auto parsed = sessiond::parseApiKeys(nlohmann::json::array({entry}), "entry");
+    EXPECT_EQ(parsed[0].name, "printed");
+    EXPECT_EQ(parsed[0].role, sessiond::Role::PoolAdministrator);
+    EXPECT_EQ(parsed[0].pools, (std::vector<std::string>{"default", "other"}));
+    sessiond::ApiKeyRing ring(parsed);
+    EXPECT_NE(ring.find(key), nullptr) << key;
 }

@@ -3,6 +3,7 @@
 // documented example; docs/configuration.md describes every field).
 // parseConfig() validates every field and throws ConfigError naming the field.
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -44,6 +45,25 @@ struct HttpConfig {
     std::size_t maxUploadBytes = 128 * 1024 * 1024;  // file uploads (Azure: 128 MB), multipart framing aside
     std::chrono::seconds readTimeout{30};      // to receive a request's header, and again its body
     std::chrono::seconds keepAliveTimeout{60}; // idle connection between requests
+};
+
+// Who may call what: a session executor uses the data plane (sessions,
+// code, files); a pool administrator also creates, changes and deletes pools.
+enum class Role { SessionExecutor, PoolAdministrator };
+
+// One API key, as the configuration stores it: never the key itself, only
+// its SHA-256.
+struct ApiKeyEntry {
+    std::string name;  // for logs: which key was used, never the key
+    Role role = Role::SessionExecutor;
+    std::array<unsigned char, 32> sha256{};
+    std::vector<std::string> pools;  // the pools it may use; empty: all
+};
+
+struct AuthConfig {
+    std::vector<ApiKeyEntry> keys;
+    // More keys, in a file of its own ({"keys": [...]}) that SIGHUP re-reads.
+    std::filesystem::path keyFile;
 };
 
 struct ResourceLimits {
@@ -100,6 +120,7 @@ std::string agentLanguage(const PoolConfig& pool);
 struct Config {
     ListenConfig listen;
     HttpConfig http;
+    AuthConfig auth;
     std::string logLevel = "info";
     // Name of the cgroup (under each hierarchy) that holds the sandboxes.
     std::string cgroupName = "sessiond";
@@ -114,6 +135,12 @@ struct Config {
 };
 
 Config parseConfig(const nlohmann::json& document);
+
+// API key entries: a JSON array of {"name","role","sha256","pools"}, from the
+// configuration's auth.keys or a key file; `path` prefixes errors.
+std::vector<ApiKeyEntry> parseApiKeys(const nlohmann::json& keys, const std::string& path);
+// A key file's entries; throws ConfigError naming the file and field.
+std::vector<ApiKeyEntry> loadKeyFile(const std::filesystem::path& file);
 
 // One pool's definition, as in the configuration's `pools` array and in the
 // pool administration API; `path` prefixes the field names in errors.

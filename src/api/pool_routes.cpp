@@ -124,10 +124,14 @@ void addPoolRoutes(http::Router& router, PoolManager& pools) {
         if (Pool* pool = pools.findIncludingDeleted(name)) return respond(jsonResponse(status::ok, pool->describe()));
         respond(errorResponse(status::not_found, "SessionPoolNotFound", "There is no session pool named '" + name + "'."));
     });
-    router.add(beast_http::verb::put, "/pools/{pool}",
-               [&pools](Request& request, Responder respond) { putPool(pools, request, std::move(respond)); });
-    router.add(beast_http::verb::delete_, "/pools/{pool}",
-               [&pools](Request& request, Responder respond) { deletePool(pools, request, std::move(respond)); });
+    const http::RouteOptions administration{.access = http::Access::PoolAdministrator};
+    router.add(
+        beast_http::verb::put, "/pools/{pool}",
+        [&pools](Request& request, Responder respond) { putPool(pools, request, std::move(respond)); }, administration);
+    router.add(
+        beast_http::verb::delete_, "/pools/{pool}",
+        [&pools](Request& request, Responder respond) { deletePool(pools, request, std::move(respond)); },
+        administration);
 }
 
 }  // namespace sessiond::api

@@ -27,8 +27,10 @@ void metadata(PoolManager& pools, Request& request, Responder respond) {
 }  // namespace
 
 void addRoutes(http::Router& router, PoolManager& pools, const HttpConfig& http) {
-    router.add(beast_http::verb::get, "/healthz",
-               [](Request&, Responder respond) { respond(jsonResponse(status::ok, {{"status", "ok"}})); });
+    router.add(
+        beast_http::verb::get, "/healthz",
+        [](Request&, Responder respond) { respond(jsonResponse(status::ok, {{"status", "ok"}})); },
+        {.access = http::Access::Public});
 
     addPoolRoutes(router, pools);
 

@@ -237,6 +237,60 @@ std::string agentLanguage(const PoolConfig& pool) {
     return "python";
 }
 
+std::vector<ApiKeyEntry> parseApiKeys(const json& keys, const std::string& path) {
+    if (!keys.is_array()) throw ConfigError(path, "must be an array of keys");
+    std::vector<ApiKeyEntry> out;
+    std::set<std::string> names;
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+        Fields k(keys[i], path + "[" + std::to_string(i) + "]");
+        ApiKeyEntry entry;
+        entry.name = k.string("name", "");
+        if (entry.name.empty()) throw ConfigError(k.child("name"), "must name the key (for the logs)");
+        if (!names.insert(entry.name).second) throw ConfigError(k.child("name"), "duplicate key name '" + entry.name + "'");
+        const std::string role = k.string("role", "SessionExecutor");
+        if (role == "SessionExecutor")
+            entry.role = Role::SessionExecutor;
+        else if (role == "PoolAdministrator")
+            entry.role = Role::PoolAdministrator;
+        else
+            throw ConfigError(k.child("role"), "must be SessionExecutor or PoolAdministrator, got '" + role + "'");
+        const std::string hex = k.string("sha256", "");
+        auto nibble = [](char c) -> int {
+            if (c >= '0' && c <= '9') return c - '0';
+            if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+            if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+            return -1;
+        };
+        bool valid = hex.size() == 64;
+        for (std::size_t b = 0; valid && b < 32; ++b) {
+            int high = nibble(hex[2 * b]), low = nibble(hex[2 * b + 1]);
+            valid = high >= 0 && low >= 0;
+            entry.sha256[b] = static_cast<unsigned char>(high * 16 + low);
+        }
+        if (!valid)
+            throw ConfigError(k.child("sha256"),
+                              "must be the key's SHA-256 as 64 hexadecimal digits (sessiond --new-key makes a key "
+                              "and its entry; sessiond --hash-key hashes a key you have)");
+        entry.pools = k.strings("pools", {});
+        out.push_back(std::move(entry));
+    }
+    return out;
+}
+
+std::vector<ApiKeyEntry> loadKeyFile(const std::filesystem::path& file) {
+    std::ifstream in(file);
+    if (!in) throw ConfigError(file.string(), "cannot open the key file");
+    json document;
+    try {
+        document = json::parse(in);
+    } catch (const json::parse_error& e) {
+        throw ConfigError(file.string(), std::string("not valid JSON: ") + e.what());
+    }
+    Fields top(document, file.string());
+    const json* keys = top.get("keys");
+    return keys ? parseApiKeys(*keys, file.string() + ": keys") : std::vector<ApiKeyEntry>{};
+}
+
 Config parseConfig(const json& document) {
     Config config;
     Fields top(document, "");
@@ -263,6 +317,13 @@ Config parseConfig(const json& document) {
         config.http.maxUploadBytes = h.integer("maxUploadBytes", config.http.maxUploadBytes, 1024, 1ull << 32);
         config.http.readTimeout = seconds(h, "readTimeoutInSeconds", config.http.readTimeout, 1, 3600);
         config.http.keepAliveTimeout = seconds(h, "keepAliveTimeoutInSeconds", config.http.keepAliveTimeout, 1, 3600);
+    }
+    if (const json* auth = top.get("auth")) {
+        Fields a(*auth, "auth");
+        if (const json* keys = a.get("keys")) config.auth.keys = parseApiKeys(*keys, "auth.keys");
+        config.auth.keyFile = a.string("keyFile", "");
+        if (!config.auth.keyFile.empty() && !config.auth.keyFile.is_absolute())
+            throw ConfigError("auth.keyFile", "must be an absolute path");
     }
     config.logLevel = top.string("logLevel", config.logLevel);
     if (!kLogLevels.count(config.logLevel))

@@ -8,12 +8,15 @@
 #include <filesystem>
 #include <iostream>
 #include <optional>
+#include <sstream>
 #include <string>
 
 #include <boost/asio.hpp>
 #include <spdlog/spdlog.h>
 
+#include "sessiond/api/authorizer.hpp"
 #include "sessiond/api/routes.hpp"
+#include "sessiond/auth/api_keys.hpp"
 #include "sessiond/config.hpp"
 #include "sessiond/http/server.hpp"
 #include "sessiond/pool/pool.hpp"
@@ -27,8 +30,60 @@ constexpr auto kShutdownDeadline = std::chrono::seconds(30);
 
 void usage() {
     std::cerr << "usage: sessiond --config FILE [--check]\n"
+                 "       sessiond --new-key NAME [--role SessionExecutor|PoolAdministrator] [--pools A,B]\n"
+                 "       sessiond --hash-key < KEY\n"
                  "  --config FILE  the JSON configuration (see docs/configuration.md)\n"
-                 "  --check        validate the configuration and exit\n";
+                 "  --check        validate the configuration and exit\n"
+                 "  --new-key      make an API key: prints the key (give it to the client) and its\n"
+                 "                 entry for auth.keys or the key file (which holds only its hash)\n"
+                 "  --hash-key     print the SHA-256 of a key read from standard input\n";
+}
+
+// Prints a new key once, and the entry that lets it in; the key itself is
+// not kept anywhere.
+int newKey(const std::string& name, const std::string& role, const std::string& pools) {
+    nlohmann::json entry = {{"name", name}, {"role", role}};
+    if (!pools.empty()) {
+        entry["pools"] = nlohmann::json::array();
+        std::stringstream list(pools);
+        for (std::string pool; std::getline(list, pool, ',');) entry["pools"].push_back(pool);
+    }
+    const std::string key = sessiond::newApiKey();
+    entry["sha256"] = sessiond::toHex(sessiond::sha256(key));
+    try {
+        sessiond::parseApiKeys(nlohmann::json::array({entry}), "--new-key");
+    } catch (const sessiond::ConfigError& e) {
+        std::cerr << "sessiond: " << e.what() << "\n";
+        return 2;
+    }
+    std::cout << "key:   " << key << "\nentry: " << entry.dump() << "\n";
+    return 0;
+}
+
+int hashKey() {
+    std::string key;
+    std::getline(std::cin, key);
+    if (key.empty()) {
+        std::cerr << "sessiond: --hash-key reads the key from standard input\n";
+        return 2;
+    }
+    std::cout << sessiond::toHex(sessiond::sha256(key)) << "\n";
+    return 0;
+}
+
+// The configuration's keys and the key file's, together.
+sessiond::ApiKeyRing loadKeys(const sessiond::Config& config) {
+    auto keys = config.auth.keys;
+    if (!config.auth.keyFile.empty()) {
+        for (auto& entry : sessiond::loadKeyFile(config.auth.keyFile)) {
+            for (const auto& other : keys)
+                if (other.name == entry.name)
+                    throw sessiond::ConfigError(config.auth.keyFile.string(),
+                                                "key '" + entry.name + "' is also named in auth.keys");
+            keys.push_back(std::move(entry));
+        }
+    }
+    return sessiond::ApiKeyRing(std::move(keys));
 }
 
 std::filesystem::path executableDirectory() {
@@ -50,19 +105,29 @@ bool isLoopback(const std::string& address) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    std::string configPath;
-    bool checkOnly = false;
+    std::string configPath, keyName, keyRole = "SessionExecutor", keyPools;
+    bool checkOnly = false, hashOnly = false;
     for (int i = 1; i < argc; ++i) {
         std::string arg = argv[i];
         if (arg == "--config" && i + 1 < argc)
             configPath = argv[++i];
         else if (arg == "--check")
             checkOnly = true;
+        else if (arg == "--new-key" && i + 1 < argc)
+            keyName = argv[++i];
+        else if (arg == "--role" && i + 1 < argc)
+            keyRole = argv[++i];
+        else if (arg == "--pools" && i + 1 < argc)
+            keyPools = argv[++i];
+        else if (arg == "--hash-key")
+            hashOnly = true;
         else {
             usage();
             return 2;
         }
     }
+    if (!keyName.empty()) return newKey(keyName, keyRole, keyPools);
+    if (hashOnly) return hashKey();
     if (configPath.empty()) {
         usage();
         return 2;
@@ -75,9 +140,17 @@ int main(int argc, char** argv) {
         std::cerr << "sessiond: invalid configuration: " << e.what() << "\n";
         return 2;
     }
-    if (!isLoopback(config.listen.address)) {
+    sessiond::ApiKeyRing keys;
+    try {
+        keys = loadKeys(config);
+    } catch (const sessiond::ConfigError& e) {
+        std::cerr << "sessiond: invalid configuration: " << e.what() << "\n";
+        return 2;
+    }
+    if (keys.empty() && !isLoopback(config.listen.address)) {
         std::cerr << "sessiond: invalid configuration: listen.address: '" << config.listen.address
-                  << "' is not a loopback address; without API keys sessiond serves only this host\n";
+                  << "' is not a loopback address; without API keys (auth.keys or auth.keyFile) sessiond serves "
+                     "only this host\n";
         return 2;
     }
     if (checkOnly) {
@@ -134,15 +207,28 @@ int main(int argc, char** argv) {
 
     sessiond::http::Router router;
     sessiond::api::addRoutes(router, *pools, config.http);
-    sessiond::http::HttpServer server(io, config.http, router);
+    sessiond::api::Authorizer authorizer(std::move(keys));
+    sessiond::http::HttpServer server(io, config.http, router,
+                                      [&authorizer](const sessiond::http::Request& request,
+                                                    const sessiond::http::RouteOptions& route) {
+                                          return authorizer.admit(request, route);
+                                      });
     try {
         server.listen(config.listen.address, config.listen.port, config.listen.tls);
     } catch (const std::exception& e) {
         spdlog::critical("cannot listen on {}:{}: {}", config.listen.address, config.listen.port, e.what());
         return 1;
     }
-    spdlog::info("sessiond listening on {}://{}:{} (loopback only: no API keys are configured)",
-                 config.listen.tls ? "https" : "http", config.listen.address, server.port());
+    const char* scheme = config.listen.tls ? "https" : "http";
+    if (authorizer.keys().empty())
+        spdlog::info("sessiond listening on {}://{}:{} (loopback only: no API keys are configured)", scheme,
+                     config.listen.address, server.port());
+    else
+        spdlog::info("sessiond listening on {}://{}:{}; requests need one of {} API keys", scheme,
+                     config.listen.address, server.port(), authorizer.keys().size());
+    if (!authorizer.keys().empty() && !config.listen.tls && !isLoopback(config.listen.address))
+        spdlog::warn("API keys travel in clear text to {}: configure listen.tls, or a TLS proxy in front",
+                     config.listen.address);
     pools->start();
 
     boost::asio::signal_set signals(io, SIGINT, SIGTERM);
@@ -155,6 +241,29 @@ int main(int argc, char** argv) {
             io.stop();
         });
     });
+
+    // SIGHUP re-reads the key file, so keys can be added and revoked without
+    // a restart. A file that does not parse, or that would leave a daemon
+    // reachable beyond loopback without keys, changes nothing.
+    boost::asio::signal_set reload(io, SIGHUP);
+    std::function<void()> awaitReload = [&] {
+        reload.async_wait([&](boost::system::error_code ec, int) {
+            if (ec) return;
+            try {
+                auto fresh = loadKeys(config);
+                if (fresh.empty() && !isLoopback(config.listen.address))
+                    spdlog::error("SIGHUP: the keys were not changed: none would be left on a non-loopback address");
+                else {
+                    spdlog::info("SIGHUP: {} API keys now (were {})", fresh.size(), authorizer.keys().size());
+                    authorizer.replaceKeys(std::move(fresh));
+                }
+            } catch (const sessiond::ConfigError& e) {
+                spdlog::error("SIGHUP: the keys were not changed: {}", e.what());
+            }
+            awaitReload();
+        });
+    };
+    awaitReload();
 
     io.run();
     pools->shutdown();

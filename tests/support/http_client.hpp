@@ -36,12 +36,19 @@ class HttpClient {
 public:
     explicit HttpClient(std::uint16_t port, std::string host = "127.0.0.1") : port_(port), host_(std::move(host)) {}
 
+    // Sends "Authorization: Bearer KEY" with every request from now on.
+    HttpClient& withKey(std::string key) {
+        key_ = std::move(key);
+        return *this;
+    }
+
     HttpResult request(boost::beast::http::verb method, const std::string& target, const std::string& body = "",
                        const std::string& contentType = "application/json") {
         namespace http = boost::beast::http;
         ensureConnected();
         http::request<http::string_body> req{method, target, 11};
         req.set(http::field::host, host_);
+        if (!key_.empty()) req.set(http::field::authorization, "Bearer " + key_);
         if (!body.empty() || method == http::verb::post) {
             if (!contentType.empty()) req.set(http::field::content_type, contentType);
             req.body() = body;
@@ -95,6 +102,7 @@ private:
     boost::asio::io_context io_;
     std::uint16_t port_;
     std::string host_;
+    std::string key_;
     std::unique_ptr<boost::beast::tcp_stream> stream_;
 };
 

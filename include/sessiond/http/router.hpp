@@ -17,8 +17,16 @@ enum class BodyLimit {
     Upload,   // http.maxUploadBytes plus room for the multipart framing
 };
 
+// Who may call a route when API keys are configured (see api/authorizer.hpp).
+enum class Access {
+    Public,             // anyone: liveness
+    SessionExecutor,    // the data plane, and reading pools
+    PoolAdministrator,  // creating, changing and deleting pools
+};
+
 struct RouteOptions {
     BodyLimit bodyLimit = BodyLimit::Default;
+    Access access = Access::SessionExecutor;
 };
 
 class Router {
