@@ -9,10 +9,13 @@
 #include <future>
 #include <mutex>
 #include <optional>
+#include <sstream>
 #include <thread>
 #include <vector>
 
 #include <boost/asio.hpp>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
 #include "sessiond/config.hpp"
 #include "sessiond/http/multipart.hpp"
@@ -264,7 +267,7 @@ TEST_F(HttpServerTest, UnknownMethodsAreAnswered) {
 namespace {
 
 // Admits requests with "Authorization: Bearer good" and refuses the others
-// with 401, as API-key authentication will; records what it was shown.
+// with 401, as an API-key check would; records what it was shown.
 class AdmissionTest : public HttpServerTest {
 protected:
     struct Seen {
@@ -327,8 +330,8 @@ TEST_F(AdmissionTest, RefusalComesBeforeTheBodyLimit) {
     auto response = connection.readResponse(900ms);
     ASSERT_TRUE(response);
     EXPECT_EQ(response->status, 401) << response->head;
-    // A client that sends its body anyway is drained, not reset, and the
-    // connection then ends.
+    // A client that sends its body anyway gets no more than that: the
+    // connection ends.
     connection.send(std::string(256 * 1024, 'x'));
     EXPECT_TRUE(connection.waitForClose(5s));
     EXPECT_EQ(handled, 0);
@@ -386,4 +389,56 @@ TEST_F(AdmissionTest, SeesTheMatchedRoutesOptionsAndDefaultsOtherwise) {
         EXPECT_EQ(seen[i].path, expected[i].first) << i;
         EXPECT_EQ(seen[i].bodyLimit, expected[i].second) << i << " " << seen[i].path;
     }
+}
+
+namespace {
+
+// Sends the default logger, at debug, to a string for the object's lifetime.
+class CapturedLog {
+public:
+    CapturedLog() : previous_(spdlog::default_logger()) {
+        auto logger = std::make_shared<spdlog::logger>("captured", std::make_shared<spdlog::sinks::ostream_sink_mt>(out_));
+        logger->set_level(spdlog::level::debug);
+        spdlog::set_default_logger(logger);
+    }
+    ~CapturedLog() { spdlog::set_default_logger(previous_); }
+    std::string text() {
+        spdlog::default_logger()->flush();
+        return out_.str();
+    }
+
+private:
+    std::shared_ptr<spdlog::logger> previous_;
+    std::ostringstream out_;
+};
+
+}  // namespace
+
+TEST_F(AdmissionTest, RequestsAreLoggedWithoutTheirHeaders) {
+    CapturedLog log;
+    RawConnection connection(port);
+    ASSERT_TRUE(connection.send("GET /nothing?identifier=logged HTTP/1.1\r\nHost: t\r\n"
+                                "Authorization: Bearer sk-secret-refused\r\n\r\n"));
+    auto response = connection.readResponse(5s);
+    ASSERT_TRUE(response);
+    EXPECT_EQ(response->status, 401);
+    ASSERT_TRUE(connection.send("POST /json HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer good\r\n"
+                                "X-Api-Key: sk-secret-header\r\nContent-Length: 2\r\n\r\n{}"));
+    response = connection.readResponse(5s);
+    ASSERT_TRUE(response);
+    EXPECT_EQ(response->status, 200);
+    ASSERT_TRUE(connection.send("POST /json HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer sk-secret-body\r\n"
+                                "Content-Length: 100000\r\n\r\n"));
+    response = connection.readResponse(5s);
+    ASSERT_TRUE(response);
+    EXPECT_EQ(response->status, 401);
+
+    std::string text = log.text();
+    // The requests are logged (method, target, status)...
+    EXPECT_NE(text.find("GET /nothing?identifier=logged 401"), std::string::npos) << text;
+    EXPECT_NE(text.find("POST /json 200"), std::string::npos) << text;
+    EXPECT_NE(text.find("POST /json 401"), std::string::npos) << text;
+    // ...their headers are not.
+    EXPECT_EQ(text.find("sk-secret"), std::string::npos) << text;
+    EXPECT_EQ(text.find("Bearer"), std::string::npos) << text;
 }

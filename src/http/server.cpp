@@ -222,12 +222,13 @@ private:
     }
 
     void onReadError(beast::error_code ec) {
+        // Many TLS clients leave without a close_notify (stream_truncated).
         if (ec == beast_http::error::end_of_stream || ec == asio::error::operation_aborted ||
-            ec == beast::error::timeout || ec == asio::error::connection_reset || ec == asio::error::eof)
+            ec == beast::error::timeout || ec == asio::error::connection_reset || ec == asio::error::eof ||
+            ec == ssl::error::stream_truncated)
             return close();
-        // A broken TLS record or a client gone without close_notify: nothing
-        // can be answered over that session.
-        if (ec == ssl::error::stream_truncated || ec.category() == asio::error::get_ssl_category()) {
+        // Nothing can be answered over a broken TLS session.
+        if (ec.category() == asio::error::get_ssl_category()) {
             spdlog::debug("tls error from {}: {}", remote_, ec.message());
             return close();
         }
@@ -339,12 +340,12 @@ private:
     }
 
     // Over TLS, a close_notify first, so the client can tell the end from a
-    // truncation. (After a failed handshake or a fatal TLS error OpenSSL
-    // refuses the shutdown at once.)
+    // truncation. (After a fatal TLS error OpenSSL refuses it at once.)
     void close() {
-        if constexpr (kTls)
+        if constexpr (kTls) {
             if (!tlsClosing_ && tcp().socket().is_open())
                 return closeTls(kTlsCloseTimeout, [self = this->shared_from_this()] { self->closeSocket(); });
+        }
         closeSocket();
     }
 
