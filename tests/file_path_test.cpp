@@ -38,12 +38,14 @@ TEST(FilePath, AcceptsWhatClientsSend) {
     EXPECT_EQ(relative("a//b/"), "a/b");
     EXPECT_EQ(relative("name with spaces & (parens) #1.txt"), "name with spaces & (parens) #1.txt");
     EXPECT_EQ(relative("\xe2\x82\xac.txt"), "\xe2\x82\xac.txt");
+    EXPECT_EQ(relative("\xf0\x9f\x93\x88 chart.png"), "\xf0\x9f\x93\x88 chart.png");
     EXPECT_EQ(relative("..hidden"), "..hidden");
 }
 
 TEST(FilePath, RefusesEverythingOutsideTheDataDirectory) {
     for (const std::string& raw : std::vector<std::string>{"..", "../a", "a/../../b", "a/..", "./a", "a/./b", "/etc/passwd", "/mnt/database/a",
-                                  "/mnt", "/tmp/a", std::string("a\0b", 3), "a\nb", std::string(300, 'x')})
+                                  "/mnt", "/tmp/a", std::string("a\0b", 3), "a\nb", std::string(300, 'x'),
+                                  "\xff.txt", "a\xc3", "\xc0\xaf", "\xed\xa0\x80.txt"})
         EXPECT_EQ(relative(raw).rfind("REFUSED", 0), 0u) << raw;
     EXPECT_EQ(relative(std::string(5000, 'a')).rfind("REFUSED", 0), 0u);
 }

@@ -111,12 +111,13 @@ std::optional<ParsedExecute> parseExecuteBody(const std::string& body, const Poo
     parsed.request.timeout = pool.defaultExecutionTimeout;
     parsed.request.maxOutputChars = pool.maxOutputChars;
     if (auto it = fields->find("timeoutInSeconds"); it != fields->end() && !it->is_null()) {
-        if (!it->is_number() || it->get<double>() <= 0) {
-            error = {"SessionRequestValidationFailed", "timeoutInSeconds must be a positive number of seconds."};
+        // 60.0 is whole and taken as 60; 1.5 is not a number of seconds Azure's int32 field can hold.
+        if (!it->is_number() || it->get<double>() <= 0 || it->get<double>() != std::floor(it->get<double>())) {
+            error = {"SessionRequestValidationFailed", "timeoutInSeconds must be a positive whole number of seconds."};
             return std::nullopt;
         }
         // Like Azure, a longer timeout than the pool allows is cut to its maximum.
-        const double requested = std::ceil(std::min(it->get<double>(), double(pool.maxExecutionTimeout.count())));
+        const double requested = std::min(it->get<double>(), double(pool.maxExecutionTimeout.count()));
         parsed.request.timeout = std::chrono::seconds(static_cast<std::int64_t>(requested));
     }
     if (auto it = fields->find("outputStreamsMaxLength"); it != fields->end() && !it->is_null()) {

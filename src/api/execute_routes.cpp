@@ -4,6 +4,8 @@
 // Operation-Location, then GET executions/{id}), for every pool type.
 // A failed execution is HTTP 200 with a failed status, as in Azure.
 
+#include <algorithm>
+#include <cctype>
 #include <deque>
 #include <map>
 #include <memory>
@@ -63,6 +65,16 @@ nlohmann::json executionBody(const std::string& id, const std::string& identifie
               {"executionTimeInMilliseconds", result.durationMs}}}};
 }
 
+// An execution id goes into Operation-Location as one path segment, so a
+// client-chosen one (the operation-id header) is held to what a segment
+// carries unescaped; a GUID fits.
+bool isValidExecutionId(const std::string& id) {
+    if (id.empty() || id.size() > 128) return false;
+    return std::all_of(id.begin(), id.end(), [](unsigned char c) { return std::isalnum(c) || c == '-' || c == '_'; });
+}
+
+constexpr const char* kExecutionIdRule = "1 to 128 characters: letters, digits, '-' or '_' (a GUID, for instance).";
+
 // Executions started through /executions, so GET /executions/{id} can answer
 // for them (asynchronous ones above all). Bounded: the oldest are forgotten.
 class ExecutionStore {
@@ -116,6 +128,9 @@ void execute(PoolManager& pools, std::shared_ptr<ExecutionStore> store, Request&
 
     // A client may choose the execution's id (the operation-id header).
     std::string id(request.message["operation-id"]);
+    if (!id.empty() && !isValidExecutionId(id))
+        return respond(errorResponse(status::bad_request, "SessionRequestValidationFailed",
+                                     std::string("The operation-id header must be ") + kExecutionIdRule));
     if (id.empty()) id = newUuid();
     const std::string poolName = pool->config().name;
     const bool asynchronous = parsed->asynchronous;
@@ -168,6 +183,9 @@ void getExecution(PoolManager& pools, const ExecutionStore& store, Request& requ
     auto identifier = sessionIdentifier(request, std::nullopt, respond);
     if (!identifier) return;
     const std::string& id = request.params.at("id");
+    if (!isValidExecutionId(id))
+        return respond(errorResponse(status::bad_request, "SessionRequestValidationFailed",
+                                     std::string("The execution id must be ") + kExecutionIdRule));
     const nlohmann::json* found = store.find(pool->config().name, *identifier, id);
     if (!found)
         return respond(errorResponse(status::not_found, "ExecutionNotFound",

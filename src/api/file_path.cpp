@@ -1,5 +1,6 @@
 #include "sessiond/api/file_path.hpp"
 
+#include <cstdint>
 #include <string_view>
 
 namespace sessiond::api {
@@ -7,11 +8,35 @@ namespace sessiond::api {
 namespace {
 constexpr std::size_t kMaxPathBytes = 4096;
 constexpr std::size_t kMaxSegmentBytes = 255;
+
+// Names reach the agent as JSON strings, where invalid UTF-8 becomes U+FFFD:
+// two different names would land on one file.
+bool isUtf8(std::string_view text) {
+    for (std::size_t i = 0; i < text.size();) {
+        const unsigned char c = static_cast<unsigned char>(text[i]);
+        std::size_t length = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+        if (length == 0 || i + length > text.size()) return false;
+        std::uint32_t code = length == 1 ? c : c & (0x7f >> length);
+        for (std::size_t k = 1; k < length; ++k) {
+            const unsigned char next = static_cast<unsigned char>(text[i + k]);
+            if ((next >> 6) != 0x2) return false;
+            code = (code << 6) | (next & 0x3f);
+        }
+        static constexpr std::uint32_t kSmallest[] = {0, 0, 0x80, 0x800, 0x10000};
+        if (code < kSmallest[length] || code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) return false;
+        i += length;
+    }
+    return true;
+}
 }  // namespace
 
 std::optional<std::string> dataRelativePath(const std::string& raw, std::string& error) {
     if (raw.size() > kMaxPathBytes) {
         error = "The file path is longer than " + std::to_string(kMaxPathBytes) + " bytes.";
+        return std::nullopt;
+    }
+    if (!isUtf8(raw)) {
+        error = "The path is not valid UTF-8.";
         return std::nullopt;
     }
     std::string_view rest = raw;

@@ -310,7 +310,11 @@ void addFileRoutes(http::Router& router, PoolManager& pools, std::size_t maxUplo
         list(pools, request, std::move(respond), Shape::Legacy);
     });
     router.add(beast_http::verb::get, "/pools/{pool}/python/downloadFile", [&pools](Request& request, Responder respond) {
-        download(pools, request, std::move(respond), queryOr(request, "filename"));
+        const std::string filename = queryOr(request, "filename");
+        if (filename.empty())
+            return respond(errorResponse(status::bad_request, "SessionRequestValidationFailed",
+                                         "The query parameter 'filename' (the file to download) is required."));
+        download(pools, request, std::move(respond), filename);
     });
     router.add(beast_http::verb::get, "/pools/{pool}/files/{name*}",
                [&pools](Request& request, Responder respond) { getFile(pools, request, std::move(respond)); });

@@ -82,7 +82,7 @@ void listSessions(PoolManager& pools, Request& request, Responder respond, const
     if (const std::string* text = request.queryValue("skip")) {
         if (text->empty() || text->find_first_not_of("0123456789") != std::string::npos || text->size() > 9)
             return respond(errorResponse(status::bad_request, "SessionRequestValidationFailed",
-                                         "skip must be a non-negative whole number."));
+                                         "skip must be a whole number from 0 to 999999999."));
         skip = std::stoul(*text);
     }
     auto all = pool->sessions();

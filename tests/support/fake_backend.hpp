@@ -109,6 +109,7 @@ public:
     void die() {
         if (ready_ && onExit_) onExit_("killed by the test");
     }
+    int executions() const { return executions_; }
 
 private:
     template <typename T>

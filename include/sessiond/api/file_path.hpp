@@ -14,8 +14,8 @@ inline constexpr const char* kDataDirectory = "/mnt/data";
 
 // The path relative to the data directory ("" is the directory itself), or
 // nullopt with `error` set: another absolute path, a "." or ".." segment, a
-// NUL or other control character, a segment over 255 bytes, or a path over
-// 4096 bytes. Duplicate and trailing slashes are dropped.
+// NUL or other control character, invalid UTF-8, a segment over 255 bytes, or
+// a path over 4096 bytes. Duplicate and trailing slashes are dropped.
 std::optional<std::string> dataRelativePath(const std::string& raw, std::string& error);
 
 // `directory` (a `path` query, may be empty) joined with `name`, normalised
