@@ -292,7 +292,9 @@ Cases uploadCases(const Endpoint& e) {
     const std::string valid = multipartBody("new.txt", "data");
     Cases cases = {
         form("a JSON body", R"({"file":"data"})", kJson).expect(415, "UnsupportedMediaType", "multipart"),
-        form("no Content-Type", valid, "").expect(415, "UnsupportedMediaType", "multipart"),
+        // A multipart body under another type is read (Semantic Kernel Python
+        // sends one as JSON); a body that is not multipart is not.
+        form("no Content-Type and no multipart body", "file=data", "").expect(415, "UnsupportedMediaType", "multipart"),
         form("no boundary", valid, "multipart/form-data").expect(400, kValidation, "boundary"),
         form("an empty boundary", valid, "multipart/form-data; boundary=").expect(400, kValidation, "boundary"),
         form("another boundary than the body's", valid, "multipart/form-data; boundary=other").expect(400, kValidation, "boundary"),
@@ -432,6 +434,42 @@ Cases operationIdCases(const Endpoint& e) {
     return cases;
 }
 
+// PUT /pools/{pool}: a pool definition, each part wrong in turn. unchanged()
+// checks that every pool keeps its definition.
+Cases poolDefinitionCases() {
+    auto put = [](std::string what, std::string target, std::string body, std::string mentions) {
+        BadRequest r;
+        r.what = std::move(what);
+        r.method = verb::put;
+        r.target = std::move(target);
+        return r.withBody(std::move(body), kJson).expect(400, "InvalidSessionPoolProperties", std::move(mentions));
+    };
+    const std::string pool = "/pools/default";
+    return {
+        put("invalid JSON", pool, R"({"properties":)", "(body)"),
+        put("a JSON array", pool, "[]", "(body)"),
+        put("an empty body", pool, "", "(body)"),
+        put("properties as a string", pool, R"({"properties":"PythonLTS"})", "properties"),
+        put("an unknown property", pool, R"({"properties":{"scaleConfig":{}}})", "properties.scaleConfig"),
+        put("an unknown field beside properties", pool, R"({"tags":{},"properties":{}})", "tags"),
+        put("maxConcurrentSessions of 0", pool, R"({"properties":{"scaleConfiguration":{"maxConcurrentSessions":0}}})",
+            "maxConcurrentSessions"),
+        put("readySessionInstances as a string", pool,
+            R"({"properties":{"scaleConfiguration":{"readySessionInstances":"2"}}})", "readySessionInstances"),
+        put("a cooldown of 0", pool,
+            R"({"properties":{"dynamicPoolConfiguration":{"lifecycleConfiguration":{"cooldownPeriodInSeconds":0}}}})",
+            "cooldownPeriodInSeconds"),
+        put("a changed containerType", pool, R"({"properties":{"containerType":"NodeLTS"}})", "containerType"),
+        put("a changed backend", pool, R"({"properties":{"backend":"libvirt"}})", "backend"),
+        put("egress", pool, R"({"properties":{"sessionNetworkConfiguration":{"status":"EgressEnabled"}}})", "status"),
+        put("a memory quantity without a unit", pool, R"({"properties":{"resources":{"memory":"512"}}})", "memory"),
+        put("a name unlike the path's", pool, R"({"name":"other","properties":{}})", "name"),
+        put("an invalid pool name", "/pools/Bad_Name", R"({"properties":{}})", "name"),
+        put("a body over the limit", pool, R"({"properties":{"x":")" + std::string(kMaxBodyBytes, 'x') + "\"}}", "")
+            .expect(413, kTooLarge, "limit"),
+    };
+}
+
 // Every route the server registers, with its bad requests. A new route gets
 // an entry here: a valid request to it as an Endpoint, the case groups above
 // that fit it, and cases of its own; unchanged() says what must stay intact.
@@ -471,6 +509,10 @@ std::map<std::string, Cases> badInputByRoute() {
         {"GET /healthz", {wrongMethod("/healthz")}},
         {"GET /pools", {wrongMethod("/pools")}},
         {"GET /pools/{pool}", unknownPool(poolStatus) + Cases{wrongMethod("/pools/default")}},
+        {"PUT /pools/{pool}", poolDefinitionCases()},
+        {"DELETE /pools/{pool}", Cases{BadRequest{.what = "an unknown pool", .method = verb::delete_,
+                                                  .target = "/pools/no-such-pool"}
+                                           .expect(404, "SessionPoolNotFound", "no-such-pool")}},
         {"GET /pools/{pool}/metadata", unknownPool(metadata) + Cases{wrongMethod("/pools/default/metadata")}},
 
         {"POST /pools/{pool}/code/execute", executeCases(codeExecute) +
@@ -588,7 +630,20 @@ protected:
         shell.readySessionInstances = 0;
         config.pools = {pool, shell};
         server.start(config, [](boost::asio::io_context& io) { return std::make_unique<FakeBackend>(io); });
+        definitions = poolDefinitions();
         setUpExistingSession();
+    }
+
+    // Every pool's definition, without its live counts.
+    nlohmann::json poolDefinitions() {
+        auto listed = send(verb::get, "/pools");
+        if (!listed || listed->status != 200) return nullptr;
+        auto pools = nlohmann::json::parse(listed->body)["value"];
+        for (auto& pool : pools) {
+            pool["properties"].erase("sessions");
+            pool["properties"].erase("totals");
+        }
+        return pools;
     }
 
     // The session every case must leave alone: one execution (the fake
@@ -674,6 +729,7 @@ protected:
             }
         }
         expect(existing, "the existing session is gone");
+        expect(poolDefinitions() == definitions, "a pool was created, changed or deleted: " + poolDefinitions().dump());
         EXPECT_EQ(server.counts("default").waitingForSandbox, 0u);
 
         expect(executionsIn(sandbox) == 1, "code ran in the existing session, or its sandbox is gone");
@@ -735,7 +791,8 @@ protected:
 
     Config config;
     sessiond::testing::ServerFixture server;
-    nlohmann::json sandbox;  // the existing session's sandbox id
+    nlohmann::json sandbox;      // the existing session's sandbox id
+    nlohmann::json definitions;  // every pool's, at the start
 };
 
 class BadInputOnRoute : public BadInput, public ::testing::WithParamInterface<std::string> {};

@@ -6,8 +6,8 @@
 // the client would choke on; its output is printed.
 //
 // The clients always send a bearer token; the scripts take it from
-// SESSIOND_TEST_TOKEN (a placeholder when unset), which the fixture sets from
-// its apiKey_.
+// SESSIOND_TEST_TOKEN, an API key the daemon is configured with, so every
+// request also passes the key check as that client sends it.
 
 #include <signal.h>
 #include <spawn.h>
@@ -23,6 +23,7 @@
 
 #include <gtest/gtest.h>
 
+#include "sessiond/auth/api_keys.hpp"
 #include "support/daemon.hpp"
 #include "support/http_client.hpp"
 #include "support/leaks.hpp"
@@ -131,7 +132,13 @@ protected:
         };
         auto python = pool("default", "PythonLTS");
         python["execution"] = {{"preloadModules", {"numpy", "pandas", "matplotlib"}}};
+        apiKey_ = sessiond::newApiKey();
         nlohmann::json config = {{"listen", {{"address", "127.0.0.1"}, {"port", port_}}},
+                                 {"auth",
+                                  {{"keys",
+                                    {{{"name", "conformance"},
+                                      {"role", "SessionExecutor"},
+                                      {"sha256", sessiond::toHex(sessiond::sha256(apiKey_))}}}}}},
                                  {"cgroupName", cgroup_},
                                  {"pools", {python, pool("shell", "Shell")}}};
         daemon_ = std::make_unique<Daemon>(config);
@@ -160,7 +167,7 @@ protected:
         auto deadline = std::chrono::steady_clock::now() + limit;
         while (std::chrono::steady_clock::now() < deadline) {
             try {
-                auto r = HttpClient(port_).get("/pools/" + name);
+                auto r = HttpClient(port_).withKey(apiKey_).get("/pools/" + name);
                 if (r.status == 200 && r.json()["properties"]["sessions"]["unallocated"].get<int>() >= 1) return true;
             } catch (const std::exception&) {
             }
@@ -198,8 +205,7 @@ protected:
 
     std::uint16_t port_ = 0;
     std::string cgroup_, clientTmp_;
-    // Empty while sessiond has no API keys; with them, SetUp puts this key in
-    // the daemon's configuration and every client sends it as its token.
+    // In the daemon's configuration; every client sends it as its token.
     std::string apiKey_;
     std::unique_ptr<Daemon> daemon_;
 };
