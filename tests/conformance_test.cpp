@@ -142,6 +142,18 @@ protected:
                                  {"cgroupName", cgroup_},
                                  {"pools", {python, pool("shell", "Shell")}}};
         daemon_ = std::make_unique<Daemon>(config);
+        if (overHttps()) {
+            // A self-signed certificate for 127.0.0.1; the client is given it
+            // (SESSIOND_TEST_CA_FILE) as a user gives it their CA.
+            certificate_ = daemon_->directory() + "/certificate.pem";
+            const std::string key = daemon_->directory() + "/key.pem";
+            const std::string command = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+                                        "-days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 -keyout " +
+                                        key + " -out " + certificate_ + " 2>/dev/null";
+            ASSERT_EQ(std::system(command.c_str()), 0) << "openssl could not make a certificate";
+            config["listen"]["tls"] = {{"certificateFile", certificate_}, {"privateKeyFile", key}};
+            daemon_->writeConfig(config);
+        }
         clientTmp_ = daemon_->directory() + "/client-tmp";
         std::filesystem::create_directory(clientTmp_);
         daemon_->start();
@@ -167,8 +179,17 @@ protected:
         auto deadline = std::chrono::steady_clock::now() + limit;
         while (std::chrono::steady_clock::now() < deadline) {
             try {
-                auto r = HttpClient(port_).withKey(apiKey_).get("/pools/" + name);
-                if (r.status == 200 && r.json()["properties"]["sessions"]["unallocated"].get<int>() >= 1) return true;
+                nlohmann::json pool;
+                if (overHttps()) {
+                    pool = nlohmann::json::parse(
+                        readCommand("curl -sf --cacert " + certificate_ + " -H 'Authorization: Bearer " + apiKey_ +
+                                    "' " + endpoint(name)),
+                        nullptr, false);
+                } else {
+                    auto r = HttpClient(port_).withKey(apiKey_).get("/pools/" + name);
+                    if (r.status == 200) pool = r.json();
+                }
+                if (pool.is_object() && pool["properties"]["sessions"]["unallocated"].get<int>() >= 1) return true;
             } catch (const std::exception&) {
             }
             std::this_thread::sleep_for(100ms);
@@ -177,7 +198,20 @@ protected:
     }
 
     std::string endpoint(const std::string& pool) const {
-        return "http://127.0.0.1:" + std::to_string(port_) + "/pools/" + pool;
+        return std::string(overHttps() ? "https" : "http") + "://127.0.0.1:" + std::to_string(port_) + "/pools/" + pool;
+    }
+
+    // Clients that accept only https:// endpoints are tested over TLS.
+    virtual bool overHttps() const { return false; }
+
+    static std::string readCommand(const std::string& command) {
+        std::string out;
+        if (FILE* pipe = ::popen(command.c_str(), "r")) {
+            char buffer[4096];
+            for (std::size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) out.append(buffer, n);
+            ::pclose(pipe);
+        }
+        return out;
     }
 
     // Runs one client script and fails the test with its output unless it exits 0.
@@ -185,7 +219,8 @@ protected:
         std::vector<std::string> env = {"SESSIOND_POOL_ENDPOINT=" + endpoint("default"),
                                         "SESSIOND_SHELL_POOL_ENDPOINT=" + endpoint("shell"),
                                         "TMPDIR=" + clientTmp_, "PYTHONDONTWRITEBYTECODE=1"};
-        if (!apiKey_.empty()) env.push_back("SESSIOND_TEST_TOKEN=" + apiKey_);
+        env.push_back("SESSIOND_TEST_TOKEN=" + apiKey_);
+        if (overHttps()) env.push_back("SESSIOND_TEST_CA_FILE=" + certificate_);
         auto run = runClient(command, env, daemon_->directory() + "/client.log");
         std::cout << run.output << "[client ran " << run.seconds << " s]" << std::endl;
         if (run.exitCode == -1) ADD_FAILURE() << "the client did not finish within " << kClientLimit.count() << " s";
@@ -204,7 +239,7 @@ protected:
     }
 
     std::uint16_t port_ = 0;
-    std::string cgroup_, clientTmp_;
+    std::string cgroup_, clientTmp_, certificate_;
     // In the daemon's configuration; every client sends it as its token.
     std::string apiKey_;
     std::unique_ptr<Daemon> daemon_;
@@ -218,7 +253,13 @@ TEST_F(Conformance, LangChainPythonSessionsBashToolAndBackend) { expectPythonCli
 
 TEST_F(Conformance, LangChainJsSessionsPythonREPLTool) { expectNodeClientWorks("langchain_js.mjs"); }
 
-TEST_F(Conformance, SemanticKernelPython) { expectPythonClientWorks("semantic_kernel_python.py"); }
+class ConformanceOverHttps : public Conformance {
+protected:
+    bool overHttps() const override { return true; }
+};
+
+// Its endpoint setting is a pydantic HttpsUrl: it takes https:// only.
+TEST_F(ConformanceOverHttps, SemanticKernelPython) { expectPythonClientWorks("semantic_kernel_python.py"); }
 
 TEST_F(Conformance, SemanticKernelDotNet) { expectPythonClientWorks("semantic_kernel_dotnet.py"); }
 

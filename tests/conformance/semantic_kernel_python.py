@@ -66,11 +66,16 @@ def _validate_endpoint(endpoint):
 
 class SessionsPythonTool:
     def __init__(self, auth_callback, pool_management_endpoint):
-        # The real field is a pydantic HttpsUrl, which refuses http:// (so the
-        # real plugin needs sessiond behind TLS); this replay talks plain HTTP.
+        # The real field is a pydantic HttpsUrl, which refuses http://, so the
+        # plugin needs sessiond's HTTPS listener.
+        if not pool_management_endpoint.startswith("https://"):
+            fail("Semantic Kernel takes only an https:// pool management endpoint", pool_management_endpoint)
         self.pool_management_endpoint = _validate_endpoint(pool_management_endpoint)
         self.auth_callback = auth_callback
-        self.http_client = AsyncClient(timeout=5)
+        # SessionsPythonTool(http_client=...) is how a user trusts their own CA
+        # (httpx ignores SSL_CERT_FILE); without it the plugin makes
+        # AsyncClient(timeout=5) and trusts the system's CAs.
+        self.http_client = AsyncClient(timeout=5, verify=os.environ["SESSIOND_TEST_CA_FILE"])
         # SessionsPythonSettings.model_dump(exclude_none, by_alias), field order kept.
         self.session_id = str(uuid.uuid4())
         self.settings = {"codeInputType": "inline", "executionType": "synchronous", "code": None, "timeoutInSeconds": 100}
