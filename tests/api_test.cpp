@@ -5,6 +5,7 @@
 
 #include "support/fake_backend.hpp"
 #include "support/http_client.hpp"
+#include "support/raw_http.hpp"
 #include "support/server_fixture.hpp"
 
 using namespace sessiond;
@@ -247,6 +248,15 @@ TEST_F(ApiTest, AsynchronousExecutionsArePolled) {
     EXPECT_EQ(polled.json()["executionType"], "Asynchronous");
     EXPECT_EQ(polled.json()["result"]["stdout"], "6*7");
 
+    // An identifier with characters that mean something in a URL is encoded.
+    auto odd = client.post("/pools/default/executions?identifier=a%23b%26c%25d%24&api-version=2024-10-02-preview",
+                           R"({"executionType":"Asynchronous","code":"odd"})");
+    ASSERT_EQ(odd.status, 202) << odd.body;
+    EXPECT_EQ(odd.header("Operation-Location"), "/pools/default/executions/" + odd.header("operation-id") +
+                                                    "?identifier=a%23b%26c%25d%24&api-version=2024-10-02-preview");
+    ASSERT_TRUE(server.waitFor([&] { return client.get(odd.header("Operation-Location")).json()["status"] == "Succeeded"; }, 5s));
+    EXPECT_EQ(client.get(odd.header("Operation-Location")).json()["identifier"], "a#b&c%d$");
+
     // Synchronous ones can be read back too; others' ids and identifiers cannot.
     auto sync = client.post("/pools/default/executions" + q, R"({"code":"1"})");
     EXPECT_EQ(client.get("/pools/default/executions/" + sync.header("operation-id") + q).json()["status"], "Succeeded");
@@ -254,4 +264,18 @@ TEST_F(ApiTest, AsynchronousExecutionsArePolled) {
     expectError(client.get("/pools/default/executions/nope" + q), 404, "ExecutionNotFound");
     expectError(client.post("/pools/default/code/execute" + q, R"({"executionType":"Asynchronous","code":"1"})"), 400,
                 "SessionRequestNotSupported");
+}
+
+TEST_F(ApiTest, AHeadAnswerHasNoBodySoTheConnectionGoesOn) {
+    sessiond::testing::RawConnection connection(server.port());
+    ASSERT_TRUE(connection.send("HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
+    auto head = connection.readResponse(2s, false);
+    ASSERT_TRUE(head);
+    EXPECT_EQ(head->status, 405);
+    EXPECT_NE(head->head.find("Allow: GET"), std::string::npos) << head->head;
+    ASSERT_TRUE(connection.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
+    auto next = connection.readResponse(2s);
+    ASSERT_TRUE(next);
+    EXPECT_EQ(next->status, 200) << next->head;
+    EXPECT_EQ(nlohmann::json::parse(next->body)["status"], "ok");
 }

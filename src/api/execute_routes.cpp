@@ -141,8 +141,9 @@ void execute(PoolManager& pools, std::shared_ptr<ExecutionStore> store, Request&
                                   {"executionType", "Asynchronous"},
                                   {"status", "Running"}};
         store->put(poolName, *identifier, id, running);
-        std::string location = "/pools/" + poolName + "/executions/" + id + "?identifier=" + *identifier;
-        if (const std::string* version = request.queryValue("api-version")) location += "&api-version=" + *version;
+        std::string location = "/pools/" + poolName + "/executions/" + id + "?identifier=" + http::percentEncode(*identifier);
+        if (const std::string* version = request.queryValue("api-version"))
+            location += "&api-version=" + http::percentEncode(*version);
         auto accepted = jsonResponse(status::accepted, running);
         accepted.set("operation-id", id);
         accepted.set("Operation-Location", location);

@@ -94,7 +94,8 @@ void listSessions(PoolManager& pools, Request& request, Responder respond, const
     nlohmann::json next = nullptr;
     if (skip + kPageSize < all.size()) {
         next = "/pools/" + pool->config().name + "/" + route + "?skip=" + std::to_string(skip + kPageSize);
-        if (const std::string* version = request.queryValue("api-version")) next = next.get<std::string>() + "&api-version=" + *version;
+        if (const std::string* version = request.queryValue("api-version"))
+            next = next.get<std::string>() + "&api-version=" + http::percentEncode(*version);
     }
     respond(jsonResponse(status::ok, {{"value", page}, {"sessions", page}, {"count", all.size()}, {"nextLink", next}}));
 }

@@ -1,5 +1,7 @@
 #include "sessiond/http/router.hpp"
 
+#include <cctype>
+
 namespace sessiond::http {
 
 namespace {
@@ -25,6 +27,21 @@ std::string percentDecode(std::string_view text, bool plusIsSpace) {
             }
         }
         out.push_back(plusIsSpace && c == '+' ? ' ' : c);
+    }
+    return out;
+}
+
+std::string percentEncode(std::string_view text) {
+    static constexpr char kDigits[] = "0123456789ABCDEF";
+    std::string out;
+    for (unsigned char c : text) {
+        if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+            out.push_back(static_cast<char>(c));
+        } else {
+            out.push_back('%');
+            out.push_back(kDigits[c >> 4]);
+            out.push_back(kDigits[c & 15]);
+        }
     }
     return out;
 }

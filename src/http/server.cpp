@@ -291,6 +291,13 @@ private:
 
     void respond(const Request& request, Response response) {
         logAnswer(request, response.result_int());
+        if (request.message.method() == beast_http::verb::head) {
+            // The header of the answer, without its body (RFC 9110 9.3.2): the
+            // client reads none, and would take one for the next answer.
+            const auto length = response.body().size();
+            response.body().clear();
+            response.content_length(length);
+        }
         response.version(version_);
         response.set(beast_http::field::server, "sessiond");
         response.keep_alive(keepAlive_ && !server_->stopping);

@@ -83,7 +83,9 @@ public:
 
     // One response: its head, then a Content-Length body (interim 1xx
     // responses have none).
-    std::optional<Response> readResponse(std::chrono::milliseconds timeout) {
+    // `withBody` false: the answer to a HEAD request, whose Content-Length
+    // describes a body that is not sent.
+    std::optional<Response> readResponse(std::chrono::milliseconds timeout, bool withBody = true) {
         auto head = readUntil("\r\n\r\n", timeout);
         if (!head || head->size() < 12 || head->compare(0, 5, "HTTP/") != 0) return std::nullopt;
         Response response;
@@ -93,7 +95,7 @@ public:
         std::string lower = *head;
         for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
         std::size_t at = lower.find("\r\ncontent-length:");
-        if (at != std::string::npos) length = std::stoul(lower.substr(at + 17));
+        if (at != std::string::npos && withBody) length = std::stoul(lower.substr(at + 17));
         auto body = readExactly(length, timeout);
         if (!body) return std::nullopt;
         response.body = *body;

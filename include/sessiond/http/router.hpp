@@ -60,5 +60,8 @@ private:
 // Splits "/a//b/c" into {"a","b","c"}; segments are percent-decoded.
 std::vector<std::string> splitPath(const std::string& path);
 std::string percentDecode(std::string_view text, bool plusIsSpace);
+// Every byte but RFC 3986's unreserved characters as %XX: safe as a query
+// value or a path segment.
+std::string percentEncode(std::string_view text);
 
 }  // namespace sessiond::http
