@@ -135,6 +135,9 @@ struct Config {
 };
 
 Config parseConfig(const nlohmann::json& document);
+// A JSON file's document; throws ConfigError naming the file (`what` says
+// which file it is meant to be) if it cannot be read or parsed.
+nlohmann::json readJsonFile(const std::filesystem::path& file, const std::string& what);
 
 // API key entries: a JSON array of {"name","role","sha256","pools"}, from the
 // configuration's auth.keys or a key file; `path` prefixes errors.

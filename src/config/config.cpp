@@ -277,15 +277,18 @@ std::vector<ApiKeyEntry> parseApiKeys(const json& keys, const std::string& path)
     return out;
 }
 
-std::vector<ApiKeyEntry> loadKeyFile(const std::filesystem::path& file) {
+json readJsonFile(const std::filesystem::path& file, const std::string& what) {
     std::ifstream in(file);
-    if (!in) throw ConfigError(file.string(), "cannot open the key file");
-    json document;
+    if (!in) throw ConfigError(file.string(), "cannot open the " + what);
     try {
-        document = json::parse(in);
+        return json::parse(in);
     } catch (const json::parse_error& e) {
         throw ConfigError(file.string(), std::string("not valid JSON: ") + e.what());
     }
+}
+
+std::vector<ApiKeyEntry> loadKeyFile(const std::filesystem::path& file) {
+    const json document = readJsonFile(file, "key file");
     Fields top(document, file.string());
     const json* keys = top.get("keys");
     return keys ? parseApiKeys(*keys, file.string() + ": keys") : std::vector<ApiKeyEntry>{};
@@ -378,16 +381,6 @@ Config parseConfig(const json& document) {
     return config;
 }
 
-Config loadConfig(const std::filesystem::path& file) {
-    std::ifstream in(file);
-    if (!in) throw ConfigError(file.string(), "cannot open the configuration file");
-    json document;
-    try {
-        document = json::parse(in);
-    } catch (const json::parse_error& e) {
-        throw ConfigError(file.string(), std::string("not valid JSON: ") + e.what());
-    }
-    return parseConfig(document);
-}
+Config loadConfig(const std::filesystem::path& file) { return parseConfig(readJsonFile(file, "configuration file")); }
 
 }  // namespace sessiond

@@ -5,7 +5,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <stdexcept>
 
 #include "sessiond/unique_fd.hpp"
@@ -56,17 +55,8 @@ void replaceFile(const std::filesystem::path& file, const std::string& text) {
 }  // namespace
 
 PoolStore::PoolStore(std::filesystem::path file) : file_(std::move(file)) {
-    std::ifstream in(file_);
-    if (!in) {
-        if (std::filesystem::exists(file_)) throw ConfigError(file_.string(), "cannot read the pool state file");
-        return;
-    }
-    nlohmann::json document;
-    try {
-        document = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::parse_error& e) {
-        throw ConfigError(file_.string(), std::string("not valid JSON: ") + e.what());
-    }
+    if (!std::filesystem::exists(file_)) return;  // nothing changed through the API yet
+    const nlohmann::json document = readJsonFile(file_, "pool state file");
     const std::string where = file_.string() + ": ";
     if (!document.is_object()) throw ConfigError(where + "(top level)", "must be an object");
     const auto pools = document.value("pools", nlohmann::json::array());
