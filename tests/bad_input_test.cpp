@@ -508,6 +508,7 @@ std::map<std::string, Cases> badInputByRoute() {
     return {
         {"GET /healthz", {wrongMethod("/healthz")}},
         {"GET /pools", {wrongMethod("/pools")}},
+        {"GET /metrics", {wrongMethod("/metrics")}},
         {"GET /pools/{pool}", unknownPool(poolStatus) + Cases{wrongMethod("/pools/default")}},
         {"PUT /pools/{pool}", poolDefinitionCases()},
         {"DELETE /pools/{pool}", Cases{BadRequest{.what = "an unknown pool", .method = verb::delete_,
@@ -607,9 +608,10 @@ std::string headerValue(const std::string& head, const std::string& name) {
 // What Router::routes() serves, as the table's keys spell them.
 std::vector<std::string> servedRoutes() {
     boost::asio::io_context io;
-    PoolManager pools(io, {}, {});
+    metrics::Registry registry;
+    PoolManager pools(io, {}, {}, registry);
     http::Router router;
-    api::addRoutes(router, pools, HttpConfig{});
+    api::addRoutes(router, pools, HttpConfig{}, registry);
     std::vector<std::string> served;
     for (const auto& [method, pattern] : router.routes()) served.push_back(verbName(method) + " " + pattern);
     return served;

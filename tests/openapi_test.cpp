@@ -50,9 +50,10 @@ TEST(OpenApi, DocumentsExactlyTheServedRoutes) {
         }
 
     boost::asio::io_context io;
-    PoolManager pools(io, {}, {});
+    metrics::Registry registry;
+    PoolManager pools(io, {}, {}, registry);
     http::Router router;
-    api::addRoutes(router, pools, HttpConfig{});
+    api::addRoutes(router, pools, HttpConfig{}, registry);
     std::set<std::string> served;
     for (const auto& [verb, pattern] : router.routes())
         for (const auto& form : documentedFormsOf(lower(std::string(boost::beast::http::to_string(verb))), pattern))

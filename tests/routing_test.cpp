@@ -56,6 +56,27 @@ TEST(Router, MatchesParamsAndReportsAllowedMethods) {
     EXPECT_EQ(router.match(request).handler, nullptr);
 }
 
+// The pattern, never the path: metrics label answers by it.
+TEST(Router, MatchReportsTheRoutePattern) {
+    http::Router router;
+    router.add(beast_http::verb::post, "/pools/{pool}/code/execute", [](http::Request&, http::Responder) {});
+    router.add(beast_http::verb::get, "/pools/{pool}/files/content/{path*}", [](http::Request&, http::Responder) {});
+
+    http::Request request;
+    request.message.method(beast_http::verb::post);
+    request.path = "//pools/default/code/execute";
+    EXPECT_EQ(router.match(request).pattern, "/pools/{pool}/code/execute");
+
+    request.message.method(beast_http::verb::get);
+    EXPECT_EQ(router.match(request).pattern, "/pools/{pool}/code/execute") << "a 405 names the path's route";
+
+    request.path = "/pools/default/files/content/a/b.txt";
+    EXPECT_EQ(router.match(request).pattern, "/pools/{pool}/files/content/{path*}");
+
+    request.path = "/pools/default/nothing";
+    EXPECT_EQ(router.match(request).pattern, "");
+}
+
 TEST(Router, MatchCarriesTheRouteOptions) {
     http::Router router;
     router.add(beast_http::verb::post, "/pools/{pool}/files/upload", [](http::Request&, http::Responder) {},

@@ -2,6 +2,7 @@
 // The route families addRoutes() registers, one file each.
 
 #include "sessiond/http/router.hpp"
+#include "sessiond/metrics/metrics.hpp"
 #include "sessiond/pool/pool.hpp"
 
 namespace sessiond::api {
@@ -18,5 +19,9 @@ void addSessionRoutes(http::Router& router, PoolManager& pools);
 // The session's files: upload, list, download, metadata, delete, in the
 // 2024-02-02-preview and 2024-10-02-preview shapes.
 void addFileRoutes(http::Router& router, PoolManager& pools, std::size_t maxUploadBytes);
+
+// GET /metrics: `registry` in the Prometheus text format, with the build's
+// version and the process's start time.
+void addMetricsRoute(http::Router& router, metrics::Registry& registry);
 
 }  // namespace sessiond::api

@@ -26,7 +26,7 @@ void metadata(PoolManager& pools, Request& request, Responder respond) {
 
 }  // namespace
 
-void addRoutes(http::Router& router, PoolManager& pools, const HttpConfig& http) {
+void addRoutes(http::Router& router, PoolManager& pools, const HttpConfig& http, metrics::Registry& registry) {
     router.add(
         beast_http::verb::get, "/healthz",
         [](Request&, Responder respond) { respond(jsonResponse(status::ok, {{"status", "ok"}})); },
@@ -40,6 +40,7 @@ void addRoutes(http::Router& router, PoolManager& pools, const HttpConfig& http)
     addExecuteRoutes(router, pools);
     addFileRoutes(router, pools, http.maxUploadBytes);
     addSessionRoutes(router, pools);
+    addMetricsRoute(router, registry);
 }
 
 }  // namespace sessiond::api

@@ -197,22 +197,24 @@ int main(int argc, char** argv) {
     }
     if (!store) spdlog::info("no stateDirectory is configured: pools changed through the API last until sessiond stops");
 
+    sessiond::metrics::Registry metrics;
     std::optional<sessiond::PoolManager> pools;
     try {
-        pools.emplace(io, poolConfigs, backendFor, store ? &*store : nullptr);
+        pools.emplace(io, poolConfigs, backendFor, metrics, store ? &*store : nullptr);
     } catch (const std::exception& e) {
         spdlog::critical("cannot start the sandbox backends: {}", e.what());
         return 1;
     }
 
     sessiond::http::Router router;
-    sessiond::api::addRoutes(router, *pools, config.http);
+    sessiond::api::addRoutes(router, *pools, config.http, metrics);
     sessiond::api::Authorizer authorizer(std::move(keys));
     sessiond::http::HttpServer server(io, config.http, router,
                                       [&authorizer](const sessiond::http::Request& request,
                                                     const sessiond::http::RouteOptions& route) {
                                           return authorizer.admit(request, route);
-                                      });
+                                      },
+                                      sessiond::api::recordAnswers(metrics));
     try {
         server.listen(config.listen.address, config.listen.port, config.listen.tls);
     } catch (const std::exception& e) {

@@ -59,7 +59,7 @@ std::vector<std::string> splitPath(const std::string& path) {
 }
 
 void Router::add(beast_http::verb method, const std::string& pattern, Handler handler, RouteOptions options) {
-    Route route{method, {}, std::move(handler), options};
+    Route route{method, {}, {}, std::move(handler), options};
     std::size_t start = 0;
     while (start <= pattern.size()) {
         std::size_t end = pattern.find('/', start);
@@ -67,16 +67,14 @@ void Router::add(beast_http::verb method, const std::string& pattern, Handler ha
         if (end > start) route.segments.push_back(pattern.substr(start, end - start));
         start = end + 1;
     }
+    for (const auto& segment : route.segments) route.pattern += "/" + segment;
+    if (route.pattern.empty()) route.pattern = "/";
     routes_.push_back(std::move(route));
 }
 
 std::vector<std::pair<beast_http::verb, std::string>> Router::routes() const {
     std::vector<std::pair<beast_http::verb, std::string>> out;
-    for (const auto& route : routes_) {
-        std::string pattern;
-        for (const auto& segment : route.segments) pattern += "/" + segment;
-        out.emplace_back(route.method, pattern.empty() ? "/" : pattern);
-    }
+    for (const auto& route : routes_) out.emplace_back(route.method, route.pattern);
     return out;
 }
 
@@ -114,10 +112,12 @@ Router::Match Router::match(Request& request) const {
             if (matches(route, segments, &request.params)) {
                 result.handler = &route.handler;
                 result.options = route.options;
+                result.pattern = route.pattern;
                 result.allowedMethods.clear();
                 return result;
             }
         } else if (matches(route, segments, nullptr)) {
+            if (result.pattern.empty()) result.pattern = route.pattern;
             std::string name(beast_http::to_string(route.method));
             if (result.allowedMethods.find(name) == std::string::npos)
                 result.allowedMethods += (result.allowedMethods.empty() ? "" : ", ") + name;

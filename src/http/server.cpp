@@ -37,6 +37,7 @@ struct HttpServer::State {
     HttpConfig config;
     const Router& router;
     Admission admission;
+    AnswerObserver observer;
     std::optional<ssl::context> tls;  // set: the listener speaks HTTPS only
     tcp::acceptor acceptor;
     std::set<ConnectionBase*> connections;
@@ -44,8 +45,14 @@ struct HttpServer::State {
     std::function<void()> onDrained;
     std::optional<asio::steady_timer> drainDeadline;
 
-    State(asio::io_context& io, const HttpConfig& config, const Router& router, Admission admission)
-        : io(io), config(config), router(router), admission(std::move(admission)), acceptor(io) {}
+    State(asio::io_context& io, const HttpConfig& config, const Router& router, Admission admission,
+          AnswerObserver observer)
+        : io(io),
+          config(config),
+          router(router),
+          admission(std::move(admission)),
+          observer(std::move(observer)),
+          acceptor(io) {}
 
     void connectionClosed(ConnectionBase* connection);
     void maybeDrained();
@@ -169,6 +176,7 @@ private:
         request_->message.base() = header.base();
         parseTarget(header.target(), *request_);
         match_ = server_->router.match(*request_);
+        routePattern_ = match_.pattern;
         // Unknown routes and wrong methods get the defaults: they read their
         // body with the default limit and are answered 404/405 after it.
         RouteOptions route = match_.handler ? match_.options : RouteOptions{};
@@ -284,9 +292,11 @@ private:
     // Method, target, status, time and peer: never a header, since the
     // Authorization header carries API keys and logs are read by many.
     void logAnswer(const Request& request, unsigned status) const {
-        auto elapsed = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started_);
+        const auto elapsed = std::chrono::steady_clock::now() - started_;
         spdlog::debug("http {} {} {} {}us from {}", std::string(request.message.method_string()),
-                      std::string(request.message.target()), status, elapsed.count(), remote_);
+                      std::string(request.message.target()), status,
+                      std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count(), remote_);
+        if (server_->observer) server_->observer(request, routePattern_, status, elapsed);
     }
 
     void respond(const Request& request, Response response) {
@@ -375,6 +385,7 @@ private:
     std::optional<beast_http::request_parser<beast_http::string_body>> parser_;
     std::shared_ptr<Request> request_;  // between header and body
     Router::Match match_;
+    std::string routePattern_;  // the current request's, for the observer
     BodyLimit bodyLimitKind_ = BodyLimit::Default;
     std::uint64_t bodyLimit_ = 0;
     std::shared_ptr<HttpServer::State> server_;
@@ -471,8 +482,9 @@ std::uint64_t resolveBodyLimit(BodyLimit limit, const HttpConfig& config) {
     return config.maxBodyBytes;
 }
 
-HttpServer::HttpServer(asio::io_context& io, const HttpConfig& config, const Router& router, Admission admission)
-    : state_(std::make_shared<State>(io, config, router, std::move(admission))) {}
+HttpServer::HttpServer(asio::io_context& io, const HttpConfig& config, const Router& router, Admission admission,
+                       AnswerObserver observer)
+    : state_(std::make_shared<State>(io, config, router, std::move(admission), std::move(observer))) {}
 
 HttpServer::~HttpServer() {
     boost::system::error_code ec;

@@ -1,6 +1,7 @@
 #include "sessiond/pool/pool.hpp"
 
 #include <algorithm>
+#include <iterator>
 #include <stdexcept>
 
 #include <spdlog/spdlog.h>
@@ -15,10 +16,64 @@ std::chrono::milliseconds reaperTick(std::chrono::seconds cooldown) {
     auto quarter = std::chrono::duration_cast<std::chrono::milliseconds>(cooldown) / 4;
     return std::clamp(quarter, std::chrono::milliseconds(100), std::chrono::milliseconds(1000));
 }
+
+// The labels of Pool::DestroyReason, in its order.
+const char* const kDestroyReasons[] = {"cooldown", "deleted", "sandbox_exit", "pool_deleted", "reconfigured", "shutdown"};
 }  // namespace
 
+Pool::Instruments::Instruments(metrics::Registry& registry, const std::string& pool)
+    : allocations(registry.counter("sessiond_allocations_total", "Sandboxes bound to a new session identifier.",
+                                   {{"pool", pool}})),
+      startFailures(registry.counter("sessiond_sandbox_start_failures_total",
+                                     "Sandbox starts that failed or timed out.", {{"pool", pool}})),
+      sandboxExits(registry.counter("sessiond_sandbox_exits_total", "Sandboxes that ended without being asked to.",
+                                    {{"pool", pool}})),
+      capacityRefusals(registry.counter("sessiond_capacity_refusals_total",
+                                        "New sessions refused because maxConcurrentSessions were allocated.",
+                                        {{"pool", pool}})),
+      allocationSeconds(registry.histogram(
+          "sessiond_allocation_seconds",
+          "From a new session's first request until its work starts on a sandbox.", {{"pool", pool}})),
+      executionSeconds(registry.histogram("sessiond_execution_seconds",
+                                          "Code executions, from the request to the pool until its answer.",
+                                          {{"pool", pool}})),
+      sandboxStartSeconds(registry.histogram("sessiond_sandbox_start_seconds",
+                                             "Sandbox starts, from Pending until Unallocated (ready).",
+                                             {{"pool", pool}})) {
+    static_assert(std::size(kDestroyReasons) == static_cast<std::size_t>(DestroyReason::Count));
+    for (const char* reason : kDestroyReasons)
+        destroyed.push_back(&registry.counter("sessiond_sessions_destroyed_total",
+                                              "Sandboxes destroyed, ready ones included, by reason.",
+                                              {{"pool", pool}, {"reason", reason}}));
+}
+
+Pool::Pool(boost::asio::io_context& io, PoolConfig config, SandboxBackend& backend, metrics::Registry& registry)
+    : Pool(io, std::move(config), backend, nullptr, &registry) {}
+
 Pool::Pool(boost::asio::io_context& io, PoolConfig config, SandboxBackend& backend)
-    : io_(io), config_(std::move(config)), backend_(backend), drainTimer_(io), retryTimer_(io), reaperTimer_(io) {}
+    : Pool(io, std::move(config), backend, std::make_unique<metrics::Registry>(), nullptr) {}
+
+Pool::Pool(boost::asio::io_context& io, PoolConfig config, SandboxBackend& backend,
+           std::unique_ptr<metrics::Registry> ownRegistry, metrics::Registry* registry)
+    : io_(io),
+      config_(std::move(config)),
+      backend_(backend),
+      ownRegistry_(std::move(ownRegistry)),
+      metrics_(registry ? *registry : *ownRegistry_, config_.name),
+      drainTimer_(io),
+      retryTimer_(io),
+      reaperTimer_(io) {
+    metrics::Registry& target = registry ? *registry : *ownRegistry_;
+    auto state = [&](const char* name, std::size_t PoolCounts::*field) {
+        metrics_.gauges.push_back(target.gauge("sessiond_sessions", "Sandboxes and sessions now, by state.",
+                                               {{"pool", config_.name}, {"state", name}},
+                                               [this, field] { return static_cast<double>(counts().*field); }));
+    };
+    state("pending", &PoolCounts::pending);
+    state("unallocated", &PoolCounts::unallocated);
+    state("allocated", &PoolCounts::allocated);
+    state("waiting_for_sandbox", &PoolCounts::waitingForSandbox);
+}
 
 Pool::~Pool() {
     *alive_ = false;
@@ -33,8 +88,12 @@ void Pool::start() {
     scheduleReaper();
 }
 
-void Pool::execute(const std::string& identifier, ExecuteRequest request, ExecuteHandler onDone) {
+void Pool::execute(const std::string& identifier, ExecuteRequest request, ExecuteHandler answer) {
     auto alive = std::weak_ptr<bool>(alive_);
+    auto onDone = [this, alive, answer = std::move(answer), started = Clock::now()](PoolExecuteOutcome outcome) {
+        if (!alive.expired()) metrics_.executionSeconds.observe(Clock::now() - started);
+        answer(std::move(outcome));
+    };
     auto run = [this, alive, request = std::move(request), onDone](Sandbox& sandbox, std::function<void()> finished) {
         sandbox.execute(request, [this, alive, onDone, finished](Outcome<ExecuteResult> outcome) {
             finished();
@@ -67,11 +126,13 @@ void Pool::withSession(const std::string& identifier, SessionWork work) {
         session.waiting.push_back(std::move(work));
         return;
     }
-    if (sessions_.size() >= config_.maxConcurrentSessions)
+    if (sessions_.size() >= config_.maxConcurrentSessions) {
+        metrics_.capacityRefusals.inc();
         return work.fail(PoolError::CapacityExceeded,
                          "The session pool '" + config_.name + "' has reached its maximum of " +
                              std::to_string(config_.maxConcurrentSessions) +
                              " concurrent sessions; no more sessions are being allocated.");
+    }
 
     Session& session = sessions_[identifier];
     session.identifier = identifier;
@@ -120,7 +181,7 @@ std::vector<SessionInfo> Pool::sessions() const {
 
 bool Pool::deleteSession(const std::string& identifier) {
     if (!sessions_.count(identifier)) return false;
-    destroySession(identifier, "deleted by request");
+    destroySession(identifier, "deleted by request", DestroyReason::Deleted);
     return true;
 }
 
@@ -143,6 +204,8 @@ void Pool::metadata(MetadataHandler onDone) {
 
 void Pool::bind(Session& session, std::unique_ptr<Member> member) {
     ++totals_.allocations;
+    metrics_.allocations.inc();
+    metrics_.allocationSeconds.observe(Clock::now() - session.createdAt);
     spdlog::info("pool {}: session {} allocated sandbox {} (Unallocated -> Allocated)", config_.name,
                  session.identifier, member->sandboxId);
     session.member = std::move(member);
@@ -163,7 +226,7 @@ void Pool::run(Session& session, SessionWork work) {
             --it->second.inFlight;
             it->second.lastActivity = Clock::now();
             if (draining_ && it->second.inFlight == 0) {
-                destroySession(identifier, "its pool is being deleted");
+                destroySession(identifier, "its pool is being deleted", DestroyReason::PoolDeleted);
                 finishDrainIfDone();
             }
         }
@@ -221,6 +284,7 @@ void Pool::onMemberStarted(std::uint64_t serial, const std::string& error) {
 
     if (!error.empty()) {
         ++totals_.startFailures;
+        metrics_.startFailures.inc();
         ++consecutiveFailures_;
         auto backoff = std::min<std::chrono::milliseconds>(kMaxBackoff, kFirstBackoff * (1u << std::min(consecutiveFailures_ - 1, 10u)));
         spdlog::error("pool {}: sandbox {} failed to start after {} ms: {} (failure {} in a row; retrying in {} ms)",
@@ -248,6 +312,7 @@ void Pool::onMemberStarted(std::uint64_t serial, const std::string& error) {
     }
 
     consecutiveFailures_ = 0;
+    metrics_.sandboxStartSeconds.observe(Clock::now() - member->startedAt);
     spdlog::info("pool {}: sandbox {} ready in {} ms (Pending -> Unallocated)", config_.name, member->sandboxId,
                  elapsed.count());
     while (!waitingOrder_.empty()) {
@@ -265,6 +330,7 @@ void Pool::onMemberStarted(std::uint64_t serial, const std::string& error) {
 
 void Pool::onMemberExited(std::uint64_t serial, const std::string& reason) {
     ++totals_.sandboxExits;
+    metrics_.sandboxExits.inc();
     for (auto it = ready_.begin(); it != ready_.end(); ++it) {
         if ((*it)->serial == serial) {
             spdlog::warn("pool {}: ready sandbox {} ended unexpectedly: {}", config_.name, (*it)->sandboxId, reason);
@@ -272,6 +338,7 @@ void Pool::onMemberExited(std::uint64_t serial, const std::string& reason) {
             ready_.erase(it);
             retire(std::move(member));
             ++totals_.destroyed;
+            countDestroyed(DestroyReason::SandboxExit);
             return refill();
         }
     }
@@ -279,21 +346,26 @@ void Pool::onMemberExited(std::uint64_t serial, const std::string& reason) {
         if (session.member && session.member->serial == serial) {
             spdlog::warn("pool {}: sandbox {} of session {} ended unexpectedly: {}", config_.name,
                          session.member->sandboxId, identifier, reason);
-            return destroySession(std::string(identifier), "its sandbox ended: " + reason);
+            return destroySession(std::string(identifier), "its sandbox ended: " + reason, DestroyReason::SandboxExit);
         }
     }
 }
 
-void Pool::destroySession(const std::string& identifier, const std::string& why) {
+void Pool::destroySession(const std::string& identifier, const std::string& why, DestroyReason reason) {
     auto it = sessions_.find(identifier);
     if (it == sessions_.end()) return;
     Session session = std::move(it->second);
     sessions_.erase(it);
     ++totals_.destroyed;
+    countDestroyed(reason);
     spdlog::info("pool {}: session {} destroyed (Allocated -> Destroyed): {}", config_.name, identifier, why);
     if (session.member) retire(std::move(session.member));
     for (auto& work : session.waiting) work.fail(PoolError::SandboxUnavailable, "The session was destroyed: " + why);
     refill();
+}
+
+void Pool::countDestroyed(DestroyReason reason, std::uint64_t sandboxes) {
+    metrics_.destroyed[static_cast<std::size_t>(reason)]->inc(sandboxes);
 }
 
 void Pool::retire(std::unique_ptr<Member> member) {
@@ -318,7 +390,8 @@ void Pool::reap() {
         if (session.member && session.inFlight == 0 && now - session.lastActivity >= config_.cooldownPeriod)
             idle.push_back(identifier);
     for (const auto& identifier : idle)
-        destroySession(identifier, "idle for " + std::to_string(config_.cooldownPeriod.count()) + " s (cooldown)");
+        destroySession(identifier, "idle for " + std::to_string(config_.cooldownPeriod.count()) + " s (cooldown)",
+                       DestroyReason::Cooldown);
 }
 
 std::size_t Pool::sessionsWaitingForSandbox() const {
@@ -385,6 +458,7 @@ void Pool::reconfigure(PoolConfig config) {
                  config_.readySessionInstances, config_.maxConcurrentSessions, config_.cooldownPeriod.count(),
                  templateChanged ? "; new sandbox template, ready sandboxes replaced" : "");
     if (replaced) totals_.destroyed += replaced;
+    countDestroyed(DestroyReason::Reconfigured, replaced);
     // A waiting session whose sandbox was starting from the old template
     // gets one from the new template.
     refill();
@@ -397,13 +471,15 @@ void Pool::drain(std::chrono::seconds deadline, std::function<void()> onDrained)
     retryTimer_.cancel();
     spdlog::info("pool {}: deleting: no new sessions; {} sessions end when their running requests do", config_.name,
                  sessions_.size());
+    countDestroyed(DestroyReason::PoolDeleted, pending_.size() + ready_.size());
     pending_.clear();
     ready_.clear();
     waitingOrder_.clear();
     std::vector<std::string> idle;
     for (auto& [identifier, session] : sessions_)
         if (!session.member || session.inFlight == 0) idle.push_back(identifier);
-    for (const auto& identifier : idle) destroySession(identifier, "its pool is being deleted");
+    for (const auto& identifier : idle)
+        destroySession(identifier, "its pool is being deleted", DestroyReason::PoolDeleted);
     drainTimer_.expires_after(deadline);
     drainTimer_.async_wait([this, alive = std::weak_ptr<bool>(alive_)](boost::system::error_code ec) {
         if (ec || alive.expired() || !onDrained_) return;
@@ -430,6 +506,8 @@ void Pool::shutdown() {
     reaperTimer_.cancel();
     drainTimer_.cancel();
     std::size_t count = pending_.size() + ready_.size() + sessions_.size();
+    // Past a deletion's deadline the pool is shut down too.
+    countDestroyed(draining_ ? DestroyReason::PoolDeleted : DestroyReason::Shutdown, count);
     // Destroy synchronously: after shutdown() returns no sandbox of this pool exists.
     pending_.clear();
     ready_.clear();
@@ -444,9 +522,10 @@ void Pool::shutdown() {
 }
 
 PoolManager::PoolManager(boost::asio::io_context& io, const std::vector<PoolConfig>& pools, BackendProvider backends,
-                         PoolStore* store)
-    : io_(io), backends_(std::move(backends)), store_(store) {
-    for (const auto& config : pools) pools_[config.name] = std::make_unique<Pool>(io, config, backends_(config.backend));
+                         metrics::Registry& registry, PoolStore* store)
+    : io_(io), backends_(std::move(backends)), registry_(registry), store_(store) {
+    for (const auto& config : pools)
+        pools_[config.name] = std::make_unique<Pool>(io, config, backends_(config.backend), registry_);
 }
 
 void PoolManager::start() {
@@ -495,7 +574,7 @@ bool PoolManager::apply(const PoolConfig& config) {
         throw ConfigError("properties.backend", "the " + config.backend + " backend is not available: " + e.what());
     }
     if (store_) store_->saveDefinition(config);
-    auto& pool = pools_[config.name] = std::make_unique<Pool>(io_, config, *backend);
+    auto& pool = pools_[config.name] = std::make_unique<Pool>(io_, config, *backend, registry_);
     spdlog::info("pool {}: created through the API", config.name);
     if (started_) pool->start();
     return true;

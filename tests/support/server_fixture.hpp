@@ -26,9 +26,10 @@ public:
         backend_ = makeBackend(io_);
         // The test's one backend serves every pool, whatever backend it names.
         pools_ = std::make_unique<PoolManager>(
-            io_, config_.pools, [this](const std::string&) -> SandboxBackend& { return *backend_; }, store_);
-        api::addRoutes(router_, *pools_, config.http);
-        server_ = std::make_unique<http::HttpServer>(io_, config_.http, router_);
+            io_, config_.pools, [this](const std::string&) -> SandboxBackend& { return *backend_; }, metrics_, store_);
+        api::addRoutes(router_, *pools_, config.http, metrics_);
+        server_ = std::make_unique<http::HttpServer>(io_, config_.http, router_, http::Admission{},
+                                                     api::recordAnswers(metrics_));
         server_->listen("127.0.0.1", 0);
         port_ = server_->port();
         pools_->start();
@@ -92,6 +93,7 @@ private:
     Config config_;
     std::unique_ptr<SandboxBackend> backend_;
     PoolStore* store_ = nullptr;
+    metrics::Registry metrics_;  // before the pools and the server, which use it
     std::unique_ptr<PoolManager> pools_;
     http::Router router_;
     std::unique_ptr<http::HttpServer> server_;

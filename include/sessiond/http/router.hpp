@@ -37,6 +37,10 @@ public:
         const Handler* handler = nullptr;  // null: see allowedMethods
         std::string allowedMethods;         // non-empty when the path exists with other methods
         RouteOptions options;               // the matched route's; defaults when none matched
+        // The matched route's pattern as added ("/pools/{pool}/code/execute");
+        // for a path served with other methods, the first such route's; empty
+        // when no route has the path.
+        std::string pattern;
     };
     // Fills request.params on success.
     Match match(Request& request) const;
@@ -48,6 +52,7 @@ public:
 private:
     struct Route {
         beast_http::verb method;
+        std::string pattern;  // normalised: "/" and the segments
         std::vector<std::string> segments;
         Handler handler;
         RouteOptions options;

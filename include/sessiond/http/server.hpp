@@ -4,11 +4,13 @@
 // async handlers. It knows nothing of pools or sessions: requests go to the
 // Router, after the Admission check.
 
+#include <chrono>
 #include <cstddef>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include <boost/asio.hpp>
 
@@ -31,13 +33,21 @@ std::uint64_t resolveBodyLimit(BodyLimit limit, const HttpConfig& config);
 // options, or the defaults when no route matches.
 using Admission = std::function<std::optional<Response>(const Request& request, const RouteOptions& route)>;
 
+// Told of every answer the server sends to a request whose header it read:
+// the matched route's pattern (Router::Match::pattern: "" when no route has
+// the path), the status, and the time since the request was read (as the
+// debug log shows it). For metrics; never given a header's value.
+using AnswerObserver = std::function<void(const Request& request, std::string_view routePattern, unsigned status,
+                                          std::chrono::nanoseconds elapsed)>;
+
 // Reads each request's header first, matches the route, asks the admission,
 // then reads the body with that route's limit (413 RequestBodyTooLarge past it,
 // at once when the Content-Length says so), answering "Expect: 100-continue"
 // before reading it.
 class HttpServer {
 public:
-    HttpServer(boost::asio::io_context& io, const HttpConfig& config, const Router& router, Admission admission = {});
+    HttpServer(boost::asio::io_context& io, const HttpConfig& config, const Router& router, Admission admission = {},
+               AnswerObserver observer = {});
     ~HttpServer();
 
     // Binds and starts accepting. Throws on bind failure. Port 0 picks a free port.

@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "sessiond/config.hpp"
+#include "sessiond/metrics/metrics.hpp"
 #include "sessiond/pool/pool_store.hpp"
 #include "sessiond/sandbox/sandbox.hpp"
 
@@ -75,6 +76,10 @@ public:
     using ExecuteHandler = std::function<void(PoolExecuteOutcome)>;
     using MetadataHandler = std::function<void(std::string error, const nlohmann::json& metadata)>;
 
+    // The pool's metrics (docs/api.md, "Metrics") go to `registry`, which
+    // must outlive the pool; without one, to a registry of its own that
+    // nobody reads.
+    Pool(boost::asio::io_context& io, PoolConfig config, SandboxBackend& backend, metrics::Registry& registry);
     Pool(boost::asio::io_context& io, PoolConfig config, SandboxBackend& backend);
     ~Pool();
     Pool(const Pool&) = delete;
@@ -128,6 +133,24 @@ public:
     void shutdown();
 
 private:
+    // Where a sandbox's destruction is counted (sessiond_sessions_destroyed_total's reason).
+    enum class DestroyReason { Cooldown, Deleted, SandboxExit, PoolDeleted, Reconfigured, Shutdown, Count };
+    struct Instruments {
+        Instruments(metrics::Registry& registry, const std::string& pool);
+        metrics::Counter& allocations;
+        metrics::Counter& startFailures;
+        metrics::Counter& sandboxExits;
+        metrics::Counter& capacityRefusals;
+        metrics::Histogram& allocationSeconds;
+        metrics::Histogram& executionSeconds;
+        metrics::Histogram& sandboxStartSeconds;
+        std::vector<metrics::Counter*> destroyed;  // by DestroyReason
+        std::vector<metrics::GaugeRegistration> gauges;
+    };
+
+    Pool(boost::asio::io_context& io, PoolConfig config, SandboxBackend& backend,
+         std::unique_ptr<metrics::Registry> ownRegistry, metrics::Registry* registry);
+
     struct Member {
         std::uint64_t serial;
         std::string sandboxId;
@@ -149,7 +172,8 @@ private:
     void onMemberExited(std::uint64_t serial, const std::string& reason);
     void bind(Session& session, std::unique_ptr<Member> member);
     void run(Session& session, SessionWork work);
-    void destroySession(const std::string& identifier, const std::string& why);
+    void destroySession(const std::string& identifier, const std::string& why, DestroyReason reason);
+    void countDestroyed(DestroyReason reason, std::uint64_t sandboxes = 1);
     SessionInfo info(const Session& session) const;
     void retire(std::unique_ptr<Member> member);
     void reap();
@@ -160,6 +184,8 @@ private:
     boost::asio::io_context& io_;
     PoolConfig config_;
     SandboxBackend& backend_;
+    std::unique_ptr<metrics::Registry> ownRegistry_;  // when none was given; outlives metrics_
+    Instruments metrics_;
     bool stopped_ = false;
     bool draining_ = false;
     std::function<void()> onDrained_;
@@ -196,9 +222,10 @@ public:
     // std::runtime_error if this host cannot provide it.
     using BackendProvider = std::function<SandboxBackend&(const std::string& backend)>;
 
-    // `store` (optional) records every change made through apply() and remove().
+    // `store` (optional) records every change made through apply() and
+    // remove(); the pools' metrics go to `registry`, which must outlive them.
     PoolManager(boost::asio::io_context& io, const std::vector<PoolConfig>& pools, BackendProvider backends,
-                PoolStore* store = nullptr);
+                metrics::Registry& registry, PoolStore* store = nullptr);
     void start();
 
     // The pool serving requests under this name; a pool being deleted is not.
@@ -224,6 +251,7 @@ public:
 private:
     boost::asio::io_context& io_;
     BackendProvider backends_;
+    metrics::Registry& registry_;
     PoolStore* store_;
     bool started_ = false;
     std::map<std::string, std::unique_ptr<Pool>> pools_;
