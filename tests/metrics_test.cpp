@@ -242,3 +242,57 @@ TEST_F(MetricsApiTest, CountsCapacityRefusals) {
     EXPECT_EQ(sample(text, R"(sessiond_allocations_total{pool="default"})"), 2) << text;
     EXPECT_EQ(sample(text, R"(sessiond_sessions{pool="default",state="allocated"})"), 2) << text;
 }
+
+// A pool counts into the registry it is given, each destruction under its reason.
+TEST(PoolMetrics, CountStartsExitsAndDestructionsByReason) {
+    boost::asio::io_context io;
+    FakeBackend backend(io);
+    PoolConfig config;
+    config.name = "p";
+    config.readySessionInstances = 1;
+    config.maxConcurrentSessions = 3;
+    config.cooldownPeriod = 1s;
+    metrics::Registry registry;
+    auto runUntil = [&](auto done) {
+        auto deadline = std::chrono::steady_clock::now() + 5s;
+        while (!done() && std::chrono::steady_clock::now() < deadline) {
+            io.restart();
+            io.run_for(10ms);
+        }
+        return done();
+    };
+    auto execute = [&](Pool& pool, const std::string& identifier) {
+        bool answered = false;
+        pool.execute(identifier, ExecuteRequest{"x"}, [&](PoolExecuteOutcome) { answered = true; });
+        return runUntil([&] { return answered; });
+    };
+
+    backend.failNextStarts = 1;
+    auto pool = std::make_unique<Pool>(io, config, backend, registry);
+    pool->start();
+    ASSERT_TRUE(runUntil([&] { return pool->counts().unallocated == 1; }));
+    ASSERT_TRUE(execute(*pool, "sess-a"));
+    ASSERT_TRUE(execute(*pool, "sess-b"));
+    backend.kill(pool->session("sess-b")->etag);
+    ASSERT_TRUE(runUntil([&] { return pool->counts().allocated == 1; }));
+    ASSERT_TRUE(runUntil([&] { return pool->counts().allocated == 0; }));  // sess-a's cooldown
+
+    std::string text = registry.render();
+    EXPECT_EQ(formatProblem(text), "") << text;
+    EXPECT_EQ(sample(text, R"(sessiond_sandbox_start_failures_total{pool="p"})"), 1) << text;
+    EXPECT_EQ(sample(text, R"(sessiond_sandbox_exits_total{pool="p"})"), 1) << text;
+    EXPECT_EQ(sample(text, R"(sessiond_allocations_total{pool="p"})"), 2) << text;
+    EXPECT_EQ(sample(text, R"(sessiond_allocation_seconds_count{pool="p"})"), 2) << text;
+    EXPECT_EQ(sample(text, R"(sessiond_execution_seconds_count{pool="p"})"), 2) << text;
+    EXPECT_GE(sample(text, R"(sessiond_sandbox_start_seconds_count{pool="p"})"), 2) << text;
+    EXPECT_EQ(sample(text, R"(sessiond_sessions_destroyed_total{pool="p",reason="sandbox_exit"})"), 1) << text;
+    EXPECT_EQ(sample(text, R"(sessiond_sessions_destroyed_total{pool="p",reason="cooldown"})"), 1) << text;
+    EXPECT_EQ(sample(text, R"(sessiond_sessions_destroyed_total{pool="p",reason="deleted"})"), 0) << text;
+    EXPECT_EQ(sample(text, R"(sessiond_sessions{pool="p",state="unallocated"})"), 1) << text;
+
+    const auto live = pool->counts().pending + pool->counts().unallocated;
+    pool.reset();
+    text = registry.render();
+    EXPECT_EQ(sample(text, R"(sessiond_sessions_destroyed_total{pool="p",reason="shutdown"})"), live) << text;
+    EXPECT_EQ(text.find("sessiond_sessions{"), std::string::npos) << "a destroyed pool's gauges stay: " << text;
+}
