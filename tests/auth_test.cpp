@@ -127,7 +127,7 @@ TEST(Authorizer, RefusesMissingAndUnknownKeysWith401) {
         EXPECT_EQ(body["error"]["code"], c.code);
         EXPECT_EQ(refused->body().find("right-key"), std::string::npos);
     }
-    for (const std::string& good : {"Bearer right-key", "bearer right-key", "BEARER  right-key "})
+    for (const char* good : {"Bearer right-key", "bearer right-key", "BEARER  right-key "})
         EXPECT_FALSE(authorizer.admit(request(beast_http::verb::post, "/pools/d/code/execute", good, "d"), kDataPlane))
             << good;
     EXPECT_FALSE(authorizer.admit(request(beast_http::verb::get, "/healthz", ""), kPublic));
