@@ -72,6 +72,8 @@ struct ResourceLimits {
     std::uint64_t pids = 256;
     std::uint64_t openFiles = 1024;    // RLIMIT_NOFILE
     std::uint64_t tmpfsBytes = 256ull << 20;  // each of /mnt/data and /tmp
+
+    bool operator==(const ResourceLimits&) const = default;
 };
 
 struct NamespaceSandboxConfig {

@@ -18,73 +18,49 @@ const std::set<std::string> kReadOnlyProperties = {"provisioningState", "poolMan
 // Around `properties` in Azure's resource shape.
 const std::set<std::string> kEnvelopeFields = {"id", "name", "type", "location", "properties"};
 
-http::Response invalidProperty(const std::string& field, const std::string& problem) {
-    auto response = errorResponse(status::bad_request, "InvalidSessionPoolProperties", field + ": " + problem);
-    auto body = nlohmann::json::parse(response.body());
-    body["error"]["target"] = field;
-    response.body() = body.dump();
-    response.prepare_payload();
-    return response;
+// The answer to a definition the pool cannot take: the message starts with
+// the field, and Azure's envelope names it as the error's target.
+http::Response invalidProperty(const ConfigError& error) {
+    return errorResponse(status::bad_request, "InvalidSessionPoolProperties", error.what(), error.field());
 }
 
 // The definition a PUT body gives for the pool `name`: Azure's resource shape
-// ({"properties": {...}}) or the bare properties, as the configuration file has them.
-std::optional<PoolConfig> parseDefinition(const std::string& name, const std::string& body, const Responder& respond) {
+// ({"properties": {...}}) or the bare properties, as the configuration file
+// has them. Throws ConfigError naming the field.
+PoolConfig parseDefinition(const std::string& name, const std::string& body) {
     nlohmann::json document = nlohmann::json::parse(body, nullptr, false);
-    if (document.is_discarded() || !document.is_object()) {
-        respond(invalidProperty("(body)", "must be a JSON object: the pool's properties, or {\"properties\": {...}}"));
-        return std::nullopt;
-    }
+    if (document.is_discarded() || !document.is_object())
+        throw ConfigError("(body)", "must be a JSON object: the pool's properties, or {\"properties\": {...}}");
     nlohmann::json definition;
     std::string prefix;
     if (document.contains("properties")) {
         for (const auto& [key, value] : document.items())
-            if (!kEnvelopeFields.count(key)) {
-                respond(invalidProperty(key, "unknown field (pool settings go under properties)"));
-                return std::nullopt;
-            }
-        if (document.contains("name") && document["name"] != name) {
-            respond(invalidProperty("name", "must be the pool name in the path, '" + name + "'"));
-            return std::nullopt;
-        }
-        if (document.contains("type") && document["type"] != "Microsoft.App/sessionPools") {
-            respond(invalidProperty("type", "must be Microsoft.App/sessionPools"));
-            return std::nullopt;
-        }
+            if (!kEnvelopeFields.count(key)) throw ConfigError(key, "unknown field (pool settings go under properties)");
+        if (document.contains("name") && document["name"] != name)
+            throw ConfigError("name", "must be the pool name in the path, '" + name + "'");
+        if (document.contains("type") && document["type"] != "Microsoft.App/sessionPools")
+            throw ConfigError("type", "must be Microsoft.App/sessionPools");
         definition = document["properties"];
         prefix = "properties";
     } else {
         definition = document;
     }
-    if (!definition.is_object()) {
-        respond(invalidProperty(prefix.empty() ? "(body)" : prefix, "must be an object"));
-        return std::nullopt;
-    }
-    if (definition.contains("name") && definition["name"] != name) {
-        respond(invalidProperty(prefix.empty() ? "name" : prefix + ".name",
-                                "must be the pool name in the path, '" + name + "'"));
-        return std::nullopt;
-    }
+    if (!definition.is_object()) throw ConfigError(prefix.empty() ? "(body)" : prefix, "must be an object");
+    if (definition.contains("name") && definition["name"] != name)
+        throw ConfigError(prefix.empty() ? "name" : prefix + ".name", "must be the pool name in the path, '" + name + "'");
     for (const auto& field : kReadOnlyProperties) definition.erase(field);
     definition["name"] = name;
-    try {
-        return parsePool(definition, prefix);
-    } catch (const ConfigError& e) {
-        respond(invalidProperty(e.field(), std::string(e.what()).substr(e.field().size() + 2)));
-        return std::nullopt;
-    }
+    return parsePool(definition, prefix);
 }
 
 void putPool(PoolManager& pools, Request& request, Responder respond) {
     const std::string name = request.params.at("pool");
-    auto config = parseDefinition(name, request.message.body(), respond);
-    if (!config) return;
     try {
-        const bool created = pools.apply(*config);
+        const bool created = pools.apply(parseDefinition(name, request.message.body()));
         spdlog::info("pool {} {} through the API from {}", name, created ? "created" : "updated", request.remoteAddress);
         respond(jsonResponse(created ? status::created : status::ok, pools.find(name)->describe()));
     } catch (const ConfigError& e) {
-        respond(invalidProperty(e.field(), std::string(e.what()).substr(e.field().size() + 2)));
+        respond(invalidProperty(e));
     } catch (const PoolConflict& e) {
         respond(errorResponse(status::conflict, "SessionPoolBeingDeleted", e.what()));
     } catch (const std::exception& e) {

@@ -15,8 +15,11 @@ Response jsonResponse(beast_http::status status, const nlohmann::json& body) {
     return response;
 }
 
-Response errorResponse(beast_http::status status, const std::string& code, const std::string& message) {
-    Response response = jsonResponse(status, {{"error", {{"code", code}, {"message", message}}}});
+Response errorResponse(beast_http::status status, const std::string& code, const std::string& message,
+                       const std::string& target) {
+    nlohmann::json error = {{"code", code}, {"message", message}};
+    if (!target.empty()) error["target"] = target;
+    Response response = jsonResponse(status, {{"error", error}});
     response.set("x-ms-error-code", code);
     return response;
 }

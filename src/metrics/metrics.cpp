@@ -75,21 +75,29 @@ void Registry::removeGauge(std::uint64_t id) {
     gaugeFamilies_.erase(it);
 }
 
-std::string escapeLabelValue(const std::string& value) {
+namespace {
+
+// Backslash and newline escaped, and double quotes too where `quotes`:
+// label values escape all three, HELP text only the first two.
+std::string escape(const std::string& text, bool quotes) {
     std::string out;
-    out.reserve(value.size());
-    for (char c : value) {
+    out.reserve(text.size());
+    for (char c : text) {
         if (c == '\\')
             out += "\\\\";
-        else if (c == '"')
-            out += "\\\"";
         else if (c == '\n')
             out += "\\n";
+        else if (c == '"' && quotes)
+            out += "\\\"";
         else
             out.push_back(c);
     }
     return out;
 }
+
+}  // namespace
+
+std::string escapeLabelValue(const std::string& value) { return escape(value, true); }
 
 std::string formatValue(double value) {
     if (std::isnan(value)) return "NaN";
@@ -105,20 +113,6 @@ std::string formatValue(double value) {
 }
 
 namespace {
-
-// HELP text escapes backslash and newline (not quotes).
-std::string escapeHelp(const std::string& help) {
-    std::string out;
-    for (char c : help) {
-        if (c == '\\')
-            out += "\\\\";
-        else if (c == '\n')
-            out += "\\n";
-        else
-            out.push_back(c);
-    }
-    return out;
-}
 
 std::string labelText(const Labels& labels, const std::string& extraName = "", const std::string& extraValue = "") {
     if (labels.empty() && extraName.empty()) return "";
@@ -140,7 +134,7 @@ std::string Registry::render() const {
     std::string out;
     for (const auto& [name, family] : families_) {
         const char* type = family.type == Type::Counter ? "counter" : family.type == Type::Gauge ? "gauge" : "histogram";
-        out += "# HELP " + name + " " + escapeHelp(family.help) + "\n";
+        out += "# HELP " + name + " " + escape(family.help, false) + "\n";
         out += "# TYPE " + name + " " + type + "\n";
         for (const auto& [labels, counter] : family.counters)
             out += name + labelText(labels) + " " + std::to_string(counter->value()) + "\n";

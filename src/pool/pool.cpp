@@ -337,7 +337,6 @@ void Pool::onMemberExited(std::uint64_t serial, const std::string& reason) {
             auto member = std::move(*it);
             ready_.erase(it);
             retire(std::move(member));
-            ++totals_.destroyed;
             countDestroyed(DestroyReason::SandboxExit);
             return refill();
         }
@@ -356,7 +355,6 @@ void Pool::destroySession(const std::string& identifier, const std::string& why,
     if (it == sessions_.end()) return;
     Session session = std::move(it->second);
     sessions_.erase(it);
-    ++totals_.destroyed;
     countDestroyed(reason);
     spdlog::info("pool {}: session {} destroyed (Allocated -> Destroyed): {}", config_.name, identifier, why);
     if (session.member) retire(std::move(session.member));
@@ -365,6 +363,7 @@ void Pool::destroySession(const std::string& identifier, const std::string& why,
 }
 
 void Pool::countDestroyed(DestroyReason reason, std::uint64_t sandboxes) {
+    totals_.destroyed += sandboxes;
     metrics_.destroyed[static_cast<std::size_t>(reason)]->inc(sandboxes);
 }
 
@@ -430,12 +429,8 @@ nlohmann::json Pool::describe() const {
 }
 
 void Pool::reconfigure(PoolConfig config) {
-    const bool templateChanged = config.resources.cpus != config_.resources.cpus ||
-                                 config.resources.memoryBytes != config_.resources.memoryBytes ||
-                                 config.resources.pids != config_.resources.pids ||
-                                 config.resources.openFiles != config_.resources.openFiles ||
-                                 config.resources.tmpfsBytes != config_.resources.tmpfsBytes ||
-                                 config.preloadModules != config_.preloadModules;
+    const bool templateChanged =
+        config.resources != config_.resources || config.preloadModules != config_.preloadModules;
     config_ = std::move(config);
     std::size_t replaced = 0;
     if (templateChanged) {
@@ -457,7 +452,6 @@ void Pool::reconfigure(PoolConfig config) {
     spdlog::info("pool {}: reconfigured: {} ready sandboxes, at most {} sessions, cooldown {}s{}", config_.name,
                  config_.readySessionInstances, config_.maxConcurrentSessions, config_.cooldownPeriod.count(),
                  templateChanged ? "; new sandbox template, ready sandboxes replaced" : "");
-    if (replaced) totals_.destroyed += replaced;
     countDestroyed(DestroyReason::Reconfigured, replaced);
     // A waiting session whose sandbox was starting from the old template
     // gets one from the new template.

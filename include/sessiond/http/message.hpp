@@ -32,6 +32,8 @@ Response jsonResponse(beast_http::status status, const nlohmann::json& body);
 
 // The Azure (Azure.Core) error envelope: {"error":{"code","message"}} plus the
 // x-ms-error-code header, used for every non-2xx answer.
-Response errorResponse(beast_http::status status, const std::string& code, const std::string& message);
+// `target`, when given, names the field the error is about.
+Response errorResponse(beast_http::status status, const std::string& code, const std::string& message,
+                       const std::string& target = "");
 
 }  // namespace sessiond::http

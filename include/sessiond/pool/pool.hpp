@@ -173,6 +173,7 @@ private:
     void bind(Session& session, std::unique_ptr<Member> member);
     void run(Session& session, SessionWork work);
     void destroySession(const std::string& identifier, const std::string& why, DestroyReason reason);
+    // In the totals GET /pools shows and in the metrics, by reason.
     void countDestroyed(DestroyReason reason, std::uint64_t sandboxes = 1);
     SessionInfo info(const Session& session) const;
     void retire(std::unique_ptr<Member> member);
