@@ -36,6 +36,11 @@ TEST(Config, MinimalConfigGetsDefaults) {
     EXPECT_EQ(config.pools[0].cooldownPeriod.count(), 300);
     EXPECT_EQ(config.pools[0].maxExecutionTimeout.count(), 220);
     EXPECT_FALSE(config.namespaceSandbox.readOnlyPaths.empty());
+    EXPECT_TRUE(config.namespaceSandbox.zygote);
+
+    auto fresh = minimal();
+    fresh["namespaceSandbox"] = {{"zygote", false}};
+    EXPECT_FALSE(parseConfig(fresh).namespaceSandbox.zygote);
 }
 
 TEST(Config, ReadsAzurePropertyNames) {

@@ -159,12 +159,14 @@ TEST(JailSpecJson, RoundTrips) {
     s.mounts.push_back({"/data", "/mnt/data/in", true});
     s.cgroupProcsFiles = {"/sys/fs/cgroup/x/cgroup.procs"};
     s.keepFds = {3, 7};
+    s.zygote = true;
     s.seccomp = false;
     s.tmpfsBytes = 12345;
     const JailSpec back = JailSpec::fromJson(nlohmann::json::parse(s.toJson().dump()));
     EXPECT_EQ(back.toJson(), s.toJson());
     EXPECT_EQ(back.mounts.back().writable, true);
     EXPECT_EQ(back.keepFds, (std::vector<int>{3, 7}));
+    EXPECT_TRUE(back.zygote);
     EXPECT_EQ(back.uid, kUid);
     // Straight from the in-memory json too (signed integers there).
     EXPECT_EQ(JailSpec::fromJson(s.toJson()).toJson(), s.toJson());

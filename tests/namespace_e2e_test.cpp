@@ -1,6 +1,11 @@
 // The whole path of a request, with nothing faked: the HTTP server, the pool
-// manager, the namespace backend (sessiond-nsinit jails in cgroups) and the
-// real agent running Debian's Python and IPython.
+// manager, the namespace backend (sandboxes forked from a pool's zygote, or
+// fresh sessiond-nsinit jails, in cgroups) and the real agent running
+// Debian's Python and IPython.
+
+#include <signal.h>
+
+#include <fstream>
 
 #include <gtest/gtest.h>
 
@@ -15,7 +20,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-class NamespaceE2E : public ::testing::Test {
+class NamespaceE2EBase : public ::testing::Test {
 protected:
     void SetUp() override {
         config.cgroupName = "sessiond-test-" + std::to_string(getpid());
@@ -52,7 +57,7 @@ protected:
         // Every jail names its cgroup in its arguments, and every sandbox
         // process is in that cgroup: none may be left.
         EXPECT_TRUE(sessiond::testing::processesMatching("/" + config.cgroupName + "/").empty());
-        EXPECT_TRUE(sessiond::testing::sandboxCgroups(config.cgroupName).empty());
+        EXPECT_TRUE(sessiond::testing::sandboxCgroups(config.cgroupName, true).empty());
         EXPECT_TRUE(sessiond::testing::cgroupsNamed(config.cgroupName).empty());
     }
 
@@ -60,9 +65,41 @@ protected:
     sessiond::testing::ServerFixture server;
 };
 
+// Every test runs both ways a sandbox can start.
+class NamespaceE2E : public NamespaceE2EBase, public ::testing::WithParamInterface<bool> {
+protected:
+    void SetUp() override {
+        NamespaceE2EBase::SetUp();
+        config.namespaceSandbox.zygote = GetParam();
+    }
+};
+
+INSTANTIATE_TEST_SUITE_P(Start, NamespaceE2E, ::testing::Values(true, false),
+                         [](const auto& info) { return info.param ? "ForkedFromZygote" : "FreshInterpreter"; });
+
+class ZygoteE2E : public NamespaceE2EBase {
+protected:
+    // Until then a session's pid 1 may still be in its zygote's cgroup.
+    bool settled(std::size_t ready) {
+        return server.waitFor(
+            [&] { return server.counts("default").pending == 0 && server.counts("default").unallocated >= ready; }, 60s);
+    }
+
+    // The zygote's Python process (not its jail's nsinit processes).
+    std::vector<int> zygoteProcesses() {
+        std::vector<int> found;
+        for (int pid : sessiond::testing::processesMatching("/" + config.cgroupName + "/zygote.")) {
+            std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline");
+            std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+            if (cmdline.find("sessiond_zygote.py") != std::string::npos) found.push_back(pid);
+        }
+        return found;
+    }
+};
+
 }  // namespace
 
-TEST_F(NamespaceE2E, RunsPythonStatefullyPerSession) {
+TEST_P(NamespaceE2E, RunsPythonStatefullyPerSession) {
     start();
     ASSERT_TRUE(waitReady(2));
     HttpClient client(server.port());
@@ -85,7 +122,7 @@ TEST_F(NamespaceE2E, RunsPythonStatefullyPerSession) {
     EXPECT_EQ(cwd["result"], "/mnt/data");
 }
 
-TEST_F(NamespaceE2E, SessionsCannotSeeEachOthersFilesOrProcesses) {
+TEST_P(NamespaceE2E, SessionsCannotSeeEachOthersFilesOrProcesses) {
     start();
     ASSERT_TRUE(waitReady(2));
     HttpClient client(server.port());
@@ -102,7 +139,7 @@ TEST_F(NamespaceE2E, SessionsCannotSeeEachOthersFilesOrProcesses) {
     EXPECT_EQ(a["result"], "(True, True)");
 }
 
-TEST_F(NamespaceE2E, HostFilesOutsideTheAllowListAreInvisible) {
+TEST_P(NamespaceE2E, HostFilesOutsideTheAllowListAreInvisible) {
     start();
     ASSERT_TRUE(waitReady(1));
     HttpClient client(server.port());
@@ -123,7 +160,7 @@ TEST_F(NamespaceE2E, HostFilesOutsideTheAllowListAreInvisible) {
     EXPECT_EQ(write["result"], "(4, 1000, '0000000000000000')") << write;
 }
 
-TEST_F(NamespaceE2E, HasNoNetworkButLoopback) {
+TEST_P(NamespaceE2E, HasNoNetworkButLoopback) {
     start();
     ASSERT_TRUE(waitReady(1));
     HttpClient client(server.port());
@@ -140,7 +177,7 @@ TEST_F(NamespaceE2E, HasNoNetworkButLoopback) {
     EXPECT_EQ(r["result"], "(['lo'], 'OSError', 'ConnectionRefusedError')") << r;
 }
 
-TEST_F(NamespaceE2E, RefillsAfterAllocationAndReapsAfterCooldown) {
+TEST_P(NamespaceE2E, RefillsAfterAllocationAndReapsAfterCooldown) {
     config.pools[0].cooldownPeriod = 2s;
     config.pools[0].readySessionInstances = 1;
     start();
@@ -161,7 +198,7 @@ TEST_F(NamespaceE2E, RefillsAfterAllocationAndReapsAfterCooldown) {
     EXPECT_EQ(again["status"], "Failure");
 }
 
-TEST_F(NamespaceE2E, ANewSessionNeverWaitsForABootWhileOneIsReady) {
+TEST_P(NamespaceE2E, ANewSessionNeverWaitsForABootWhileOneIsReady) {
     config.pools[0].readySessionInstances = 1;
     start();
     ASSERT_TRUE(waitReady(1));
@@ -176,4 +213,69 @@ TEST_F(NamespaceE2E, ANewSessionNeverWaitsForABootWhileOneIsReady) {
     // this one has to wait for a boot.
     auto afterABoot = timed("cold-1");
     EXPECT_LT(fromWarmPool * 3, afterABoot) << "warm " << fromWarmPool.count() << "ns, cold " << afterABoot.count() << "ns";
+}
+
+TEST_F(ZygoteE2E, ForkedSessionsShareNoRandomStateAndNoNamespaces) {
+    config.pools[0].preloadModules = {"numpy"};
+    start();
+    ASSERT_TRUE(waitReady(2));
+    HttpClient client(server.port());
+    const std::string code =
+        "import json, os, random, numpy\n"
+        "json.dumps({'random': random.random(), 'numpy': float(numpy.random.rand()),\n"
+        "            'urandom': os.urandom(8).hex(), 'uid': os.getuid(),\n"
+        "            'ns': {n: os.readlink('/proc/self/ns/' + n) for n in ('mnt', 'net', 'pid', 'ipc', 'uts')}})";
+    auto a = run(client, "fork-a", code);
+    auto b = run(client, "fork-b", code);
+    ASSERT_EQ(a["status"], "Success") << a;
+    ASSERT_EQ(b["status"], "Success") << b;
+    const auto ra = nlohmann::json::parse(a["result"].get<std::string>());
+    const auto rb = nlohmann::json::parse(b["result"].get<std::string>());
+    for (const char* field : {"random", "numpy", "urandom"}) EXPECT_NE(ra[field], rb[field]) << field;
+    for (const char* ns : {"mnt", "net", "pid", "ipc", "uts"}) EXPECT_NE(ra["ns"][ns], rb["ns"][ns]) << ns;
+    EXPECT_EQ(ra["uid"], 1000);
+    EXPECT_EQ(rb["uid"], 1000);
+}
+
+TEST_F(ZygoteE2E, EverySessionProcessIsInTheSessionsCgroup) {
+    start();
+    ASSERT_TRUE(waitReady(2));
+    HttpClient client(server.port());
+    auto r = run(client, "cg-1", "import subprocess\nsubprocess.run(['sleep', '0'])\nopen('/proc/self/cgroup').read()");
+    ASSERT_EQ(r["status"], "Success") << r;
+    // The session's own cgroup namespace: its cgroup is its root, and no
+    // path of the host's hierarchy shows.
+    EXPECT_EQ(std::string(r["result"]).find(config.cgroupName), std::string::npos) << r;
+    ASSERT_TRUE(settled(2));
+    // Each sandbox cgroup holds its pid 1, agent and worker; nothing of a
+    // sandbox is left in a zygote's cgroup.
+    std::size_t inSandboxes = 0;
+    for (const auto& leaf : sessiond::testing::sandboxCgroups(config.cgroupName))
+        inSandboxes += sessiond::testing::processesMatching("/" + config.cgroupName + "/" + leaf + "\n").size();
+    EXPECT_EQ(inSandboxes, 3u * server.counts("default").unallocated + 3u * server.counts("default").allocated);
+    EXPECT_EQ(zygoteProcesses().size(), 1u);
+}
+
+TEST_F(ZygoteE2E, SessionsOutliveTheirZygoteAndANewOneIsStarted) {
+    start();
+    ASSERT_TRUE(waitReady(2));
+    HttpClient client(server.port());
+    EXPECT_EQ(run(client, "live-1", "x = 5\nx")["result"], 5);
+    ASSERT_TRUE(settled(2));
+    const auto zygotes = zygoteProcesses();
+    ASSERT_EQ(zygotes.size(), 1u);
+    ASSERT_EQ(::kill(zygotes[0], SIGKILL), 0);
+    // The allocated session and the ready ones keep running...
+    EXPECT_EQ(run(client, "live-1", "x + 1")["result"], 6);
+    EXPECT_EQ(run(client, "live-2", "7")["result"], 7);
+    // ...and the refill comes from a new zygote.
+    ASSERT_TRUE(server.waitFor(
+        [&] {
+            const auto now = zygoteProcesses();
+            return now.size() == 1 && now[0] != zygotes[0];
+        },
+        30s));
+    ASSERT_TRUE(settled(2));
+    EXPECT_EQ(run(client, "live-3", "8")["result"], 8);
+    EXPECT_EQ(run(client, "live-1", "x + 2")["result"], 7);
 }

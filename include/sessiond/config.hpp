@@ -87,6 +87,9 @@ struct NamespaceSandboxConfig {
     std::uint32_t sandboxUid = 1000;   // inside the sandbox
     std::uint32_t hostUidBase = 600000; // inside uids 0..65535 map to base.. on the host
     bool seccomp = true;
+    // Fork each sandbox from its pool's zygote (a warm interpreter) rather
+    // than start a fresh interpreter; see docs/architecture.md ("Zygote").
+    bool zygote = true;
 };
 
 struct LibvirtConfig {

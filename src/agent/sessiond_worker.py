@@ -414,44 +414,74 @@ def _run(shell, code):
     return "error", "", isinstance(error, KeyboardInterrupt)
 
 
+class Warm:
+    """An interpreter ready for a session's first cell: preload modules
+    imported and the shell made. A fresh worker makes one for itself; a
+    pool's zygote makes one that its sessions' workers are forked from."""
+
+    def __init__(self, preload):
+        _direct_stdio()
+        self.shell = None
+        _PyplotImportHook(lambda: self.shell).install()
+        self.preload_errors = []
+        for name in preload:
+            try:
+                importlib.import_module(name)
+            except BaseException as e:  # a broken module must not stop the sandbox
+                self.preload_errors.append(f"{name}: {type(e).__name__}: {e}")
+        self.shell = _make_shell()
+        self.shell.run_cell("pass", store_history=False)  # warms up the compiler and display machinery
+        # Newer setuptools warn on `import pkg_resources`; AutoGen's bootstrap
+        # cell lists packages that way and parses stderr + result as one text.
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated as an API")
+
+
+def _reseed_after_fork():
+    # A forked worker starts with its zygote's random state: `random` reseeds
+    # itself at fork; numpy's global generator must be told.
+    numpy_random = sys.modules.get("numpy.random")
+    if numpy_random is not None:
+        numpy_random.seed()
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--control-fd", type=int, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
     parser.add_argument("--preload", default="")
     args = parser.parse_args()
+    _prepare_process(args.control_fd, args.parent_pid)
+    warm = Warm(filter(None, (m.strip() for m in args.preload.split(","))))
+    return _serve(args.control_fd, warm)
 
+
+def serve(control, parent_pid, warm):
+    """Runs a worker forked from a process holding `warm`."""
+    _prepare_process(control, parent_pid)
+    _reseed_after_fork()
+    return _serve(control, warm)
+
+
+def _prepare_process(control, parent_pid):
     # User code must not import the agent's modules by accident, but may
     # import files from the working directory, as in Jupyter.
     sys.path[0] = ""
-    control = args.control_fd
     os.set_inheritable(control, False)
-    libc = _libc()
-    _die_with_parent(libc, args.parent_pid)
+    _die_with_parent(_libc(), parent_pid)
     signal.signal(signal.SIGINT, _ignore_interrupt)
     _direct_stdio()
     _volunteer_for_oom_killer()
-    shell = None
-    _PyplotImportHook(lambda: shell).install()
 
-    preload_errors = []
-    for name in filter(None, (m.strip() for m in args.preload.split(","))):
-        try:
-            importlib.import_module(name)
-        except BaseException as e:  # a broken module must not stop the sandbox
-            preload_errors.append(f"{name}: {type(e).__name__}: {e}")
-    shell = _make_shell()
-    shell.run_cell("pass", store_history=False)  # warms up the compiler and display machinery
-    # Newer setuptools warn on `import pkg_resources`; AutoGen's bootstrap
-    # cell lists packages that way and parses stderr + result as one text.
-    warnings.filterwarnings("ignore", message="pkg_resources is deprecated as an API")
 
+def _serve(control, warm):
+    libc = _libc()
+    shell = warm.shell
     reader = FrameReader()
-    write_all(control, encode_frame({"type": "ready", "preloadErrors": preload_errors}))
+    write_all(control, encode_frame({"type": "ready", "preloadErrors": warm.preload_errors}))
     while True:
         message = read_frame_blocking(control, reader)
         if message is None:
-            return
+            return 0
         if message.get("type") != "execute":
             continue
         try:
@@ -467,8 +497,8 @@ def main():
         write_all(control, encode_frame({"type": "done", "status": status, "result": result,
                                          "interrupted": interrupted, "exiting": shell.exit_now}))
         if shell.exit_now:
-            return
+            return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

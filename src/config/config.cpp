@@ -353,6 +353,7 @@ Config parseConfig(const json& document) {
         sandbox.hostUidBase =
             static_cast<std::uint32_t>(n.integer("hostUidBase", sandbox.hostUidBase, 1, 4294967295ull - 65536));
         sandbox.seccomp = n.boolean("seccomp", sandbox.seccomp);
+        sandbox.zygote = n.boolean("zygote", sandbox.zygote);
     }
 
     if (const json* lv = top.get("libvirt")) {

@@ -47,13 +47,16 @@ inline std::vector<std::string> cgroupsNamed(const std::string& group) {
 
 namespace sessiond::testing {
 
-// Names of the sandbox cgroups (the directories inside each `group` directory).
-inline std::set<std::string> sandboxCgroups(const std::string& group) {
+// Names of the cgroups inside each `group` directory: the sandboxes' and,
+// with `zygotes`, the pools' zygotes' ("zygote.N").
+inline std::set<std::string> sandboxCgroups(const std::string& group, bool zygotes = false) {
     std::set<std::string> leaves;
     std::error_code ec;
     for (const auto& dir : cgroupsNamed(group))
-        for (const auto& entry : std::filesystem::directory_iterator(dir, ec))
-            if (entry.is_directory(ec)) leaves.insert(entry.path().filename().string());
+        for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+            const std::string name = entry.path().filename().string();
+            if (entry.is_directory(ec) && (zygotes || name.rfind("zygote.", 0) != 0)) leaves.insert(name);
+        }
     return leaves;
 }
 

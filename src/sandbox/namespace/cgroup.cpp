@@ -15,6 +15,7 @@
 #include <spdlog/spdlog.h>
 
 #include "cgroup_internal.hpp"
+#include "sessiond/unique_fd.hpp"
 
 namespace sessiond {
 
@@ -277,6 +278,16 @@ Cgroup::~Cgroup() {
 }
 
 const std::vector<fs::path>& Cgroup::procsFiles() const { return procsFiles_; }
+
+void Cgroup::attach(pid_t pid) {
+    const std::string text = std::to_string(pid);
+    for (const auto& file : procsFiles_) {
+        UniqueFd fd(::open(file.c_str(), O_WRONLY | O_CLOEXEC));
+        if (fd.get() < 0 || ::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size()))
+            throw std::runtime_error("cgroup: cannot move pid " + text + " into " + file.string() + ": " +
+                                     std::strerror(errno));
+    }
+}
 
 void Cgroup::killAll() {
     if (!cgroupfs::killAllIn(dirs_, 2000ms))

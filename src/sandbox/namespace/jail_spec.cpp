@@ -69,13 +69,14 @@ nlohmann::json JailSpec::toJson() const {
         {"env", env},
         {"workingDirectory", workingDirectory},
         {"keepFds", keepFds},
+        {"zygote", zygote},
     };
 }
 
 JailSpec JailSpec::fromJson(const nlohmann::json& j) {
     checkKeys(j, "spec",
               {"hostname", "mounts", "tmpfsBytes", "uid", "hostUidBase", "openFiles", "seccomp",
-               "cgroupProcsFiles", "argv", "env", "workingDirectory", "keepFds"});
+               "cgroupProcsFiles", "argv", "env", "workingDirectory", "keepFds", "zygote"});
     JailSpec s;
     const auto u32 = std::numeric_limits<std::uint32_t>::max();
     for (const auto& [key, v] : j.items()) {
@@ -111,6 +112,8 @@ JailSpec JailSpec::fromJson(const nlohmann::json& j) {
             for (const auto& [name, value] : v.items()) s.env[name] = getString(value, "env." + name);
         } else if (key == "workingDirectory") {
             s.workingDirectory = getString(v, key);
+        } else if (key == "zygote") {
+            s.zygote = getBool(v, key);
         } else if (key == "keepFds") {
             for (const auto& fd : array(v, key))
                 s.keepFds.push_back(static_cast<int>(getUnsigned(fd, key + "[]", std::numeric_limits<int>::max())));

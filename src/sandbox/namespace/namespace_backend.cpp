@@ -1,5 +1,7 @@
 #include "sessiond/sandbox/namespace/namespace_backend.hpp"
 
+#include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,6 +16,7 @@
 #include "sessiond/sandbox/namespace/cgroup.hpp"
 #include "sessiond/sandbox/namespace/jail.hpp"
 #include "sessiond/unique_fd.hpp"
+#include "zygote.hpp"
 
 namespace sessiond {
 
@@ -21,6 +24,14 @@ namespace {
 
 constexpr int kAgentFd = 3;
 constexpr const char* kAgentMountPoint = "/opt/sessiond/agent";
+constexpr const char* kJailLibraryMountPoint = "/opt/sessiond/lib/libsessiond-jail.so";
+
+// The most a pool can get: the daemon's own hard limit, which nsinit (root,
+// but perhaps without CAP_SYS_RESOURCE) cannot raise.
+std::uint64_t maxOpenFiles() {
+    rlimit limit{};
+    return ::getrlimit(RLIMIT_NOFILE, &limit) == 0 ? limit.rlim_max : 1024;
+}
 
 std::string describeWaitStatus(int status) {
     if (WIFEXITED(status)) {
@@ -32,17 +43,65 @@ std::string describeWaitStatus(int status) {
     return "status " + std::to_string(status);
 }
 
+// What every sandbox of a pool gets, whether forked from a zygote or started
+// afresh by nsinit.
+JailSpec commonSpec(const PoolConfig& pool, const NamespaceSandboxConfig& sandbox) {
+    JailSpec spec;
+    spec.hostname = "sandbox";
+    spec.tmpfsBytes = pool.resources.tmpfsBytes;
+    spec.uid = sandbox.sandboxUid;
+    spec.hostUidBase = sandbox.hostUidBase;
+    spec.openFiles = pool.resources.openFiles;
+    spec.seccomp = sandbox.seccomp;
+    spec.workingDirectory = "/mnt/data";
+    spec.keepFds = {kAgentFd};
+    return spec;
+}
+
+// The agent's command line, after the interpreter and script.
+std::vector<std::string> agentArguments(const PoolConfig& pool) {
+    std::vector<std::string> args = {"--language", agentLanguage(pool)};
+    if (!pool.preloadModules.empty()) {
+        std::string modules;
+        for (const auto& m : pool.preloadModules) modules += (modules.empty() ? "" : ",") + m;
+        args.push_back("--preload");
+        args.push_back(modules);
+    }
+    return args;
+}
+
+// A jail that runs `script` from the agent directory: a fresh sandbox runs
+// the agent, a zygote runs sessiond_zygote.py.
+JailSpec processSpec(const PoolConfig& pool, const NamespaceSandboxConfig& sandbox, const BackendPaths& paths,
+                     const std::string& script, std::vector<std::string> args) {
+    JailSpec spec = commonSpec(pool, sandbox);
+    for (const auto& path : sandbox.readOnlyPaths) spec.mounts.push_back({path, path, false});
+    spec.mounts.push_back({paths.agentDirectory.string(), kAgentMountPoint, false});
+    spec.argv = {sandbox.interpreter.string(), std::string(kAgentMountPoint) + "/" + script};
+    spec.argv.insert(spec.argv.end(), args.begin(), args.end());
+    spec.env = {{"PATH", "/usr/local/bin:/usr/bin:/bin"},
+                {"HOME", "/tmp"},
+                {"LANG", "C.UTF-8"},
+                {"TMPDIR", "/tmp"},
+                {"MPLBACKEND", "Agg"},
+                {"MPLCONFIGDIR", "/tmp/.matplotlib"},
+                {"PYTHONDONTWRITEBYTECODE", "1"}};
+    return spec;
+}
+
 class NamespaceSandbox : public AgentSandbox {
 public:
     NamespaceSandbox(boost::asio::io_context& io, const PoolConfig& pool, const std::string& id,
-                     const NamespaceSandboxConfig& sandbox, const std::string& cgroupName, const BackendPaths& paths)
+                     const NamespaceSandboxConfig& sandbox, const std::string& cgroupName, const BackendPaths& paths,
+                     std::shared_ptr<Zygote> zygote)
         : AgentSandbox(io, id, pool.sandboxStartTimeout), pool_(pool), sandbox_(sandbox), cgroupName_(cgroupName),
-          paths_(paths) {}
+          paths_(paths), zygote_(std::move(zygote)) {}
 
     ~NamespaceSandbox() override {
         if (exitWatch_) exitWatch_->cancel();
         exitWatch_.reset();
         process_.reset();  // SIGKILL and reap the jail
+        forked_.reset();   // or SIGKILL the forked session's pid 1
         cgroup_.reset();   // kill anything left in the cgroup, remove it
     }
 
@@ -55,62 +114,71 @@ protected:
         if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
             throw std::runtime_error(std::string("socketpair: ") + std::strerror(errno));
         UniqueFd ours(fds[0]), theirs(fds[1]);
+        if (zygote_) return fork(std::move(ours), std::move(theirs), std::move(onLaunched));
 
-        process_ = JailedProcess::spawn(paths_.nsinit, jailSpec(), {{theirs.get(), kAgentFd}});
+        JailSpec spec = processSpec(pool_, sandbox_, paths_, "sessiond_agent.py", agentArguments(pool_));
+        spec.argv.insert(spec.argv.begin() + 2, {"--fd", std::to_string(kAgentFd), "--workdir", "/mnt/data"});
+        spec.cgroupProcsFiles = cgroup_->procsFiles();
+        process_ = JailedProcess::spawn(paths_.nsinit, spec, {{theirs.get(), kAgentFd}});
         theirs.reset();
-
-        exitWatch_.emplace(io_, ::dup(process_->pidfd()));
-        exitWatch_->async_wait(boost::asio::posix::stream_descriptor::wait_read,
-                               [this, alive = std::weak_ptr<void>(lifetime_)](boost::system::error_code ec) {
-                                   if (ec || alive.expired()) return;
-                                   int status = 0;
-                                   process_->tryReap(&status);
-                                   reportExit("the sandbox process ended: " + describeWaitStatus(status));
-                               });
-
+        watchExit(process_->pidfd(), [this] {
+            int status = 0;
+            process_->tryReap(&status);
+            return describeWaitStatus(status);
+        });
         onLaunched("", AgentChannel::Socket(io_, boost::asio::local::stream_protocol(), ours.release()));
     }
 
 private:
-    JailSpec jailSpec() const {
-        JailSpec spec;
-        spec.hostname = "sandbox";
-        for (const auto& path : sandbox_.readOnlyPaths) spec.mounts.push_back({path, path, false});
-        spec.mounts.push_back({paths_.agentDirectory.string(), kAgentMountPoint, false});
-        spec.tmpfsBytes = pool_.resources.tmpfsBytes;
-        spec.uid = sandbox_.sandboxUid;
-        spec.hostUidBase = sandbox_.hostUidBase;
-        spec.openFiles = pool_.resources.openFiles;
-        spec.seccomp = sandbox_.seccomp;
-        spec.cgroupProcsFiles = cgroup_->procsFiles();
-        spec.argv = {sandbox_.interpreter.string(), std::string(kAgentMountPoint) + "/sessiond_agent.py",
-                     "--fd",                        std::to_string(kAgentFd),
-                     "--workdir",                   "/mnt/data",
-                     "--language",                  agentLanguage(pool_)};
-        if (!pool_.preloadModules.empty()) {
-            std::string modules;
-            for (const auto& m : pool_.preloadModules) modules += (modules.empty() ? "" : ",") + m;
-            spec.argv.push_back("--preload");
-            spec.argv.push_back(modules);
-        }
-        spec.env = {{"PATH", "/usr/local/bin:/usr/bin:/bin"},
-                    {"HOME", "/tmp"},
-                    {"LANG", "C.UTF-8"},
-                    {"TMPDIR", "/tmp"},
-                    {"MPLBACKEND", "Agg"},
-                    {"MPLCONFIGDIR", "/tmp/.matplotlib"},
-                    {"PYTHONDONTWRITEBYTECODE", "1"}};
-        spec.workingDirectory = "/mnt/data";
-        spec.keepFds = {kAgentFd};
-        return spec;
+    void fork(UniqueFd ours, UniqueFd theirs, LaunchHandler onLaunched) {
+        int pipeFds[2];
+        if (::pipe2(pipeFds, O_CLOEXEC) != 0) throw std::runtime_error(std::string("pipe: ") + std::strerror(errno));
+        UniqueFd goRead(pipeFds[0]);
+        auto goWrite = std::make_shared<UniqueFd>(pipeFds[1]);
+        auto channel = std::make_shared<UniqueFd>(std::move(ours));
+        zygote_->spawn(
+            commonSpec(pool_, sandbox_), std::move(theirs), std::move(goRead),
+            [this, alive = std::weak_ptr<void>(lifetime_), channel, goWrite, onLaunched = std::move(onLaunched)](
+                std::string error, UniqueFd pidfd) {
+                if (alive.expired()) return;
+                if (!error.empty()) return onLaunched(error, std::nullopt);
+                forked_ = std::make_unique<ZygoteSession>(std::move(pidfd), zygote_->jail());
+                zygote_.reset();  // the jail, held by forked_, is all this sandbox needs of it now
+                const pid_t pid = pidOfPidfd(forked_->pidfd());
+                if (pid == 0) return onLaunched("the sandbox process ended before it started", std::nullopt);
+                try {
+                    cgroup_->attach(pid);
+                } catch (const std::exception& e) {
+                    return onLaunched(e.what(), std::nullopt);
+                }
+                // The session's pid 1 waits for this byte before anything of
+                // the session runs.
+                if (::write(goWrite->get(), "x", 1) != 1)
+                    return onLaunched("the sandbox process ended before it started", std::nullopt);
+                goWrite->reset();
+                watchExit(forked_->pidfd(), [] { return std::string("it exited"); });
+                onLaunched("", AgentChannel::Socket(io_, boost::asio::local::stream_protocol(), channel->release()));
+            });
+    }
+
+    void watchExit(int pidfd, std::function<std::string()> describe) {
+        exitWatch_.emplace(io_, ::dup(pidfd));
+        exitWatch_->async_wait(boost::asio::posix::stream_descriptor::wait_read,
+                               [this, alive = std::weak_ptr<void>(lifetime_),
+                                describe = std::move(describe)](boost::system::error_code ec) {
+                                   if (ec || alive.expired()) return;
+                                   reportExit("the sandbox process ended: " + describe());
+                               });
     }
 
     PoolConfig pool_;
     NamespaceSandboxConfig sandbox_;
     std::string cgroupName_;
     BackendPaths paths_;
+    std::shared_ptr<Zygote> zygote_;  // until the session is forked
     std::unique_ptr<Cgroup> cgroup_;
     std::unique_ptr<JailedProcess> process_;
+    std::unique_ptr<ZygoteSession> forked_;
     std::optional<boost::asio::posix::stream_descriptor> exitWatch_;
     std::shared_ptr<int> lifetime_ = std::make_shared<int>(0);
 };
@@ -126,7 +194,50 @@ void NamespaceBackend::cleanupLeftovers() {
 }
 
 std::unique_ptr<Sandbox> NamespaceBackend::create(const PoolConfig& pool, const std::string& sandboxId) {
-    return std::make_unique<NamespaceSandbox>(io_, pool, sandboxId, sandbox_, cgroupName_, paths_);
+    return std::make_unique<NamespaceSandbox>(io_, pool, sandboxId, sandbox_, cgroupName_, paths_,
+                                              sandbox_.zygote ? zygoteFor(pool) : nullptr);
+}
+
+std::shared_ptr<Zygote> NamespaceBackend::zygoteFor(const PoolConfig& pool) {
+    std::string key = agentLanguage(pool);
+    for (const auto& m : pool.preloadModules) key += "," + m;
+    auto& keyOfPool = zygoteKeyOfPool_[pool.name];
+    if (keyOfPool != key) {
+        keyOfPool = key;
+        retireUnusedZygotes();
+    }
+    auto& zygote = zygotes_[key];
+    if (!zygote || !zygote->alive()) {
+        // A zygote's resources are not a session's: its memory is what the
+        // sessions share, charged once, and its limit on open files is the
+        // highest a pool may ask for, since a session can only lower it.
+        PoolConfig zygotePool = pool;
+        zygotePool.resources.openFiles = maxOpenFiles();
+        zygotePool.resources.tmpfsBytes = 64ull << 20;
+        JailSpec spec = processSpec(zygotePool, sandbox_, paths_, "sessiond_zygote.py", agentArguments(pool));
+        spec.mounts.push_back({paths_.jailLibrary().string(), kJailLibraryMountPoint, false});
+        const std::vector<std::string> extra = {"--control-fd", std::to_string(Zygote::kControlFd), "--jail-library",
+                                                kJailLibraryMountPoint};
+        spec.argv.insert(spec.argv.end(), extra.begin(), extra.end());
+        // Its cgroup's name cannot be a sandbox's: pool names have no dots.
+        auto cgroup = Cgroup::create(cgroupName_, "zygote." + std::to_string(++zygotesStarted_), CgroupLimits{});
+        zygote = Zygote::start(io_, paths_.nsinit, std::move(spec), std::move(cgroup));
+        spdlog::info("pool {}: started a zygote ({})", pool.name, key);
+    }
+    return zygote;
+}
+
+void NamespaceBackend::retireUnusedZygotes() {
+    for (auto it = zygotes_.begin(); it != zygotes_.end();) {
+        bool used = false;
+        for (const auto& [pool, key] : zygoteKeyOfPool_) used = used || key == it->first;
+        it = used ? std::next(it) : zygotes_.erase(it);
+    }
+}
+
+void NamespaceBackend::poolRemoved(const std::string& pool) {
+    zygoteKeyOfPool_.erase(pool);
+    retireUnusedZygotes();
 }
 
 }  // namespace sessiond

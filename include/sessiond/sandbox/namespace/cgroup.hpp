@@ -3,6 +3,8 @@
 // or v1 (one directory per controller). The object owns the directories: its
 // destructor kills every process still inside and removes them.
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -34,6 +36,10 @@ public:
 
     // The cgroup.procs files a process writes its pid into to join.
     const std::vector<std::filesystem::path>& procsFiles() const;
+
+    // Moves a running process in (its later children follow it). Throws
+    // std::runtime_error naming the file that refused it.
+    void attach(pid_t pid);
 
     // SIGKILLs every process in the cgroup and waits (bounded) until it is empty.
     void killAll();

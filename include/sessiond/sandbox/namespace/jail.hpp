@@ -41,6 +41,12 @@ struct JailSpec {
     // File descriptors the daemon passes in (already at these numbers in
     // nsinit) that must stay open in the command; all others are closed.
     std::vector<int> keepFds;
+    // The command is a pool's zygote (see zygote.hpp): it stays namespace
+    // root with its capabilities and without the seccomp filter, because it
+    // builds every session's own namespaces, and the jail lasts until its
+    // last process exits rather than the command, so the sessions it forked
+    // outlive it.
+    bool zygote = false;
 
     nlohmann::json toJson() const;
     static JailSpec fromJson(const nlohmann::json& j);

@@ -1,8 +1,13 @@
 #pragma once
-// The namespace backend: each sandbox is a sessiond-nsinit jail (see jail.hpp)
-// in its own cgroup, running the agent under the host's Python.
+// The namespace backend: each sandbox runs the agent under the host's Python
+// in namespaces, a cgroup and a seccomp filter of its own. By default it is
+// forked from its pool's zygote (src/sandbox/namespace/zygote.hpp), which
+// has imported everything once; with namespaceSandbox.zygote off, each is a
+// fresh sessiond-nsinit jail (see jail.hpp) that starts Python anew.
 
 #include <filesystem>
+#include <map>
+#include <memory>
 
 #include <boost/asio.hpp>
 
@@ -14,7 +19,11 @@ namespace sessiond {
 struct BackendPaths {
     std::filesystem::path nsinit;          // the sessiond-nsinit binary
     std::filesystem::path agentDirectory;  // the agent's Python sources
+    // libsessiond-jail.so, which zygotes load; it is built beside nsinit.
+    std::filesystem::path jailLibrary() const { return nsinit.parent_path() / "libsessiond-jail.so"; }
 };
+
+class Zygote;
 
 class NamespaceBackend : public SandboxBackend {
 public:
@@ -23,12 +32,21 @@ public:
     std::string name() const override { return "namespace"; }
     void cleanupLeftovers() override;
     std::unique_ptr<Sandbox> create(const PoolConfig& pool, const std::string& sandboxId) override;
+    void poolRemoved(const std::string& pool) override;
 
 private:
+    std::shared_ptr<Zygote> zygoteFor(const PoolConfig& pool);
+    void retireUnusedZygotes();
+
     boost::asio::io_context& io_;
     NamespaceSandboxConfig sandbox_;
     std::string cgroupName_;
     BackendPaths paths_;
+    // Keyed by what a zygote has loaded (language and preload modules), so
+    // pools that load the same share one.
+    std::map<std::string, std::shared_ptr<Zygote>> zygotes_;
+    std::map<std::string, std::string> zygoteKeyOfPool_;
+    std::uint64_t zygotesStarted_ = 0;
 };
 
 }  // namespace sessiond

@@ -43,7 +43,7 @@ void runNamespaceChild(const JailSpec& spec, UniqueFd syncRead) {
     // The fds are the command's; holding them here would delay the EOF the
     // daemon waits for.
     closeFds(spec.keepFds);
-    reapUntilExit(command);
+    reapUntilExit(command, spec.zygote);
 }
 
 }  // namespace sessiond::nsinit

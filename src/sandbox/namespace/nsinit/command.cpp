@@ -9,7 +9,7 @@
 
 namespace sessiond::nsinit {
 
-void runCommand(const JailSpec& spec) {
+void becomeCommand(const JailSpec& spec) {
     // Its own session: no controlling terminal shared with the daemon.
     if (::setsid() < 0) die("setsid");
     closeFdsExcept(spec.keepFds);
@@ -18,9 +18,15 @@ void runCommand(const JailSpec& spec) {
         if (null.get() < 0) die("open /dev/null");
         if (::dup2(null.get(), 0) < 0) die("dup2 stdin");
     }
-    dropToUser(spec.uid);
+    // A zygote keeps namespace root's capabilities, which building its
+    // sessions' namespaces needs; each session drops them for itself.
+    if (!spec.zygote) dropToUser(spec.uid);
     if (::chdir(spec.workingDirectory.c_str()) != 0) die("chdir " + spec.workingDirectory);
-    if (spec.seccomp) installSeccompFilter();
+    if (spec.seccomp && !spec.zygote) installSeccompFilter();
+}
+
+void runCommand(const JailSpec& spec) {
+    becomeCommand(spec);
 
     std::vector<char*> argv;
     for (const auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));

@@ -183,14 +183,18 @@ void devFiles(const JailSpec& spec) {
         {"stderr", "/proc/self/fd/2"}};
     for (const auto& [name, target] : links)
         if (::symlink(target, (dev + "/" + name).c_str()) != 0) die("symlink /dev/" + std::string(name));
-    tmpfs(dev + "/shm", MS_NOSUID | MS_NODEV, "mode=1777,size=" + std::to_string(spec.tmpfsBytes));
+    makeDir(dev + "/shm", 0755);
 }
 
-void dataDirs(const JailSpec& spec) {
+// What a session writes: /mnt/data, /tmp and /dev/shm, each a tmpfs of its
+// own under `root`, where the directories already exist.
+void writableDirs(const JailSpec& spec, const std::string& root) {
     const std::string owner = ",uid=" + std::to_string(spec.uid) + ",gid=" + std::to_string(spec.uid);
     const std::string size = "size=" + std::to_string(spec.tmpfsBytes);
-    tmpfs(kNew + "/mnt/data", MS_NOSUID | MS_NODEV, size + ",mode=0755" + owner);
-    tmpfs(kNew + "/tmp", MS_NOSUID | MS_NODEV, size + ",mode=1777" + owner);
+    const unsigned long flags = MS_NOSUID | MS_NODEV;
+    doMount("tmpfs", root + "/mnt/data", "tmpfs", flags, size + ",mode=0755" + owner);
+    doMount("tmpfs", root + "/tmp", "tmpfs", flags, size + ",mode=1777" + owner);
+    doMount("tmpfs", root + "/dev/shm", "tmpfs", flags, size + ",mode=1777");
 }
 
 // The kernel only lets a user namespace mount proc while a fully visible proc
@@ -222,10 +226,20 @@ void buildRoot(const JailSpec& spec) {
     etcFiles(spec);
     systemDirs();
     devFiles(spec);
-    dataDirs(spec);
+    makeDirs(kNew + "/mnt/data", 0755);
+    makeDir(kNew + "/tmp", 0755);
+    writableDirs(spec, kNew);
     for (const auto& m : mounts) bindMount(kOld + m.source, kNew + m.target, m.writable);
     procFs();
     enterNewRoot();
+}
+
+// A session's mount namespace starts as a copy of its zygote's, whose root
+// is already built: only what must not be shared is mounted anew, over the
+// zygote's. The new proc shows the session's own pid namespace.
+void mountSessionDirs(const JailSpec& spec) {
+    doMount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "");
+    writableDirs(spec, "");
 }
 
 }  // namespace sessiond::nsinit

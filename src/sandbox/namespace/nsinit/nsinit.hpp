@@ -4,6 +4,7 @@
 // step and exits 125; the kernel then releases whatever the process held
 // (fds, and the private namespaces with every mount made in them).
 
+#include <sched.h>
 #include <sys/types.h>
 
 #include <string>
@@ -42,6 +43,7 @@ void dropToUser(std::uint32_t uid);
 
 // mounts.cpp
 void buildRoot(const JailSpec& spec);
+void mountSessionDirs(const JailSpec& spec);
 
 // net.cpp
 void bringUpLoopback();
@@ -50,12 +52,20 @@ void bringUpLoopback();
 void installSeccompFilter();
 
 // command.cpp: the sandboxed command, forked by the namespace's pid 1.
+// Leaves this process as the command will run: own session, only the kept
+// fds, the sandbox's uid without capabilities, the seccomp filter.
+void becomeCommand(const JailSpec& spec);
 [[noreturn]] void runCommand(const JailSpec& spec);
 
-// init.cpp: pid 1 of the sandbox's pid namespace.
-[[noreturn]] void reapUntilExit(pid_t command);
+// init.cpp: pid 1 of the sandbox's pid namespace. Exits with the command's
+// code once it exits or, with `untilLastChild`, once no child is left.
+[[noreturn]] void reapUntilExit(pid_t command, bool untilLastChild = false);
 // Exit code for a wait status: the exit code, or 128 + signal.
 int exitCodeOf(int status);
+
+// session.cpp: a session forked from a pool's zygote.
+inline constexpr unsigned long kSessionNamespaces = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWPID;
+void enterSession(const JailSpec& spec);
 
 // child.cpp: the cloned child, from the sync pipe to the command's exit.
 [[noreturn]] void runNamespaceChild(const JailSpec& spec, UniqueFd syncRead);

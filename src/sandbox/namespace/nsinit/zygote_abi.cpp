@@ -1,0 +1,54 @@
+// The jail's steps as a C library for the zygote (src/agent/sessiond_zygote.py),
+// which loads it with ctypes and calls it in the processes it forks. Every
+// call either succeeds or ends the calling process with nsinit's one-line
+// message and exit code 125, like nsinit itself.
+#include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <exception>
+
+#include "nsinit.hpp"
+
+using namespace sessiond;
+using namespace sessiond::nsinit;
+
+namespace {
+
+JailSpec parse(const char* specJson) {
+    try {
+        return JailSpec::fromJson(nlohmann::json::parse(specJson));
+    } catch (const std::exception& e) {
+        fail("session spec", e.what());
+    }
+}
+
+}  // namespace
+
+extern "C" {
+
+// In the intermediate process: the session's namespaces apply to it, and the
+// pid namespace to the children it forks next.
+__attribute__((visibility("default"))) void sessiond_session_unshare() {
+    if (::unshare(kSessionNamespaces) != 0) die("unshare session namespaces");
+}
+
+// In the session's pid 1.
+__attribute__((visibility("default"))) void sessiond_session_enter(const char* specJson) {
+    enterSession(parse(specJson));
+}
+
+// In the session's pid 1, once the daemon has put it into the session's
+// cgroup: from here on /proc/self/cgroup shows that cgroup as the root.
+__attribute__((visibility("default"))) void sessiond_session_enter_cgroup() {
+    if (::unshare(CLONE_NEWCGROUP) != 0) die("unshare cgroup namespace");
+}
+
+// In the process that becomes the agent: drops to the sandbox user.
+__attribute__((visibility("default"))) void sessiond_session_become_command(const char* specJson) {
+    becomeCommand(parse(specJson));
+}
+
+// In the session's pid 1; never returns.
+__attribute__((visibility("default"))) void sessiond_session_reap(int command) { reapUntilExit(command); }
+}
