@@ -122,6 +122,21 @@ TEST_P(NamespaceE2E, RunsPythonStatefullyPerSession) {
     EXPECT_EQ(cwd["result"], "/mnt/data");
 }
 
+TEST_P(NamespaceE2E, TheFirstCellSeesAFreshInterpreter) {
+    start();
+    ASSERT_TRUE(waitReady(1));
+    HttpClient client(server.port());
+    // Warm-up cells ran in this interpreter before it was ready: nothing of
+    // them may show (input and output history, the last results).
+    auto first = run(client, "fresh-1",
+                     "' '.join(map(str, [len(In), len(Out), repr(_), get_ipython().execution_count,\n"
+                     "                   sorted(k for k in globals() if k.startswith('_'))]))");
+    EXPECT_EQ(first["result"],
+              "2 0 '' 1 ['_', '__', '___', '__builtin__', '__builtins__', '__doc__', '__loader__', '__name__', "
+              "'__package__', '__spec__', '_dh', '_i', '_i1', '_ih', '_ii', '_iii', '_oh']")
+        << first;
+}
+
 TEST_P(NamespaceE2E, SessionsCannotSeeEachOthersFilesOrProcesses) {
     start();
     ASSERT_TRUE(waitReady(2));

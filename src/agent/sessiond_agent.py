@@ -367,6 +367,20 @@ class Agent:
             self.state_lost_since_last_reply = True
             self.start_worker()
 
+    def warm_up(self):
+        """Runs the worker's warm-up cells through the whole request path,
+        then has it forget them. Forked from a zygote, this agent and its
+        worker share the zygote's pages copy-on-write, and every object a
+        request touches has its reference count written: the copies, a
+        few hundred page faults, are taken now instead of in the first
+        request's time."""
+        from sessiond_worker import WARM_UP_CELLS  # imported already: the zygote holds it
+        for code in WARM_UP_CELLS:
+            self.execute({"type": "execute", "id": None, "code": code})
+        if self.worker is not None:
+            self.worker.send({"type": "reset"})
+        self.state_lost_since_last_reply = False
+
     # -- requests -------------------------------------------------------------
 
     def serve(self):
@@ -375,6 +389,8 @@ class Agent:
             if error:
                 log(f"cannot start: {error}")
                 return 1
+        if self.warm is not None:
+            self.warm_up()
         self.wait_for_host()
         self.send({"type": "hello", "protocol": PROTOCOL_VERSION,
                    "runtime": (self.worker and self.worker.runtime) or runtime(self.language),

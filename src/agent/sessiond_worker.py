@@ -7,6 +7,7 @@ so output of subprocesses and C extensions is captured too. Control messages
 travel over a private socket using the agent's framing:
 
   agent  -> worker  {"type":"execute","code":S,"sentinel":S}
+                    {"type":"reset"}   a fresh session: forget every cell
   worker -> agent   {"type":"ready","preloadErrors":[S]}   once, when warm
                     {"type":"done","status":"ok"|"error","result":ANY,
                      "interrupted":B,"exiting":B}
@@ -414,6 +415,11 @@ def _run(shell, code):
     return "error", "", isinstance(error, KeyboardInterrupt)
 
 
+# Silent (the display hook keeps results, it prints none), and the reset
+# forgets them. sessiond_agent.py runs them too.
+WARM_UP_CELLS = ("print(end='')", "1 + 1")
+
+
 class Warm:
     """An interpreter ready for a session's first cell: preload modules
     imported and the shell made. A fresh worker makes one for itself; a
@@ -430,10 +436,29 @@ class Warm:
             except BaseException as e:  # a broken module must not stop the sandbox
                 self.preload_errors.append(f"{name}: {type(e).__name__}: {e}")
         self.shell = _make_shell()
-        self.shell.run_cell("pass", store_history=False)  # warms up the compiler and display machinery
+        self.fresh_namespace = dict(self.shell.user_ns), dict(self.shell.user_ns_hidden)
+        self.exercise()
         # Newer setuptools warn on `import pkg_resources`; AutoGen's bootstrap
         # cell lists packages that way and parses stderr + result as one text.
         warnings.filterwarnings("ignore", message="pkg_resources is deprecated as an API")
+
+    def exercise(self):
+        """Runs the paths a first cell takes, then forgets it: the lazy
+        imports are done and the bytecode specialised before any request.
+        (A forked worker is exercised by its agent, see Agent.warm_up.)"""
+        for code in WARM_UP_CELLS:
+            _run(self.shell, code)
+        self.reset()
+
+    def reset(self):
+        """Back to the state the shell was made in: IPython's reset drops
+        some of the names a new shell has (_, __doc__, ...), which come back."""
+        self.shell.reset(new_session=True)
+        namespace, hidden = self.fresh_namespace
+        for name, value in namespace.items():
+            self.shell.user_ns.setdefault(name, value)
+        for name, value in hidden.items():
+            self.shell.user_ns_hidden.setdefault(name, value)
 
 
 def _reseed_after_fork():
@@ -482,6 +507,9 @@ def _serve(control, warm):
         message = read_frame_blocking(control, reader)
         if message is None:
             return 0
+        if message.get("type") == "reset":
+            warm.reset()
+            continue
         if message.get("type") != "execute":
             continue
         try:
