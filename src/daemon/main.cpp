@@ -1,6 +1,7 @@
 // sessiond: a self-hosted session-pool daemon with Azure Container Apps
 // dynamic sessions' wire API.
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -102,6 +103,23 @@ bool isLoopback(const std::string& address) {
     return !ec && parsed.is_loopback();
 }
 
+// Each session holds a few fds in the daemon (agent channel, pidfd, its
+// connection's socket): a thousand sessions need more than the usual soft
+// limit of 1024, and the hard limit is there for the asking.
+void raiseOpenFileLimit() {
+    rlimit limit{};
+    if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+    if (limit.rlim_cur < limit.rlim_max) {
+        const auto before = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        if (::setrlimit(RLIMIT_NOFILE, &limit) == 0)
+            spdlog::debug("open file limit raised from {} to {}", before, limit.rlim_cur);
+    }
+    if (limit.rlim_max < 16384)
+        spdlog::warn("the open file limit is {}, about {} sessions' worth (raise LimitNOFILE or ulimit -Hn)",
+                     limit.rlim_max, limit.rlim_max / 4);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -162,6 +180,7 @@ int main(int argc, char** argv) {
     spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %^%l%$ %v");
     std::signal(SIGPIPE, SIG_IGN);
     if (geteuid() != 0) spdlog::warn("sessiond is not running as root; creating sandboxes will fail");
+    raiseOpenFileLimit();
 
     boost::asio::io_context io(1);
     sessiond::BackendPaths paths{executableDirectory() / "sessiond-nsinit", findAgentDirectory(config)};
