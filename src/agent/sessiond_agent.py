@@ -9,6 +9,7 @@ output and survive a crashing cell, replacing the worker when needed.
 
 import argparse
 import codecs
+import ctypes
 import json
 import os
 import platform
@@ -58,6 +59,16 @@ MAX_FILE_CHUNK = 8 << 20
 
 def log(text):
     print(f"sessiond-agent: {text}", file=sys.stderr, flush=True)
+
+
+def set_process_name(name):
+    """What ps and top show for a process forked from a zygote, whose
+    command line stays the zygote's."""
+    PR_SET_NAME = 15
+    try:
+        ctypes.CDLL(None).prctl(PR_SET_NAME, name.encode()[:15])
+    except OSError:
+        pass
 
 
 class ChannelClosed(Exception):
@@ -128,6 +139,7 @@ class ForkedWorker:
         if pid == 0:
             code = 1
             try:
+                set_process_name("sessiond-worker")
                 os.setsid()
                 null = os.open(os.devnull, os.O_RDONLY)
                 for fd, target in ((null, 0), (out_w, 1), (err_w, 2), (control.fileno(), 3)):

@@ -110,6 +110,7 @@ class Zygote:
     def run_session(self, spec, channel, go):
         """The session's pid 1; never returns."""
         try:
+            sessiond_agent.set_process_name("sessiond-init")
             self.jail.sessiond_session_enter(spec)
             if os.read(go, 1) != b"x":
                 os._exit(125)  # the daemon gave up on this session
@@ -127,6 +128,7 @@ class Zygote:
     def run_agent(self, spec, channel):
         code = 1
         try:
+            sessiond_agent.set_process_name("sessiond-agent")
             os.dup2(channel, AGENT_FD)
             # Keeps only the channel and stdio, drops to the sandbox user and
             # installs the seccomp filter, as nsinit does for a fresh sandbox.
@@ -150,6 +152,7 @@ def main():
     parser.add_argument("--preload", default="")
     args = parser.parse_args()
 
+    sessiond_agent.set_process_name("sessiond-zygote")
     jail = ctypes.CDLL(args.jail_library)
     for name in ("sessiond_session_enter", "sessiond_session_become_command"):
         getattr(jail, name).argtypes = [ctypes.c_char_p]
