@@ -20,27 +20,11 @@
 #include "support/vm_files.hpp"
 
 using namespace sessiond;
+using sessiond::testing::domainsNamed;
 using sessiond::testing::HttpClient;
 using namespace std::chrono_literals;
 
 namespace {
-
-// Domains whose names carry this test's instance name, as libvirt sees them.
-std::vector<std::string> domainsNamed(const std::string& instance) {
-    std::vector<std::string> names;
-    virConnectPtr conn = virConnectOpen("qemu:///system");
-    if (!conn) return {"(cannot connect to libvirt)"};
-    virDomainPtr* domains = nullptr;
-    int n = virConnectListAllDomains(conn, &domains, 0);
-    for (int i = 0; i < n; ++i) {
-        std::string name = virDomainGetName(domains[i]);
-        if (name.find(instance) != std::string::npos) names.push_back(name);
-        virDomainFree(domains[i]);
-    }
-    free(domains);
-    virConnectClose(conn);
-    return names;
-}
 
 // Host pid of the QEMU process running the named domain.
 pid_t qemuPidOf(const std::string& domainPrefix) {
@@ -66,6 +50,7 @@ protected:
         config.cgroupName = "sessiond-vmtest-" + std::to_string(getpid());
         config.libvirt.imageDirectory = sessiond::testing::guestImageDirectory();
         config.libvirt.runtimeDirectory = runtime_;
+        config.libvirt.start = "boot";  // libvirt_restore_test.cpp covers restoring
         PoolConfig pool;
         pool.name = "vm";
         pool.backend = "libvirt";

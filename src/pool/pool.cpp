@@ -583,8 +583,9 @@ bool PoolManager::remove(const std::string& name, std::function<void()> onRemove
     pools_.erase(it);
     // Running executions may take up to the pool's longest timeout.
     const auto deadline = pool->config().maxExecutionTimeout + std::chrono::seconds(10);
-    pool->drain(deadline, [this, name, onRemoved = std::move(onRemoved)] {
+    pool->drain(deadline, [this, name, backend = pool->config().backend, onRemoved = std::move(onRemoved)] {
         deleting_.erase(name);
+        backends_(backend).poolRemoved(name);
         spdlog::info("pool {}: deleted", name);
         if (onRemoved) onRemoved();
     });
