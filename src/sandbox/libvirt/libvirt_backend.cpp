@@ -128,10 +128,12 @@ struct LibvirtBackend::State {
     // `job`'s domain with the image's files and the kernel command line.
     libvirt::DomainSpec completeSpec(const VmJob& job, const libvirt::GuestImage& image) const;
     // Restores `job`'s VM from `saved` if there is one and that works, else
-    // boots it; true when restored. Worker thread.
-    bool launch(Vm& vm, const VmJob& job, const std::shared_ptr<const libvirt::VmTemplate>& saved);
+    // boots it. Worker thread. A restored VM comes back running with its
+    // agent channel connected; a booted one, without (null).
+    std::shared_ptr<AgentChannel::Socket> launch(Vm& vm, const VmJob& job,
+                                                 const std::shared_ptr<const libvirt::VmTemplate>& saved);
     void boot(Vm& vm, const VmJob& job);
-    void restore(Vm& vm, const VmJob& job, const libvirt::VmTemplate& saved);
+    std::shared_ptr<AgentChannel::Socket> restore(Vm& vm, const VmJob& job, const libvirt::VmTemplate& saved);
 
     // The template `job`'s pool restores from, made first if need be; null
     // when the VM is to boot. Template worker thread.
@@ -216,7 +218,7 @@ protected:
         auto start = [this, alive = std::weak_ptr<int>(lifetime_), state = &state_, vm = vm_, job,
                       onLaunched](std::shared_ptr<const libvirt::VmTemplate> saved) {
             std::string error;
-            bool restored = false;
+            std::shared_ptr<AgentChannel::Socket> restored;
             try {
                 if (!vm->abandoned) restored = state->launch(*vm, job, saved);
             } catch (const std::exception& e) {
@@ -226,12 +228,9 @@ protected:
             boost::asio::post(state->io, [this, alive, onLaunched, error, restored] {
                 if (alive.expired()) return onLaunched("the sandbox was destroyed while starting", std::nullopt);
                 if (!error.empty()) return onLaunched(error, std::nullopt);
-                restored_ = restored;
+                restored_ = restored != nullptr;
                 if (!restored) return connectAgent(onLaunched, 1);
-                connectAgent([this, onLaunched](std::string error, std::optional<AgentChannel::Socket> socket) {
-                    if (!error.empty()) return onLaunched(error, std::nullopt);
-                    resume(std::make_shared<AgentChannel::Socket>(std::move(*socket)), onLaunched);
-                }, 1);
+                onLaunched("", std::move(*restored));
             });
         };
         if (!state_.restoring) return state_.worker->post([start] { start(nullptr); });
@@ -276,22 +275,6 @@ private:
         spec.agentSocket = agentSocket();
         spec.consoleLog = consoleLog();
         return spec;
-    }
-
-    // A restored VM waits, paused, for its agent channel: the guest would
-    // take a closed host end for the host going away, and end.
-    void resume(std::shared_ptr<AgentChannel::Socket> socket, LaunchHandler onLaunched) {
-        state_.worker->post([this, alive = std::weak_ptr<int>(lifetime_), state = &state_, vm = vm_, socket,
-                             onLaunched] {
-            std::string error;
-            if (!vm->abandoned && virDomainResume(vm->domain.get()) < 0)
-                error = "libvirt could not resume the restored VM: " + libvirt::lastError();
-            boost::asio::post(state->io, [alive, socket, onLaunched, error] {
-                if (alive.expired()) return onLaunched("the sandbox was destroyed while starting", std::nullopt);
-                if (!error.empty()) return onLaunched(error, std::nullopt);
-                onLaunched("", std::move(*socket));
-            });
-        });
     }
 
     void connectAgent(LaunchHandler onLaunched, int attempt) {
@@ -341,15 +324,16 @@ libvirt::DomainSpec LibvirtBackend::State::completeSpec(const VmJob& job, const 
     return spec;
 }
 
-bool LibvirtBackend::State::launch(Vm& vm, const VmJob& job, const std::shared_ptr<const libvirt::VmTemplate>& saved) {
+std::shared_ptr<AgentChannel::Socket> LibvirtBackend::State::launch(
+    Vm& vm, const VmJob& job, const std::shared_ptr<const libvirt::VmTemplate>& saved) {
     if (saved) {
         const auto started = std::chrono::steady_clock::now();
         try {
-            restore(vm, job, *saved);
+            auto channel = restore(vm, job, *saved);
             ++restored;
             spdlog::info("sandbox {}: VM restored from its pool's template in {} ms", job.spec.metadata.sandbox,
                          millisecondsSince(started));
-            return true;
+            return channel;
         } catch (const std::exception& e) {
             ++restoreFailures;
             spdlog::warn("sandbox {}: cannot restore the VM from {} ({}); booting it instead",
@@ -361,7 +345,7 @@ bool LibvirtBackend::State::launch(Vm& vm, const VmJob& job, const std::shared_p
     }
     boot(vm, job);
     ++booted;
-    return false;
+    return nullptr;
 }
 
 void LibvirtBackend::State::boot(Vm& vm, const VmJob& job) {
@@ -374,7 +358,8 @@ void LibvirtBackend::State::boot(Vm& vm, const VmJob& job) {
     if (!vm.domain) throw std::runtime_error("libvirt could not start VM " + spec.name + ": " + libvirt::lastError());
 }
 
-void LibvirtBackend::State::restore(Vm& vm, const VmJob& job, const libvirt::VmTemplate& saved) {
+std::shared_ptr<AgentChannel::Socket> LibvirtBackend::State::restore(Vm& vm, const VmJob& job,
+                                                                    const libvirt::VmTemplate& saved) {
     const libvirt::DomainSpec& spec = job.spec;
     vm.directory.emplace(job.directory);
     fs::copy_file(saved.disk(), spec.disk);
@@ -384,7 +369,7 @@ void LibvirtBackend::State::restore(Vm& vm, const VmJob& job, const libvirt::VmT
     const std::string xml = libvirt::memberDomainXml(saved.saved.xml, saved.directory.path(), spec);
     spdlog::trace("domain XML of {}:\n{}", spec.name, xml);
     libvirt::writeSavedStateCopy(saved.stateFile(), saved.saved, xml, stateFile);
-    // Paused: see LibvirtSandbox::resume.
+    // Paused: see below.
     const bool failed = virDomainRestoreFlags(connection->get(), stateFile.c_str(), nullptr, VIR_DOMAIN_SAVE_PAUSED) < 0;
     const std::string error = failed ? libvirt::lastError() : "";
     // QEMU has read all of it by now; it costs as much disk as the template's.
@@ -393,6 +378,12 @@ void LibvirtBackend::State::restore(Vm& vm, const VmJob& job, const libvirt::VmT
     if (failed) throw std::runtime_error("libvirt could not restore VM " + spec.name + ": " + error);
     vm.domain.reset(virDomainLookupByUUIDString(connection->get(), spec.uuid.c_str()));
     if (!vm.domain) throw std::runtime_error("the restored VM " + spec.name + " is gone: " + libvirt::lastError());
+    // Its vCPUs run only once the agent channel is connected: a guest that
+    // saw its host end closed would take the host for gone, and end.
+    auto channel = std::make_shared<AgentChannel::Socket>(libvirt::connectAgentSocket(io, spec.agentSocket));
+    if (virDomainResume(vm.domain.get()) < 0)
+        throw std::runtime_error("libvirt could not resume the restored VM " + spec.name + ": " + libvirt::lastError());
+    return channel;
 }
 
 std::string LibvirtBackend::State::templateKey(const libvirt::DomainSpec& spec, const libvirt::GuestImage& image) const {

@@ -8,7 +8,6 @@
 #include <spdlog/spdlog.h>
 
 #include "connection.hpp"
-#include "sessiond/sandbox/agent_channel.hpp"
 #include "sessiond/sandbox/agent_protocol.hpp"
 
 namespace sessiond::libvirt {
@@ -33,7 +32,9 @@ void runUntil(boost::asio::io_context& io, Done done, std::chrono::steady_clock:
     }
 }
 
-AgentChannel::Socket connect(boost::asio::io_context& io, const fs::path& path) {
+}  // namespace
+
+AgentChannel::Socket connectAgentSocket(boost::asio::io_context& io, const fs::path& path) {
     // QEMU makes the socket before virDomainCreateXML returns; the retries
     // cover a hypervisor that is slower.
     const auto deadline = std::chrono::steady_clock::now() + kConnectTimeout;
@@ -48,8 +49,6 @@ AgentChannel::Socket connect(boost::asio::io_context& io, const fs::path& path) 
     }
 }
 
-}  // namespace
-
 std::shared_ptr<const VmTemplate> buildTemplate(const TemplateBuild& build, const fs::path& directory) {
     const DomainSpec& spec = build.spec;
     checkSocketPath(spec.agentSocket);
@@ -61,7 +60,7 @@ std::shared_ptr<const VmTemplate> buildTemplate(const TemplateBuild& build, cons
 
     // Declared before the channel, whose handlers it holds.
     boost::asio::io_context io;
-    auto channel = std::make_shared<AgentChannel>(connect(io, spec.agentSocket));
+    auto channel = std::make_shared<AgentChannel>(connectAgentSocket(io, spec.agentSocket));
     std::optional<std::string> helloError;
     channel->waitForHello(build.helloTimeout, [&](std::string error, nlohmann::json) { helloError = std::move(error); });
     try {

@@ -10,10 +10,12 @@
 #include <memory>
 #include <string>
 
+#include <boost/asio.hpp>
 #include <libvirt/libvirt.h>
 
 #include "domain_xml.hpp"
 #include "saved_state.hpp"
+#include "sessiond/sandbox/agent_channel.hpp"
 #include "vm_files.hpp"
 
 namespace sessiond::libvirt {
@@ -46,6 +48,10 @@ struct TemplateBuild {
     std::chrono::milliseconds helloTimeout{60000};
     const std::atomic<bool>* abandon = nullptr;  // checked while waiting
 };
+
+// Connects to a VM's agent socket, waiting a little for QEMU to make it.
+// Throws std::runtime_error.
+AgentChannel::Socket connectAgentSocket(boost::asio::io_context& io, const std::filesystem::path& path);
 
 // Boots `build.spec` in a new `directory`, waits for the agent's hello, has
 // the agent prepare for the save, and saves the VM. Throws
