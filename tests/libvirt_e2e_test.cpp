@@ -18,6 +18,7 @@
 #include "support/http_client.hpp"
 #include "support/server_fixture.hpp"
 #include "support/vm_files.hpp"
+#include "support/vm_pool_fixture.hpp"
 
 using namespace sessiond;
 using sessiond::testing::domainsNamed;
@@ -39,46 +40,11 @@ pid_t qemuPidOf(const std::string& domainPrefix) {
     return -1;
 }
 
-class LibvirtE2E : public ::testing::Test {
+class LibvirtE2E : public sessiond::testing::VmPoolTest {
 protected:
     void SetUp() override {
-        ASSERT_TRUE(std::filesystem::exists(sessiond::testing::guestImageDirectory() + "/current/rootfs.qcow2"))
-            << "no guest image in " << sessiond::testing::guestImageDirectory() << "; scripts/test.sh builds it";
-        char dir[] = "/tmp/sessiond-vm-test-XXXXXX";
-        runtime_ = mkdtemp(dir);
-        std::filesystem::permissions(runtime_, std::filesystem::perms(0755));
-        config.cgroupName = "sessiond-vmtest-" + std::to_string(getpid());
-        config.libvirt.imageDirectory = sessiond::testing::guestImageDirectory();
-        config.libvirt.runtimeDirectory = runtime_;
+        prepare("vmtest");
         config.libvirt.start = "boot";  // libvirt_restore_test.cpp covers restoring
-        PoolConfig pool;
-        pool.name = "vm";
-        pool.backend = "libvirt";
-        pool.readySessionInstances = 1;
-        pool.maxConcurrentSessions = 4;
-        pool.cooldownPeriod = 300s;
-        pool.sandboxStartTimeout = 180s;
-        pool.resources.cpus = 1;
-        pool.resources.memoryBytes = 768ull << 20;
-        config.pools = {pool};
-    }
-
-    void start() {
-        server.start(config, [this](boost::asio::io_context& io) {
-            auto backend = std::make_unique<LibvirtBackend>(io, config);
-            backend->cleanupLeftovers();
-            return backend;
-        });
-    }
-
-    bool waitReady(std::size_t n, std::chrono::seconds limit = 240s) {
-        return server.waitFor([&] { return server.counts("vm").unallocated >= n; }, limit);
-    }
-
-    nlohmann::json run(HttpClient& client, const std::string& id, const std::string& code) {
-        auto r = client.execute("vm", id, code);
-        EXPECT_EQ(r.status, 200) << r.body;
-        return r.json()["properties"];
     }
 
     std::size_t sandboxDirectories() {
@@ -88,19 +54,6 @@ protected:
             if (entry.is_directory(ec)) ++n;
         return n;
     }
-
-    void TearDown() override {
-        server.stop();
-        EXPECT_TRUE(domainsNamed(config.cgroupName).empty()) << "a domain outlived the daemon";
-        EXPECT_TRUE(sessiond::testing::filesUnder(runtime_).empty())
-            << "per-sandbox files outlived the daemon in " << runtime_;
-        std::error_code ec;
-        std::filesystem::remove_all(runtime_, ec);
-    }
-
-    Config config;
-    std::string runtime_;
-    sessiond::testing::ServerFixture server;
 };
 
 }  // namespace

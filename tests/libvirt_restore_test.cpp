@@ -24,6 +24,7 @@
 #include "support/http_client.hpp"
 #include "support/server_fixture.hpp"
 #include "support/vm_files.hpp"
+#include "support/vm_pool_fixture.hpp"
 
 using namespace sessiond;
 using sessiond::testing::domainsNamed;
@@ -34,16 +35,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Why VM tests cannot run here, or "".
-std::string missingPrerequisite() {
-    const std::string image = sessiond::testing::guestImageDirectory() + "/current/rootfs.qcow2";
-    if (!fs::exists(image)) return "no guest image at " + image + "; scripts/test.sh builds it";
-    virConnectPtr connection = virConnectOpen("qemu:///system");
-    if (!connection) return "libvirtd is not reachable; scripts/start-libvirt.sh starts it";
-    virConnectClose(connection);
-    return "";
-}
-
 std::vector<fs::path> stateFilesUnder(const fs::path& root) {
     std::vector<fs::path> found;
     for (const auto& file : filesUnder(root.string()))
@@ -51,65 +42,22 @@ std::vector<fs::path> stateFilesUnder(const fs::path& root) {
     return found;
 }
 
-class LibvirtRestore : public ::testing::Test {
+class LibvirtRestore : public sessiond::testing::VmPoolTest {
 protected:
     void SetUp() override {
-        if (std::string missing = missingPrerequisite(); !missing.empty()) GTEST_SKIP() << missing;
-        char dir[] = "/tmp/sessiond-restore-test-XXXXXX";
-        runtime_ = mkdtemp(dir);
-        fs::permissions(runtime_, fs::perms(0755));
-        config.cgroupName = "sessiond-rstest-" + std::to_string(getpid());
-        config.libvirt.imageDirectory = sessiond::testing::guestImageDirectory();
-        config.libvirt.runtimeDirectory = runtime_;
+        prepare("rstest");
         config.libvirt.start = "restore";
-        pool.name = "vm";
-        pool.backend = "libvirt";
-        pool.readySessionInstances = 2;
-        pool.maxConcurrentSessions = 4;
-        pool.cooldownPeriod = 300s;
-        pool.sandboxStartTimeout = 180s;
-        pool.resources.cpus = 1;
-        pool.resources.memoryBytes = 768ull << 20;
+        config.pools[0].readySessionInstances = 2;
         // Imported in the template, so its generator is in the saved state.
-        pool.preloadModules = {"numpy"};
-        config.pools = {pool};
+        config.pools[0].preloadModules = {"numpy"};
     }
 
-    void TearDown() override {
-        if (runtime_.empty()) return;
-        server.stop();
-        EXPECT_TRUE(domainsNamed(config.cgroupName).empty()) << "a domain outlived the daemon";
-        EXPECT_TRUE(filesUnder(runtime_.string()).empty()) << "files outlived the daemon in " << runtime_;
-        std::error_code ec;
-        fs::remove_all(runtime_, ec);
-    }
-
-    void start() {
-        server.start(config, [this](boost::asio::io_context& io) {
-            auto made = std::make_unique<LibvirtBackend>(io, config);
-            made->cleanupLeftovers();
-            backend = made.get();
-            return made;
-        });
-    }
-
-    bool waitReady(std::size_t n, std::chrono::seconds limit = 300s) {
-        return server.waitFor([&] { return server.counts("vm").unallocated >= n; }, limit);
-    }
-
-    nlohmann::json run(HttpClient& client, const std::string& id, const std::string& code) {
-        auto r = client.execute("vm", id, code);
-        EXPECT_EQ(r.status, 200) << r.body;
-        auto properties = r.json()["properties"];
+    // The execution's result; it must have succeeded.
+    nlohmann::json result(HttpClient& client, const std::string& id, const std::string& code) {
+        auto properties = run(client, id, code);
         EXPECT_EQ(properties["status"], "Success") << properties;
         return properties["result"];
     }
-
-    Config config;
-    PoolConfig pool;
-    fs::path runtime_;
-    LibvirtBackend* backend = nullptr;
-    sessiond::testing::ServerFixture server;
 };
 
 TEST_F(LibvirtRestore, RestoredVmsRunCodeKeepStateAndShareNothing) {
@@ -128,9 +76,9 @@ TEST_F(LibvirtRestore, RestoredVmsRunCodeKeepStateAndShareNothing) {
         " open('/etc/machine-id').read().strip(), open('/proc/sys/kernel/random/boot_id').read().strip(), time.time()])";
     std::vector<nlohmann::json> seen;
     for (const char* id : {"restored-1", "restored-2"}) {
-        run(client, id, "x = 21");
-        EXPECT_EQ(run(client, id, "x * 2"), 42) << "state is kept between requests";
-        auto text = run(client, id, probe);
+        result(client, id, "x = 21");
+        EXPECT_EQ(result(client, id, "x * 2"), 42) << "state is kept between requests";
+        auto text = result(client, id, probe);
         ASSERT_TRUE(text.is_string()) << text;
         seen.push_back(nlohmann::json::parse(text.get<std::string>(), nullptr, false));
         ASSERT_TRUE(seen.back().is_array()) << text;
@@ -152,15 +100,14 @@ TEST_F(LibvirtRestore, RestoredVmsRunCodeKeepStateAndShareNothing) {
         [&] {
             auto names = domainsNamed(config.cgroupName);
             return std::find(names.begin(), names.end(), first) == names.end() &&
-                   !fs::exists(runtime_ / config.cgroupName / "vm-1");
+                   !fs::exists(fs::path(runtime_) / config.cgroupName / "vm-1");
         },
         30s))
         << "the ended session's VM or files are still there";
 }
 
 TEST_F(LibvirtRestore, ACorruptSavedStateFallsBackToBooting) {
-    pool.readySessionInstances = 1;
-    config.pools = {pool};
+    config.pools[0].readySessionInstances = 1;
     start();
     ASSERT_TRUE(waitReady(1));
     auto states = stateFilesUnder(runtime_);
@@ -169,18 +116,19 @@ TEST_F(LibvirtRestore, ACorruptSavedStateFallsBackToBooting) {
 
     // Taking the ready VM starts a replacement, which cannot be restored.
     HttpClient client(server.port());
-    EXPECT_EQ(run(client, "corrupt-1", "6 * 7"), 42);
+    EXPECT_EQ(result(client, "corrupt-1", "6 * 7"), 42);
     ASSERT_TRUE(waitReady(1)) << "the replacement did not boot";
     auto counts = backend->counts();
     EXPECT_EQ(counts.restoreFailures, 1u);
     EXPECT_EQ(counts.booted, 1u);
-    EXPECT_EQ(run(client, "corrupt-2", "6 * 7"), 42) << "the booted VM works";
+    EXPECT_EQ(result(client, "corrupt-2", "6 * 7"), 42) << "the booted VM works";
     EXPECT_TRUE(stateFilesUnder(runtime_).empty()) << "the corrupt template should be gone";
 }
 
 // start() to ready of `samples` sandboxes made one after another, in ms.
 std::vector<double> timeStarts(const Config& config, const PoolConfig& pool, int samples, int warmUps) {
     boost::asio::io_context io;
+    auto work = boost::asio::make_work_guard(io);  // run_for() must wait for the backend's posts
     LibvirtBackend backend(io, config);
     backend.cleanupLeftovers();
     std::vector<double> times;
@@ -207,6 +155,7 @@ double median(std::vector<double> values) {
 TEST_F(LibvirtRestore, RestoringIsFasterThanBooting) {
     const char* samplesVariable = std::getenv("SESSIOND_VM_SAMPLES");
     const int samples = samplesVariable ? std::max(1, std::atoi(samplesVariable)) : 3;
+    PoolConfig pool = config.pools[0];
     pool.preloadModules = {};
     config.libvirt.start = "boot";
     auto booted = timeStarts(config, pool, samples, 0);
