@@ -125,6 +125,20 @@ TEST_F(LibvirtRestore, ACorruptSavedStateFallsBackToBooting) {
     EXPECT_TRUE(stateFilesUnder(runtime_).empty()) << "the corrupt template should be gone";
 }
 
+TEST_F(LibvirtRestore, ATemplateThatNeverSaysHelloLeavesNothingAndItsVmsBoot) {
+    // Far shorter than any boot here: the template and every VM time out.
+    config.pools[0].sandboxStartTimeout = 2s;
+    config.pools[0].readySessionInstances = 1;
+    start();
+    ASSERT_TRUE(server.waitFor([&] { return server.counts("vm").startFailures >= 2; }, 60s));
+    EXPECT_EQ(backend->counts().templatesSaved, 0u);
+    EXPECT_GE(backend->counts().booted, 1u) << "without a template the VMs boot";
+    EXPECT_TRUE(filesUnder((fs::path(runtime_) / config.cgroupName / "_templates").string()).empty())
+        << "the failed template left files";
+    for (const auto& name : domainsNamed(config.cgroupName))
+        EXPECT_EQ(name.find("_template"), std::string::npos) << "the failed template's domain is still there";
+}
+
 // start() to ready of `samples` sandboxes made one after another, in ms.
 std::vector<double> timeStarts(const Config& config, const PoolConfig& pool, int samples, int warmUps) {
     boost::asio::io_context io;
@@ -141,8 +155,10 @@ std::vector<double> timeStarts(const Config& config, const PoolConfig& pool, int
         EXPECT_EQ(*ready, "") << "sandbox " << i + 1;
         if (i >= warmUps)
             times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count());
+        // The next start must not wait behind this VM's teardown.
         sandbox.reset();
-        io.run_for(10ms);
+        const fs::path directory = config.libvirt.runtimeDirectory / config.cgroupName / (pool.name + "-" + std::to_string(i + 1));
+        while (fs::exists(directory)) io.run_for(10ms);
     }
     return times;
 }

@@ -361,6 +361,7 @@ void LibvirtBackend::State::boot(Vm& vm, const VmJob& job) {
 std::shared_ptr<AgentChannel::Socket> LibvirtBackend::State::restore(Vm& vm, const VmJob& job,
                                                                     const libvirt::VmTemplate& saved) {
     const libvirt::DomainSpec& spec = job.spec;
+    const auto copying = std::chrono::steady_clock::now();
     vm.directory.emplace(job.directory);
     fs::copy_file(saved.disk(), spec.disk);
     // libvirt restores a saved domain under its own name and UUID only: the
@@ -369,6 +370,7 @@ std::shared_ptr<AgentChannel::Socket> LibvirtBackend::State::restore(Vm& vm, con
     const std::string xml = libvirt::memberDomainXml(saved.saved.xml, saved.directory.path(), spec);
     spdlog::trace("domain XML of {}:\n{}", spec.name, xml);
     libvirt::writeSavedStateCopy(saved.stateFile(), saved.saved, xml, stateFile);
+    const auto copied = std::chrono::steady_clock::now();
     // Paused: see below.
     const bool failed = virDomainRestoreFlags(connection->get(), stateFile.c_str(), nullptr, VIR_DOMAIN_SAVE_PAUSED) < 0;
     const std::string error = failed ? libvirt::lastError() : "";
@@ -381,8 +383,12 @@ std::shared_ptr<AgentChannel::Socket> LibvirtBackend::State::restore(Vm& vm, con
     // Its vCPUs run only once the agent channel is connected: a guest that
     // saw its host end closed would take the host for gone, and end.
     auto channel = std::make_shared<AgentChannel::Socket>(libvirt::connectAgentSocket(io, spec.agentSocket));
+    const auto restored = std::chrono::steady_clock::now();
     if (virDomainResume(vm.domain.get()) < 0)
         throw std::runtime_error("libvirt could not resume the restored VM " + spec.name + ": " + libvirt::lastError());
+    auto between = [](auto from, auto to) { return std::chrono::duration_cast<std::chrono::milliseconds>(to - from).count(); };
+    spdlog::debug("VM {}: files copied in {} ms, restored by libvirt in {} ms, connected and resumed in {} ms",
+                  spec.name, between(copying, copied), between(copied, restored), millisecondsSince(restored));
     return channel;
 }
 
