@@ -3,7 +3,8 @@
 // guests). Restored VMs must run code and keep state, and must not share
 // entropy, interpreter seeds, machine ids or a stale clock; a corrupt saved
 // state falls back to booting; nothing is left behind. Also measures boot
-// against restore (SESSIOND_VM_SAMPLES samples each, 3 by default).
+// against restore (SESSIOND_VM_SAMPLES samples each, 3 by default, of a
+// pool preloading SESSIOND_VM_PRELOAD, none by default).
 //
 // Skipped without libvirtd or a built guest image (scripts/test.sh provides
 // both; SESSIOND_IMAGE_DIR overrides the image directory).
@@ -16,6 +17,7 @@
 #include <filesystem>
 #include <iostream>
 #include <optional>
+#include <sstream>
 
 #include <boost/asio.hpp>
 #include <gtest/gtest.h>
@@ -172,7 +174,13 @@ TEST_F(LibvirtRestore, RestoringIsFasterThanBooting) {
     const char* samplesVariable = std::getenv("SESSIOND_VM_SAMPLES");
     const int samples = samplesVariable ? std::max(1, std::atoi(samplesVariable)) : 3;
     PoolConfig pool = config.pools[0];
+    // SESSIOND_VM_PRELOAD=numpy,pandas: the pool imports these before its VMs are ready.
     pool.preloadModules = {};
+    if (const char* preload = std::getenv("SESSIOND_VM_PRELOAD")) {
+        std::stringstream modules(preload);
+        for (std::string module; std::getline(modules, module, ',');)
+            if (!module.empty()) pool.preloadModules.push_back(module);
+    }
     config.libvirt.start = "boot";
     auto booted = timeStarts(config, pool, samples, 0);
     config.libvirt.start = "restore";
