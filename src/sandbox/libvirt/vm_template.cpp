@@ -88,7 +88,7 @@ std::shared_ptr<const VmTemplate> buildTemplate(const TemplateBuild& build, cons
         throw std::runtime_error("libvirt could not save the template VM " + spec.name + ": " + lastError());
     channel->close();
     made->saved = readSavedState(made->stateFile());
-    spdlog::info("template VM {} saved in {} ms: {} MB of state", spec.name,
+    spdlog::info("template VM {} saved in {} ms: {} MiB of state", spec.name,
                  std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count(),
                  fs::file_size(made->stateFile()) >> 20);
     return made;
