@@ -374,6 +374,7 @@ std::shared_ptr<AgentChannel::Socket> LibvirtBackend::State::restore(Vm& vm, con
     // Paused: see below.
     const bool failed = virDomainRestoreFlags(connection->get(), stateFile.c_str(), nullptr, VIR_DOMAIN_SAVE_PAUSED) < 0;
     const std::string error = failed ? libvirt::lastError() : "";
+    const auto restored = std::chrono::steady_clock::now();
     // QEMU has read all of it by now; it costs as much disk as the template's.
     std::error_code ignored;
     fs::remove(stateFile, ignored);
@@ -383,11 +384,12 @@ std::shared_ptr<AgentChannel::Socket> LibvirtBackend::State::restore(Vm& vm, con
     // Its vCPUs run only once the agent channel is connected: a guest that
     // saw its host end closed would take the host for gone, and end.
     auto channel = std::make_shared<AgentChannel::Socket>(libvirt::connectAgentSocket(io, spec.agentSocket));
-    const auto restored = std::chrono::steady_clock::now();
     if (virDomainResume(vm.domain.get()) < 0)
         throw std::runtime_error("libvirt could not resume the restored VM " + spec.name + ": " + libvirt::lastError());
-    auto between = [](auto from, auto to) { return std::chrono::duration_cast<std::chrono::milliseconds>(to - from).count(); };
-    spdlog::debug("VM {}: files copied in {} ms, restored by libvirt in {} ms, connected and resumed in {} ms",
+    auto between = [](auto from, auto to) {
+        return std::chrono::duration_cast<std::chrono::milliseconds>(to - from).count();
+    };
+    spdlog::debug("VM {}: its files copied in {} ms, restored by libvirt in {} ms, connected and resumed in {} ms",
                   spec.name, between(copying, copied), between(copied, restored), millisecondsSince(restored));
     return channel;
 }
