@@ -224,6 +224,23 @@ TEST_F(AgentTest, AnswersPingAndRejectsUnknownTypes) {
     EXPECT_TRUE(run("1").succeeded);
 }
 
+// Only malformed snapshot requests here: a well-formed "restore" would set
+// this host's clock (the VM tests send real ones, libvirt_restore_test.cpp).
+TEST_F(AgentTest, RefusesMalformedSnapshotRestores) {
+    const std::string entropy = std::string(32, 'e');
+    for (auto message : {nlohmann::json{{"type", "snapshot"}, {"phase", "rewind"}},
+                         nlohmann::json(makeSnapshotRestoreMessage(entropy.substr(1), std::chrono::system_clock::now(),
+                                                                   std::string(32, 'a'))),
+                         nlohmann::json(makeSnapshotRestoreMessage(entropy, std::chrono::system_clock::now(), "ABC")),
+                         nlohmann::json{{"type", "snapshot"}, {"phase", "restore"}, {"entropy", "!!"}}}) {
+        auto refused = request(message);
+        EXPECT_EQ(refused["type"], "error") << message;
+        EXPECT_EQ(refused["code"], "invalidRequest") << message;
+        EXPECT_FALSE(parseSnapshotReply(refused).ok());
+    }
+    EXPECT_TRUE(run("1").succeeded);
+}
+
 // AutoGen's ACADynamicSessionsCodeExecutor lists packages this way and parses
 // stderr + stdout + result as one text.
 TEST_F(AgentTest, AutogenPackageListBootstrap) {

@@ -186,3 +186,12 @@ TEST(Config, ListenTls) {
     d["listen"]["tls"] = "/etc/sessiond/cert.pem";
     EXPECT_EQ(failingField(d), "listen.tls");
 }
+
+TEST(Config, LibvirtStartRestoresByDefault) {
+    EXPECT_EQ(parseConfig(minimal()).libvirt.start, "restore");
+    auto d = minimal();
+    d["libvirt"] = {{"start", "boot"}};
+    EXPECT_EQ(parseConfig(d).libvirt.start, "boot");
+    d["libvirt"] = {{"start", "snapshot"}};
+    EXPECT_EQ(failingField(d), "libvirt.start");
+}

@@ -4,6 +4,8 @@
 
 #include <unistd.h>
 
+#include <filesystem>
+#include <fstream>
 #include <sstream>
 
 #include <boost/property_tree/ptree.hpp>
@@ -13,6 +15,7 @@
 #include "../src/sandbox/libvirt/accelerator.hpp"
 #include "../src/sandbox/libvirt/connection.hpp"
 #include "../src/sandbox/libvirt/domain_xml.hpp"
+#include "../src/sandbox/libvirt/saved_state.hpp"
 
 using namespace sessiond::libvirt;
 namespace pt = boost::property_tree;
@@ -197,4 +200,107 @@ TEST(LibvirtAccelerator, WithoutKvmAutoFallsBackToTcgAndForcedKvmFails) {
     } catch (const std::runtime_error& e) {
         EXPECT_NE(std::string(e.what()).find("/dev/kvm"), std::string::npos) << e.what();
     }
+}
+
+TEST(LibvirtDomainXml, AMemberOfASavedTemplateGetsItsOwnIdentityAndFiles) {
+    // As libvirt writes a saved domain back: its own quoting and layout.
+    const std::string saved =
+        "<domain type='qemu'>\n  <name>sessiond-sessiond-_template-ab12</name>\n"
+        "  <uuid>11111111-2222-3333-4444-555555555555</uuid>\n  <metadata>\n"
+        "    <sessiond:sandbox xmlns:sessiond=\"urn:sessiond:sandbox:1\" instance=\"sessiond\" pool=\"a\" "
+        "sandbox=\"_template-ab12\"/>\n  </metadata>\n  <memory unit='KiB'>786432</memory>\n"
+        "  <devices>\n    <disk type='file' device='disk'>\n"
+        "      <source file='/vms/sessiond/_templates/ab12/disk.qcow2'/>\n"
+        "      <backingStore type='file'><source file='/images/v1/rootfs.qcow2'/></backingStore>\n    </disk>\n"
+        "    <serial type='file'><source path='/vms/sessiond/_templates/ab12/console.log'/></serial>\n"
+        "    <channel type='unix'><source mode='bind' path='/vms/sessiond/_templates/ab12/agent.sock'/></channel>\n"
+        "  </devices>\n</domain>\n";
+    DomainSpec member = exampleSpec();
+    member.metadata.pool = "b";
+    const std::string xml = memberDomainXml(saved, "/vms/sessiond/_templates/ab12", member);
+    pt::ptree domain = parse(xml);
+    EXPECT_EQ(domain.get<std::string>("name"), member.name);
+    EXPECT_EQ(domain.get<std::string>("uuid"), member.uuid);
+    auto metadata = parseSandboxMetadata(xml.substr(xml.find("<sessiond:sandbox"), xml.find("</metadata>") - xml.find("<sessiond:sandbox")));
+    ASSERT_TRUE(metadata);
+    EXPECT_EQ(metadata->pool, "b");
+    EXPECT_EQ(metadata->sandbox, "default-3");
+    EXPECT_EQ(xml.find("_templates"), std::string::npos) << xml;
+    EXPECT_NE(xml.find("<source file='/vms/sessiond/default-3/disk.qcow2'/>"), std::string::npos) << xml;
+    EXPECT_NE(xml.find("path='/vms/sessiond/default-3/agent.sock'"), std::string::npos) << xml;
+    EXPECT_NE(xml.find("path='/vms/sessiond/default-3/console.log'"), std::string::npos) << xml;
+    EXPECT_NE(xml.find("<source file='/images/v1/rootfs.qcow2'/>"), std::string::npos) << "the shared image stays";
+    EXPECT_THROW(memberDomainXml("<domain><name>x</name></domain>", "/vms", member), std::runtime_error);
+}
+
+namespace {
+
+// A save image as libvirt's QEMU driver lays it out (qemu_saveimage.h):
+// magic, version 2, data length, was running, compressed, cookie offset,
+// 14 unused words; XML, NUL, cookie, NUL, padding; then QEMU's stream.
+std::string saveImage(const std::string& magic, std::uint32_t compressed, const std::string& xml,
+                      const std::string& cookie, const std::string& stream) {
+    std::string data = xml + '\0' + cookie + '\0' + std::string(100, '\0');
+    std::uint32_t words[19] = {2, static_cast<std::uint32_t>(data.size()), 1, compressed,
+                               static_cast<std::uint32_t>(xml.size() + 1)};
+    return magic + std::string(reinterpret_cast<const char*>(words), sizeof words) + data + stream;
+}
+
+struct ScratchDirectory {
+    ScratchDirectory() {
+        std::string pattern = (std::filesystem::temp_directory_path() / "sessiond-saved-XXXXXX").string();
+        path = ::mkdtemp(pattern.data());
+    }
+    ~ScratchDirectory() { std::filesystem::remove_all(path); }
+    std::filesystem::path path;
+};
+
+void writeFile(const std::filesystem::path& path, const std::string& bytes) {
+    std::ofstream(path, std::ios::binary) << bytes;
+}
+
+std::string readFile(const std::filesystem::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+}  // namespace
+
+TEST(LibvirtSavedState, ACopyHoldsTheNewDomainAndTheSameStream) {
+    ScratchDirectory dir;
+    const std::string stream = "QEVM" + std::string(70000, 'x') + "end";
+    writeFile(dir.path / "template", saveImage("LibvirtQemudSave", 0, "<domain>t</domain>", "<cookie/>", stream));
+    SavedState saved = readSavedState(dir.path / "template");
+    EXPECT_EQ(saved.xml, "<domain>t</domain>");
+    EXPECT_EQ(saved.cookie, "<cookie/>");
+    EXPECT_EQ(saved.wasRunning, 1u);
+
+    writeSavedStateCopy(dir.path / "template", saved, "<domain>member, longer</domain>", dir.path / "member");
+    SavedState copy = readSavedState(dir.path / "member");
+    EXPECT_EQ(copy.xml, "<domain>member, longer</domain>");
+    EXPECT_EQ(copy.cookie, "<cookie/>");
+    EXPECT_EQ(copy.wasRunning, 1u);
+    EXPECT_EQ(readFile(dir.path / "member").substr(copy.streamOffset), stream);
+    EXPECT_EQ(std::filesystem::status(dir.path / "member").permissions() & std::filesystem::perms::all,
+              std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+}
+
+TEST(LibvirtSavedState, RefusesWhatItCannotRestoreFrom) {
+    ScratchDirectory dir;
+    auto refusal = [&](const std::string& bytes) {
+        writeFile(dir.path / "state", bytes);
+        try {
+            readSavedState(dir.path / "state");
+        } catch (const std::runtime_error& e) {
+            return std::string(e.what());
+        }
+        return std::string("accepted");
+    };
+    EXPECT_NE(refusal(saveImage("LibvirtQemudPart", 0, "<d/>", "", "s")).find("incomplete"), std::string::npos);
+    EXPECT_NE(refusal(saveImage("SomethingElse!!!", 0, "<d/>", "", "s")).find("not a libvirt"), std::string::npos);
+    EXPECT_NE(refusal(saveImage("LibvirtQemudSave", 1, "<d/>", "", "s")).find("compressed"), std::string::npos);
+    EXPECT_NE(refusal(saveImage("LibvirtQemudSave", 0, "<d/>", "", "")).find("no guest state"), std::string::npos);
+    EXPECT_NE(refusal("LibvirtQemudSave").find("truncated"), std::string::npos);
+    EXPECT_EQ(refusal(saveImage("LibvirtQemudSave", 0, "<d/>", "", "s")), "accepted");
+    EXPECT_THROW(readSavedState(dir.path / "missing"), std::runtime_error);
 }

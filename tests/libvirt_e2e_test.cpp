@@ -18,29 +18,14 @@
 #include "support/http_client.hpp"
 #include "support/server_fixture.hpp"
 #include "support/vm_files.hpp"
+#include "support/vm_pool_fixture.hpp"
 
 using namespace sessiond;
+using sessiond::testing::domainsNamed;
 using sessiond::testing::HttpClient;
 using namespace std::chrono_literals;
 
 namespace {
-
-// Domains whose names carry this test's instance name, as libvirt sees them.
-std::vector<std::string> domainsNamed(const std::string& instance) {
-    std::vector<std::string> names;
-    virConnectPtr conn = virConnectOpen("qemu:///system");
-    if (!conn) return {"(cannot connect to libvirt)"};
-    virDomainPtr* domains = nullptr;
-    int n = virConnectListAllDomains(conn, &domains, 0);
-    for (int i = 0; i < n; ++i) {
-        std::string name = virDomainGetName(domains[i]);
-        if (name.find(instance) != std::string::npos) names.push_back(name);
-        virDomainFree(domains[i]);
-    }
-    free(domains);
-    virConnectClose(conn);
-    return names;
-}
 
 // Host pid of the QEMU process running the named domain.
 pid_t qemuPidOf(const std::string& domainPrefix) {
@@ -55,45 +40,11 @@ pid_t qemuPidOf(const std::string& domainPrefix) {
     return -1;
 }
 
-class LibvirtE2E : public ::testing::Test {
+class LibvirtE2E : public sessiond::testing::VmPoolTest {
 protected:
     void SetUp() override {
-        ASSERT_TRUE(std::filesystem::exists(sessiond::testing::guestImageDirectory() + "/current/rootfs.qcow2"))
-            << "no guest image in " << sessiond::testing::guestImageDirectory() << "; scripts/test.sh builds it";
-        char dir[] = "/tmp/sessiond-vm-test-XXXXXX";
-        runtime_ = mkdtemp(dir);
-        std::filesystem::permissions(runtime_, std::filesystem::perms(0755));
-        config.cgroupName = "sessiond-vmtest-" + std::to_string(getpid());
-        config.libvirt.imageDirectory = sessiond::testing::guestImageDirectory();
-        config.libvirt.runtimeDirectory = runtime_;
-        PoolConfig pool;
-        pool.name = "vm";
-        pool.backend = "libvirt";
-        pool.readySessionInstances = 1;
-        pool.maxConcurrentSessions = 4;
-        pool.cooldownPeriod = 300s;
-        pool.sandboxStartTimeout = 180s;
-        pool.resources.cpus = 1;
-        pool.resources.memoryBytes = 768ull << 20;
-        config.pools = {pool};
-    }
-
-    void start() {
-        server.start(config, [this](boost::asio::io_context& io) {
-            auto backend = std::make_unique<LibvirtBackend>(io, config);
-            backend->cleanupLeftovers();
-            return backend;
-        });
-    }
-
-    bool waitReady(std::size_t n, std::chrono::seconds limit = 240s) {
-        return server.waitFor([&] { return server.counts("vm").unallocated >= n; }, limit);
-    }
-
-    nlohmann::json run(HttpClient& client, const std::string& id, const std::string& code) {
-        auto r = client.execute("vm", id, code);
-        EXPECT_EQ(r.status, 200) << r.body;
-        return r.json()["properties"];
+        prepare("vmtest");
+        config.libvirt.start = "boot";  // libvirt_restore_test.cpp covers restoring
     }
 
     std::size_t sandboxDirectories() {
@@ -103,19 +54,6 @@ protected:
             if (entry.is_directory(ec)) ++n;
         return n;
     }
-
-    void TearDown() override {
-        server.stop();
-        EXPECT_TRUE(domainsNamed(config.cgroupName).empty()) << "a domain outlived the daemon";
-        EXPECT_TRUE(sessiond::testing::filesUnder(runtime_).empty())
-            << "per-sandbox files outlived the daemon in " << runtime_;
-        std::error_code ec;
-        std::filesystem::remove_all(runtime_, ec);
-    }
-
-    Config config;
-    std::string runtime_;
-    sessiond::testing::ServerFixture server;
 };
 
 }  // namespace

@@ -98,8 +98,12 @@ struct LibvirtConfig {
     std::string accelerator = "auto";
     // Built guest images (see docs/microvm.md); the daemon boots <dir>/current.
     std::filesystem::path imageDirectory = "/var/lib/sessiond/images";
-    // Per-VM files: copy-on-write disk layers, agent sockets, console logs.
+    // Per-VM files: copy-on-write disk layers, agent sockets, console logs;
+    // and each pool template's saved VM.
     std::filesystem::path runtimeDirectory = "/var/lib/sessiond/vms";
+    // "restore": new VMs are restored from a VM saved once per pool template
+    // (booted, warmed up, saved); "boot": every VM boots.
+    std::string start = "restore";
 };
 
 struct PoolConfig {

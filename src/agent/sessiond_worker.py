@@ -94,6 +94,21 @@ def _volunteer_for_oom_killer():
         pass
 
 
+def _reseed(message):
+    # A microVM restored from its pool's saved template holds the template's
+    # random state; the agent asks for new seeds once the kernel has its own.
+    if message.get("type") != "reseed":
+        return
+    import random
+    random.seed()
+    numpy_random = sys.modules.get("numpy.random")
+    if numpy_random is not None:
+        numpy_random.seed()
+    tempfile = sys.modules.get("tempfile")
+    if tempfile is not None:
+        tempfile._name_sequence = None  # its names come from a generator of its own
+
+
 # -- images -------------------------------------------------------------------
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -511,6 +526,7 @@ def _serve(control, warm):
             warm.reset()
             continue
         if message.get("type") != "execute":
+            _reseed(message)
             continue
         try:
             status, result, interrupted = _run(shell, message["code"])

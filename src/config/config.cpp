@@ -368,6 +368,9 @@ Config parseConfig(const json& document) {
         libvirt.runtimeDirectory = l.string("runtimeDirectory", libvirt.runtimeDirectory.string());
         if (!libvirt.runtimeDirectory.is_absolute())
             throw ConfigError("libvirt.runtimeDirectory", "must be an absolute path");
+        libvirt.start = l.string("start", libvirt.start);
+        if (libvirt.start != "restore" && libvirt.start != "boot")
+            throw ConfigError("libvirt.start", "must be restore or boot");
     }
 
     const json* pools = top.get("pools");

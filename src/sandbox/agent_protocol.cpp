@@ -194,4 +194,22 @@ Outcome<ExecuteResult> parseExecuteReply(const json& reply) {
     return {"", std::move(result)};
 }
 
+json makeSnapshotSaveMessage() { return {{"type", "snapshot"}, {"phase", "save"}}; }
+
+json makeSnapshotRestoreMessage(std::string_view entropy, std::chrono::system_clock::time_point now,
+                                const std::string& machineId) {
+    return {{"type", "snapshot"},
+            {"phase", "restore"},
+            {"entropy", encodeBase64(entropy)},
+            {"timeNs", std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count()},
+            {"machineId", machineId}};
+}
+
+Outcome<std::string> parseSnapshotReply(const json& reply) {
+    Outcome<std::string> out;
+    if (!expectType(reply, "snapshot", out)) return out;
+    out.value = hasString(reply, "entropy") ? reply["entropy"].get<std::string>() : "";
+    return out;
+}
+
 }  // namespace sessiond

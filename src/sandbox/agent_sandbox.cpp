@@ -60,13 +60,21 @@ void AgentSandbox::waitForAgent(ReadyHandler onReady) {
     channel_->setClosedHandler([this, alive](std::string reason) {
         if (!alive.expired()) reportExit("agent channel closed: " + reason);
     });
-    channel_->waitForHello(startTimeout_, [this, alive, onReady](std::string error, nlohmann::json hello) {
+    auto onHandshake = [this, alive, onReady](std::string error, nlohmann::json hello) {
         if (alive.expired()) return onReady(error.empty() ? "sandbox destroyed while starting" : error);
         if (!error.empty()) return onReady("no handshake from the agent: " + error);
         ready_ = true;
         spdlog::debug("sandbox {}: agent ready: {}", id_, hello.dump());
         onReady("");
-    });
+    };
+    if (auto request = handshakeRequest()) {
+        channel_->request(std::move(*request), startTimeout_, [onHandshake](std::string error, nlohmann::json reply) {
+            if (error.empty()) error = parseSnapshotReply(reply).error;
+            onHandshake(std::move(error), std::move(reply));
+        });
+        return;
+    }
+    channel_->waitForHello(startTimeout_, onHandshake);
 }
 
 void AgentSandbox::execute(ExecuteRequest request, ExecuteHandler onDone) {

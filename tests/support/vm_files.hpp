@@ -2,6 +2,8 @@
 // What the microVM tests share: where the guest image is, and what a VM pool
 // leaves in its runtime directory.
 
+#include <libvirt/libvirt.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -22,6 +24,23 @@ inline std::vector<std::filesystem::path> filesUnder(const std::string& root) {
     for (const auto& entry : std::filesystem::recursive_directory_iterator(root, ec))
         if (!entry.is_directory(ec)) files.push_back(entry.path());
     return files;
+}
+
+// Domains whose names carry `instance`, as libvirt sees them.
+inline std::vector<std::string> domainsNamed(const std::string& instance) {
+    std::vector<std::string> names;
+    virConnectPtr conn = virConnectOpen("qemu:///system");
+    if (!conn) return {"(cannot connect to libvirt)"};
+    virDomainPtr* domains = nullptr;
+    int n = virConnectListAllDomains(conn, &domains, 0);
+    for (int i = 0; i < n; ++i) {
+        std::string name = virDomainGetName(domains[i]);
+        if (name.find(instance) != std::string::npos) names.push_back(name);
+        virDomainFree(domains[i]);
+    }
+    free(domains);
+    virConnectClose(conn);
+    return names;
 }
 
 }  // namespace sessiond::testing

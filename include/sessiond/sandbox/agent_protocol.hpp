@@ -2,6 +2,7 @@
 // Messages of the agent protocol (docs/agent-protocol.md), translated to and
 // from the Sandbox interface's types.
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -50,5 +51,15 @@ Outcome<FileChunk> parseReadFileReply(const nlohmann::json& reply);
 Outcome<std::optional<FileEntry>> parseWriteFileReply(const nlohmann::json& reply);
 Outcome<Done> parseDeleteFileReply(const nlohmann::json& reply);
 Outcome<nlohmann::json> parseDescribeReply(const nlohmann::json& reply);
+
+// A microVM about to be saved as a template: {"type":"snapshot","phase":"save"}.
+nlohmann::json makeSnapshotSaveMessage();
+// A microVM just restored from a template gets its own entropy (`entropy`:
+// raw bytes, at least 32), wall clock (`now`) and machine id (32 hex digits).
+nlohmann::json makeSnapshotRestoreMessage(std::string_view entropy, std::chrono::system_clock::time_point now,
+                                          const std::string& machineId);
+// The agent's {"type":"snapshot"} answer to either; for "restore", `value`
+// is how the kernel took the entropy ("reseeded" or "mixed").
+Outcome<std::string> parseSnapshotReply(const nlohmann::json& reply);
 
 }  // namespace sessiond

@@ -43,6 +43,12 @@ protected:
     // For subclasses: the process or VM ended.
     void reportExit(const std::string& reason);
 
+    // An agent that said its hello before this sandbox existed (a VM
+    // restored from a saved one) never says it again: the reply to this
+    // request (a "snapshot" restore, docs/agent-protocol.md), sent once the
+    // channel is up, stands in for it. nullopt: wait for the hello.
+    virtual std::optional<nlohmann::json> handshakeRequest() { return std::nullopt; }
+
     boost::asio::io_context& io_;
 
 private:

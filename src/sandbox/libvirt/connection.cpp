@@ -108,6 +108,21 @@ std::string destroyDomain(virDomainPtr domain) {
     return lastError();
 }
 
+void OwnedDomain::reset(virDomainPtr domain) {
+    if (domain_) {
+        const auto started = std::chrono::steady_clock::now();
+        const std::string name = virDomainGetName(domain_.get());
+        const std::string error = destroyDomain(domain_.get());
+        if (!error.empty())
+            spdlog::error("cannot destroy VM {}: {}", name, error);
+        else
+            spdlog::debug("VM {} destroyed in {} ms", name,
+                          std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started)
+                              .count());
+    }
+    domain_.reset(domain);
+}
+
 std::optional<SandboxMetadata> readSandboxMetadata(virDomainPtr domain) {
     std::unique_ptr<char, decltype(&std::free)> xml(
         virDomainGetMetadata(domain, VIR_DOMAIN_METADATA_ELEMENT, kMetadataNamespace, 0), &std::free);

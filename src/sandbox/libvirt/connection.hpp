@@ -49,6 +49,24 @@ using DomainRef = std::unique_ptr<virDomain, DomainFree>;
 // already gone is not an error. Returns libvirt's message on failure.
 std::string destroyDomain(virDomainPtr domain);
 
+// A transient domain we started: destroyed when let go (a failure is
+// logged), so that no path out of the code that started it leaves it running.
+class OwnedDomain {
+public:
+    OwnedDomain() = default;
+    explicit OwnedDomain(virDomainPtr domain) : domain_(domain) {}
+    ~OwnedDomain() { reset(); }
+    OwnedDomain(const OwnedDomain&) = delete;
+    OwnedDomain& operator=(const OwnedDomain&) = delete;
+
+    virDomainPtr get() const { return domain_.get(); }
+    explicit operator bool() const { return domain_ != nullptr; }
+    void reset(virDomainPtr domain = nullptr);
+
+private:
+    DomainRef domain_;
+};
+
 // Our metadata element of a domain; nullopt when it has none (not ours).
 std::optional<SandboxMetadata> readSandboxMetadata(virDomainPtr domain);
 

@@ -1,6 +1,7 @@
 #include "domain_xml.hpp"
 
 #include <sstream>
+#include <stdexcept>
 
 #include <boost/property_tree/ptree.hpp>
 #include <boost/property_tree/xml_parser.hpp>
@@ -45,12 +46,7 @@ std::string buildDomainXml(const DomainSpec& spec) {
     x << "<domain type='" << escape(spec.type) << "'>\n"
       << "  <name>" << escape(spec.name) << "</name>\n";
     if (!spec.uuid.empty()) x << "  <uuid>" << escape(spec.uuid) << "</uuid>\n";
-    x << "  <metadata>\n"
-      << "    <sessiond:sandbox xmlns:sessiond='" << kMetadataNamespace << "' instance='"
-      << escape(spec.metadata.instance) << "' pool='" << escape(spec.metadata.pool) << "' sandbox='"
-      << escape(spec.metadata.sandbox) << "'/>\n"
-      << "  </metadata>\n"
-      << "  <memory unit='KiB'>" << memoryKiB << "</memory>\n"
+    x << metadataXml(spec.metadata) << "  <memory unit='KiB'>" << memoryKiB << "</memory>\n"
       << "  <vcpu>" << spec.vcpus << "</vcpu>\n"
       // Direct kernel boot: no bootloader, no boot menu, no disk probing.
       << "  <os>\n"
@@ -111,6 +107,38 @@ std::string buildDomainXml(const DomainSpec& spec) {
       << "  </devices>\n"
       << "</domain>\n";
     return x.str();
+}
+
+std::string metadataXml(const SandboxMetadata& metadata) {
+    return "  <metadata>\n    <sessiond:sandbox xmlns:sessiond='" + std::string(kMetadataNamespace) + "' instance='" +
+           escape(metadata.instance) + "' pool='" + escape(metadata.pool) + "' sandbox='" + escape(metadata.sandbox) +
+           "'/>\n  </metadata>\n";
+}
+
+namespace {
+
+// Replaces the text from `open` through `close` (its first occurrence).
+void replaceElement(std::string& xml, const std::string& open, const std::string& close, const std::string& with) {
+    const auto begin = xml.find(open);
+    const auto end = begin == std::string::npos ? begin : xml.find(close, begin);
+    if (end == std::string::npos) throw std::runtime_error("the saved domain XML has no " + open + " element");
+    xml.replace(begin, end + close.size() - begin, with);
+}
+
+}  // namespace
+
+std::string memberDomainXml(const std::string& templateXml, const std::filesystem::path& templateDirectory,
+                            const DomainSpec& member) {
+    std::string xml = templateXml;
+    replaceElement(xml, "<name>", "</name>", "<name>" + escape(member.name) + "</name>");
+    replaceElement(xml, "<uuid>", "</uuid>", "<uuid>" + escape(member.uuid) + "</uuid>");
+    // libvirt writes the element back its own way: ours replaces it whole.
+    replaceElement(xml, "<metadata>", "</metadata>\n", metadataXml(member.metadata).substr(2));
+    const std::string from = escape(templateDirectory) + "/";
+    const std::string to = escape(member.disk.parent_path()) + "/";
+    for (auto at = xml.find(from); at != std::string::npos; at = xml.find(from, at + to.size()))
+        xml.replace(at, from.size(), to);
+    return xml;
 }
 
 std::optional<SandboxMetadata> parseSandboxMetadata(const std::string& xml) {

@@ -55,6 +55,17 @@ std::string kernelCommandLine(const std::string& language, const std::vector<std
 
 std::string buildDomainXml(const DomainSpec& spec);
 
+// The <metadata> element that tags a domain as ours.
+std::string metadataXml(const SandboxMetadata& metadata);
+
+// A saved template's domain XML (as libvirt wrote it) made into a member's:
+// the member's name, UUID and metadata, and its own directory (the one
+// holding member.disk) in place of `templateDirectory` in every path (disk
+// layer, agent socket, console log). Throws std::runtime_error when the XML
+// lacks one of them.
+std::string memberDomainXml(const std::string& templateXml, const std::filesystem::path& templateDirectory,
+                            const DomainSpec& member);
+
 // Reads our metadata element as virDomainGetMetadata returns it; nullopt when
 // it is not ours or is malformed.
 std::optional<SandboxMetadata> parseSandboxMetadata(const std::string& xml);

@@ -1,14 +1,16 @@
 #include "sessiond/sandbox/libvirt/libvirt_backend.hpp"
 
-#include <sys/un.h>
+#include <sys/random.h>
+#include <sys/stat.h>
 
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
-#include <fstream>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <set>
+#include <sstream>
 
 #include <boost/uuid/random_generator.hpp>
 #include <boost/uuid/uuid_io.hpp>
@@ -18,8 +20,11 @@
 #include "accelerator.hpp"
 #include "connection.hpp"
 #include "domain_xml.hpp"
+#include "sessiond/auth/api_keys.hpp"
+#include "sessiond/sandbox/agent_protocol.hpp"
 #include "sessiond/sandbox/agent_sandbox.hpp"
 #include "vm_files.hpp"
+#include "vm_template.hpp"
 #include "worker.hpp"
 
 namespace sessiond {
@@ -34,7 +39,13 @@ class LibvirtSandbox;
 // retries cover a hypervisor that is slower to do so.
 constexpr int kConnectAttempts = 20;
 constexpr auto kConnectRetryDelay = std::chrono::milliseconds(50);
-constexpr std::size_t kConsoleTailBytes = 2048;
+// A template that could not be made, or whose state could not be restored,
+// is not made again for this long: its pool's VMs boot meanwhile.
+constexpr auto kTemplateRetryDelay = std::chrono::minutes(5);
+// Fresh entropy for a restored VM's kernel, in bytes.
+constexpr std::size_t kRestoreEntropyBytes = 64;
+// Beside the sandboxes' directories; no sandbox id has an underscore.
+constexpr const char* kTemplatesDirectory = "_templates";
 
 std::string describeEvent(int event, int detail) {
     if (event == VIR_DOMAIN_EVENT_CRASHED)
@@ -52,15 +63,8 @@ std::string describeEvent(int event, int detail) {
     }
 }
 
-std::string consoleTail(const fs::path& log) {
-    std::ifstream in(log, std::ios::binary | std::ios::ate);
-    if (!in) return "";
-    auto size = static_cast<std::size_t>(in.tellg());
-    std::size_t start = size > kConsoleTailBytes ? size - kConsoleTailBytes : 0;
-    in.seekg(static_cast<std::streamoff>(start));
-    std::string tail(size - start, '\0');
-    in.read(tail.data(), static_cast<std::streamsize>(tail.size()));
-    return tail;
+std::int64_t millisecondsSince(std::chrono::steady_clock::time_point start) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
 }
 
 // What one VM is made of. Created and released on the worker thread; the
@@ -68,20 +72,45 @@ std::string consoleTail(const fs::path& log) {
 struct Vm {
     std::atomic<bool> abandoned{false};  // the sandbox was destroyed: start nothing
     std::optional<libvirt::SandboxDirectory> directory;
-    libvirt::DomainRef domain;
-
-    ~Vm() {
-        if (!domain) return;
-        auto started = std::chrono::steady_clock::now();
-        std::string error = libvirt::destroyDomain(domain.get());
-        if (!error.empty())
-            spdlog::error("cannot destroy VM {}: {}", virDomainGetName(domain.get()), error);
-        else
-            spdlog::debug("VM {} destroyed in {} ms", virDomainGetName(domain.get()),
-                          std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started)
-                              .count());
-    }
+    libvirt::OwnedDomain domain;
 };
+
+// What starting one VM takes, whether it boots or is restored.
+struct VmJob {
+    libvirt::DomainSpec spec;  // the image's files and the command line still unset
+    std::string pool;
+    std::string language;
+    std::vector<std::string> preloadModules;
+    fs::path directory;
+    std::chrono::milliseconds helloTimeout{};
+};
+
+// A file's version: a rebuilt image or an updated QEMU gives another key.
+std::string fileIdentity(const fs::path& file) {
+    struct stat info {};
+    if (file.empty() || ::stat(file.c_str(), &info) != 0) return file.string() + ":none";
+    std::ostringstream out;
+    out << file.string() << ':' << info.st_dev << ':' << info.st_ino << ':' << info.st_size << ':'
+        << info.st_mtim.tv_sec << '.' << info.st_mtim.tv_nsec;
+    return out.str();
+}
+
+// libvirt's version and QEMU's binary: a saved VM may not restore with
+// another of either.
+std::string emulatorIdentity(virConnectPtr connection, const std::string& accelerator) {
+    unsigned long libraryVersion = 0;
+    virConnectGetLibVersion(connection, &libraryVersion);
+    std::string identity = "libvirt " + std::to_string(libraryVersion);
+    std::unique_ptr<char, decltype(&std::free)> capabilities(
+        virConnectGetDomainCapabilities(connection, nullptr, "x86_64", nullptr,
+                                        accelerator == "kvm" ? "kvm" : "qemu", 0),
+        &std::free);
+    const std::string xml = capabilities ? capabilities.get() : "";
+    const auto path = xml.find("<path>"), end = xml.find("</path>");
+    if (path != std::string::npos && end != std::string::npos)
+        identity += " " + fileIdentity(xml.substr(path + 6, end - path - 6));
+    return identity;
+}
 
 }  // namespace
 
@@ -93,7 +122,28 @@ struct LibvirtBackend::State {
           runtimeDirectory(config.libvirt.runtimeDirectory) {}
 
     fs::path instanceDirectory() const { return runtimeDirectory / instance; }
+    fs::path templatesDirectory() const { return instanceDirectory() / kTemplatesDirectory; }
     void onLifecycle(const std::string& uuid, int event, int detail);
+
+    // `job`'s domain with the image's files and the kernel command line.
+    libvirt::DomainSpec completeSpec(const VmJob& job, const libvirt::GuestImage& image) const;
+    // Restores `job`'s VM from `saved` if there is one and that works, else
+    // boots it. Worker thread. A restored VM comes back running with its
+    // agent channel connected; a booted one, without (null).
+    std::shared_ptr<AgentChannel::Socket> launch(Vm& vm, const VmJob& job,
+                                                 const std::shared_ptr<const libvirt::VmTemplate>& saved);
+    void boot(Vm& vm, const VmJob& job);
+    std::shared_ptr<AgentChannel::Socket> restore(Vm& vm, const VmJob& job, const libvirt::VmTemplate& saved);
+
+    // The template `job`'s pool restores from, made first if need be; null
+    // when the VM is to boot. Template worker thread.
+    std::shared_ptr<const libvirt::VmTemplate> templateFor(const VmJob& job);
+    std::string templateKey(const libvirt::DomainSpec& spec, const libvirt::GuestImage& image) const;
+    // Drops a template whose state could not be restored. Any thread.
+    void forgetTemplate(const std::shared_ptr<const libvirt::VmTemplate>& saved);
+    // Drops the pool's template unless another pool uses it. Any thread,
+    // holding templatesMutex.
+    void releaseTemplate(const std::string& pool);
 
     boost::asio::io_context& io;
     const std::string instance;
@@ -101,33 +151,30 @@ struct LibvirtBackend::State {
     const fs::path runtimeDirectory;
     std::string accelerator;  // "kvm" or "tcg"
     unsigned startFlags = 0;  // for virDomainCreateXML
+    bool restoring = false;   // libvirt.start is restore and the driver saves QEMU's way
+    std::string versions;     // libvirt's and QEMU's, part of every template key
+    std::atomic<bool> stopping{false};
+    std::atomic<std::size_t> templatesSaved{0}, restored{0}, booted{0}, restoreFailures{0};
     std::unique_ptr<libvirt::Connection> connection;
     std::unique_ptr<libvirt::LifecycleSubscription> subscription;
     std::map<std::string, LibvirtSandbox*> sandboxes;  // by domain UUID; io thread only
     std::size_t liveSandboxes = 0;
-    // Declared last, so it stops (finishing every queued teardown) while
-    // the connection is still open.
+
+    // A template is held by this map while a pool uses it and by each
+    // restore in progress; its files go with the last holder.
+    std::mutex templatesMutex;
+    std::map<std::string, std::shared_ptr<const libvirt::VmTemplate>> templates;  // by key
+    std::map<std::string, std::string> templateOfPool;                            // pool -> key
+    std::map<std::string, std::chrono::steady_clock::time_point> failedTemplates; // key -> when
+
+    // Declared last, so they stop (finishing every queued teardown) while
+    // the connection is still open. Template boots take seconds: they have
+    // a thread of their own, so teardowns never wait for one.
     std::unique_ptr<libvirt::Worker> worker;
+    std::unique_ptr<libvirt::Worker> templateWorker;
 };
 
 namespace {
-
-void startVm(const LibvirtBackend::State& state, Vm& vm, libvirt::DomainSpec spec,
-             const std::string& language, const std::vector<std::string>& preloadModules,
-             const fs::path& directory) {
-    libvirt::GuestImage image = libvirt::resolveGuestImage(state.imageDirectory);
-    vm.directory.emplace(directory);
-    spec.kernel = image.kernel;
-    spec.initrd = image.initrd;
-    spec.cmdline = image.cmdline.empty() ? libvirt::kernelCommandLine(language, preloadModules)
-                                         : libvirt::kernelCommandLine(language, preloadModules, image.cmdline);
-    spec.diskBase = image.rootfs;
-    libvirt::createOverlay(image.rootfs, spec.disk);
-    std::string xml = libvirt::buildDomainXml(spec);
-    spdlog::trace("domain XML of {}:\n{}", spec.name, xml);
-    vm.domain.reset(virDomainCreateXML(state.connection->get(), xml.c_str(), state.startFlags));
-    if (!vm.domain) throw std::runtime_error("libvirt could not start VM " + spec.name + ": " + libvirt::lastError());
-}
 
 class LibvirtSandbox : public AgentSandbox {
 public:
@@ -154,7 +201,7 @@ public:
     void onDomainEvent(int event, int detail) {
         if (event != VIR_DOMAIN_EVENT_STOPPED && event != VIR_DOMAIN_EVENT_CRASHED) return;
         std::string reason = describeEvent(event, detail);
-        std::string console = consoleTail(consoleLog());
+        std::string console = libvirt::consoleTail(consoleLog());
         spdlog::warn("sandbox {}: {}; {}{}", id(), reason,
                      console.empty() ? "its console is empty" : "the end of its console:\n", console);
         reportExit(reason);
@@ -162,28 +209,50 @@ public:
 
 protected:
     void launch(LaunchHandler onLaunched) override {
-        if (agentSocket().string().size() >= sizeof(sockaddr_un::sun_path))
-            throw std::runtime_error("the agent socket path " + agentSocket().string() +
-                                     " is too long for a unix socket; choose a shorter libvirt.runtimeDirectory");
-        libvirt::DomainSpec spec = domainSpec();
-        uuid_ = spec.uuid;
+        libvirt::checkSocketPath(agentSocket());
+        VmJob job{domainSpec(), pool_.name, agentLanguage(pool_), pool_.preloadModules, directory_,
+                  std::chrono::duration_cast<std::chrono::milliseconds>(pool_.sandboxStartTimeout)};
+        uuid_ = job.spec.uuid;
         state_.sandboxes[uuid_] = this;
         vm_ = std::make_shared<Vm>();
-        state_.worker->post([this, alive = std::weak_ptr<int>(lifetime_), state = &state_, vm = vm_, spec,
-                             language = agentLanguage(pool_), preload = pool_.preloadModules,
-                             directory = directory_, onLaunched] {
+        auto start = [this, alive = std::weak_ptr<int>(lifetime_), state = &state_, vm = vm_, job,
+                      onLaunched](std::shared_ptr<const libvirt::VmTemplate> saved) {
             std::string error;
+            std::shared_ptr<AgentChannel::Socket> restored;
             try {
-                if (!vm->abandoned) startVm(*state, *vm, spec, language, preload, directory);
+                if (!vm->abandoned) restored = state->launch(*vm, job, saved);
             } catch (const std::exception& e) {
                 error = e.what();
             }
-            boost::asio::post(state->io, [this, alive, onLaunched, error] {
+            saved.reset();  // its files may go now, here rather than on the io thread
+            boost::asio::post(state->io, [this, alive, onLaunched, error, restored] {
                 if (alive.expired()) return onLaunched("the sandbox was destroyed while starting", std::nullopt);
                 if (!error.empty()) return onLaunched(error, std::nullopt);
-                connectAgent(onLaunched, 1);
+                restored_ = restored != nullptr;
+                if (!restored) return connectAgent(onLaunched, 1);
+                onLaunched("", std::move(*restored));
             });
+        };
+        if (!state_.restoring) return state_.worker->post([start] { start(nullptr); });
+        // Making the template can take a boot: its thread does it, then the
+        // VM's own start joins the queue of the worker that tears VMs down.
+        state_.templateWorker->post([state = &state_, vm = vm_, job, start] {
+            std::shared_ptr<const libvirt::VmTemplate> saved;
+            if (!vm->abandoned) saved = state->templateFor(job);
+            state->worker->post([start, saved] { start(saved); });
         });
+    }
+
+    std::optional<nlohmann::json> handshakeRequest() override {
+        if (!restored_) return std::nullopt;
+        std::string entropy(kRestoreEntropyBytes, '\0');
+        for (std::size_t filled = 0; filled < entropy.size();) {
+            const ssize_t got = ::getrandom(entropy.data() + filled, entropy.size() - filled, 0);
+            if (got > 0) filled += static_cast<std::size_t>(got);
+        }
+        std::string machineId = uuid_;
+        std::erase(machineId, '-');
+        return makeSnapshotRestoreMessage(entropy, std::chrono::system_clock::now(), machineId);
     }
 
 private:
@@ -233,6 +302,7 @@ private:
     fs::path directory_;
     std::string uuid_;
     std::shared_ptr<Vm> vm_;
+    bool restored_ = false;
     boost::asio::steady_timer retryTimer_;
     std::shared_ptr<int> lifetime_ = std::make_shared<int>(0);
 };
@@ -242,6 +312,172 @@ private:
 void LibvirtBackend::State::onLifecycle(const std::string& uuid, int event, int detail) {
     auto it = sandboxes.find(uuid);
     if (it != sandboxes.end()) it->second->onDomainEvent(event, detail);
+}
+
+libvirt::DomainSpec LibvirtBackend::State::completeSpec(const VmJob& job, const libvirt::GuestImage& image) const {
+    libvirt::DomainSpec spec = job.spec;
+    spec.kernel = image.kernel;
+    spec.initrd = image.initrd;
+    spec.cmdline = image.cmdline.empty() ? libvirt::kernelCommandLine(job.language, job.preloadModules)
+                                         : libvirt::kernelCommandLine(job.language, job.preloadModules, image.cmdline);
+    spec.diskBase = image.rootfs;
+    return spec;
+}
+
+std::shared_ptr<AgentChannel::Socket> LibvirtBackend::State::launch(
+    Vm& vm, const VmJob& job, const std::shared_ptr<const libvirt::VmTemplate>& saved) {
+    if (saved) {
+        const auto started = std::chrono::steady_clock::now();
+        try {
+            auto channel = restore(vm, job, *saved);
+            ++restored;
+            spdlog::info("sandbox {}: VM restored from its pool's template in {} ms", job.spec.metadata.sandbox,
+                         millisecondsSince(started));
+            return channel;
+        } catch (const std::exception& e) {
+            ++restoreFailures;
+            spdlog::warn("sandbox {}: cannot restore the VM from {} ({}); booting it instead",
+                         job.spec.metadata.sandbox, saved->stateFile().string(), e.what());
+            vm.domain.reset();
+            vm.directory.reset();
+            forgetTemplate(saved);
+        }
+    }
+    boot(vm, job);
+    ++booted;
+    return nullptr;
+}
+
+void LibvirtBackend::State::boot(Vm& vm, const VmJob& job) {
+    const libvirt::DomainSpec spec = completeSpec(job, libvirt::resolveGuestImage(imageDirectory));
+    vm.directory.emplace(job.directory);
+    libvirt::createOverlay(spec.diskBase, spec.disk);
+    std::string xml = libvirt::buildDomainXml(spec);
+    spdlog::trace("domain XML of {}:\n{}", spec.name, xml);
+    vm.domain.reset(virDomainCreateXML(connection->get(), xml.c_str(), startFlags));
+    if (!vm.domain) throw std::runtime_error("libvirt could not start VM " + spec.name + ": " + libvirt::lastError());
+}
+
+std::shared_ptr<AgentChannel::Socket> LibvirtBackend::State::restore(Vm& vm, const VmJob& job,
+                                                                    const libvirt::VmTemplate& saved) {
+    const libvirt::DomainSpec& spec = job.spec;
+    const auto copying = std::chrono::steady_clock::now();
+    vm.directory.emplace(job.directory);
+    fs::copy_file(saved.disk(), spec.disk);
+    // libvirt restores a saved domain under its own name and UUID only: the
+    // member's copy of the state names the member instead.
+    const fs::path stateFile = job.directory / "state";
+    const std::string xml = libvirt::memberDomainXml(saved.saved.xml, saved.directory.path(), spec);
+    spdlog::trace("domain XML of {}:\n{}", spec.name, xml);
+    libvirt::writeSavedStateCopy(saved.stateFile(), saved.saved, xml, stateFile);
+    const auto copied = std::chrono::steady_clock::now();
+    // Paused: see below.
+    const bool failed = virDomainRestoreFlags(connection->get(), stateFile.c_str(), nullptr, VIR_DOMAIN_SAVE_PAUSED) < 0;
+    const std::string error = failed ? libvirt::lastError() : "";
+    const auto restored = std::chrono::steady_clock::now();
+    // QEMU has read all of it by now; it costs as much disk as the template's.
+    std::error_code ignored;
+    fs::remove(stateFile, ignored);
+    if (failed) throw std::runtime_error("libvirt could not restore VM " + spec.name + ": " + error);
+    vm.domain.reset(virDomainLookupByUUIDString(connection->get(), spec.uuid.c_str()));
+    if (!vm.domain) throw std::runtime_error("the restored VM " + spec.name + " is gone: " + libvirt::lastError());
+    // Its vCPUs run only once the agent channel is connected: a guest that
+    // saw its host end closed would take the host for gone, and end.
+    auto channel = std::make_shared<AgentChannel::Socket>(libvirt::connectAgentSocket(io, spec.agentSocket));
+    if (virDomainResume(vm.domain.get()) < 0)
+        throw std::runtime_error("libvirt could not resume the restored VM " + spec.name + ": " + libvirt::lastError());
+    auto between = [](auto from, auto to) {
+        return std::chrono::duration_cast<std::chrono::milliseconds>(to - from).count();
+    };
+    spdlog::debug("VM {}: its files copied in {} ms, restored by libvirt in {} ms, connected and resumed in {} ms",
+                  spec.name, between(copying, copied), between(copied, restored), millisecondsSince(restored));
+    return channel;
+}
+
+std::string LibvirtBackend::State::templateKey(const libvirt::DomainSpec& spec, const libvirt::GuestImage& image) const {
+    std::ostringstream inputs;
+    inputs << versions << '\n' << spec.type << ' ' << spec.machine << ' ' << spec.hostCpu << ' ' << spec.vcpus << ' '
+           << spec.memoryBytes << '\n' << spec.cmdline << '\n';
+    for (const fs::path& file : {image.kernel, image.initrd, image.rootfs}) inputs << fileIdentity(file) << '\n';
+    return toHex(sha256(inputs.str())).substr(0, 16);
+}
+
+std::shared_ptr<const libvirt::VmTemplate> LibvirtBackend::State::templateFor(const VmJob& job) {
+    libvirt::GuestImage image;
+    try {
+        image = libvirt::resolveGuestImage(imageDirectory);
+    } catch (const std::exception&) {
+        return nullptr;  // the boot says why
+    }
+    const libvirt::DomainSpec memberSpec = completeSpec(job, image);
+    const std::string key = templateKey(memberSpec, image);
+    {
+        std::lock_guard lock(templatesMutex);
+        auto previous = templateOfPool.find(job.pool);
+        const bool changed = previous != templateOfPool.end() && previous->second != key;
+        if (changed) spdlog::info("pool {}: its template changed (image or definition): a new VM is saved", job.pool);
+        if (changed) releaseTemplate(job.pool);
+        templateOfPool[job.pool] = key;
+        if (auto found = templates.find(key); found != templates.end()) return found->second;
+        auto failed = failedTemplates.find(key);
+        if (failed != failedTemplates.end() && std::chrono::steady_clock::now() - failed->second < kTemplateRetryDelay)
+            return nullptr;
+    }
+
+    const std::string id = std::string("_template-") + key;
+    const fs::path directory = templatesDirectory() / key;
+    libvirt::TemplateBuild build;
+    build.connection = connection->get();
+    build.startFlags = startFlags;
+    build.spec = memberSpec;
+    build.spec.name = libvirt::domainName(instance, id);
+    build.spec.uuid = boost::uuids::to_string(boost::uuids::random_generator()());
+    build.spec.metadata = {instance, job.pool, id};
+    build.spec.cmdline += libvirt::kTemplateKernelParameters;
+    build.spec.disk = directory / "disk.qcow2";
+    build.spec.agentSocket = directory / "agent.sock";
+    build.spec.consoleLog = directory / "console.log";
+    build.helloTimeout = job.helloTimeout;
+    build.abandon = &stopping;
+    const auto started = std::chrono::steady_clock::now();
+    std::shared_ptr<const libvirt::VmTemplate> made;
+    try {
+        made = libvirt::buildTemplate(build, directory);
+    } catch (const std::exception& e) {
+        spdlog::warn("pool {}: cannot make its template VM ({}); its VMs boot instead, for {} minutes at least", job.pool,
+                     e.what(), std::chrono::duration_cast<std::chrono::minutes>(kTemplateRetryDelay).count());
+        std::lock_guard lock(templatesMutex);
+        failedTemplates[key] = std::chrono::steady_clock::now();
+        return nullptr;
+    }
+    ++templatesSaved;
+    spdlog::info("pool {}: template VM booted and saved in {} ms; its VMs are restored from {}", job.pool,
+                 millisecondsSince(started), made->stateFile().string());
+    std::lock_guard lock(templatesMutex);
+    // Unless the pool went or changed meanwhile: then only this VM uses it.
+    auto pool = templateOfPool.find(job.pool);
+    if (pool != templateOfPool.end() && pool->second == key) templates[key] = made;
+    return made;
+}
+
+void LibvirtBackend::State::forgetTemplate(const std::shared_ptr<const libvirt::VmTemplate>& saved) {
+    std::lock_guard lock(templatesMutex);
+    for (auto it = templates.begin(); it != templates.end(); ++it) {
+        if (it->second != saved) continue;
+        failedTemplates[it->first] = std::chrono::steady_clock::now();
+        templates.erase(it);
+        return;
+    }
+}
+
+void LibvirtBackend::State::releaseTemplate(const std::string& pool) {
+    auto it = templateOfPool.find(pool);
+    if (it == templateOfPool.end()) return;
+    const std::string key = it->second;
+    templateOfPool.erase(it);
+    for (const auto& [other, otherKey] : templateOfPool)
+        if (otherKey == key) return;
+    templates.erase(key);
 }
 
 LibvirtBackend::LibvirtBackend(boost::asio::io_context& io, const Config& config)
@@ -256,7 +492,17 @@ LibvirtBackend::LibvirtBackend(boost::asio::io_context& io, const Config& config
     // drops, instead of leaving them to the next start's cleanup. The QEMU
     // driver has it; others (the test driver) refuse the flag.
     const char* driver = virConnectGetType(state_->connection->get());
-    if (driver && std::string(driver) == "QEMU") state_->startFlags = VIR_DOMAIN_START_AUTODESTROY;
+    const bool qemu = driver && std::string(driver) == "QEMU";
+    if (qemu) state_->startFlags = VIR_DOMAIN_START_AUTODESTROY;
+    // Restoring rewrites the QEMU driver's save files (saved_state.hpp).
+    state_->restoring = config.libvirt.start == "restore" && qemu;
+    if (config.libvirt.start == "restore" && !qemu)
+        spdlog::warn("libvirt backend: VMs boot: restoring saved VMs needs libvirt's QEMU driver, not {}",
+                     driver ? driver : "an unknown one");
+    else
+        spdlog::info("libvirt backend: new VMs {}", state_->restoring ? "are restored from a VM saved once per pool template"
+                                                                      : "boot (libvirt.start is boot)");
+    if (state_->restoring) state_->versions = emulatorIdentity(state_->connection->get(), state_->accelerator);
     // Events arrive on libvirt's thread; sandboxes live on the io_context.
     std::weak_ptr<State> weak = state_;
     state_->subscription = std::make_unique<libvirt::LifecycleSubscription>(
@@ -266,21 +512,39 @@ LibvirtBackend::LibvirtBackend(boost::asio::io_context& io, const Config& config
             });
         });
     state_->worker = std::make_unique<libvirt::Worker>();
+    state_->templateWorker = std::make_unique<libvirt::Worker>();
 }
 
 LibvirtBackend::~LibvirtBackend() {
     if (state_->liveSandboxes)
         spdlog::error("libvirt backend destroyed before {} of its sandboxes; their VMs may be left running",
                       state_->liveSandboxes);
+    state_->stopping = true;  // a template being made gives up
+    state_->templateWorker.reset();
     state_->worker.reset();
+    {
+        std::lock_guard lock(state_->templatesMutex);
+        state_->templates.clear();  // and their files
+    }
     std::error_code ec;
-    fs::remove(state_->instanceDirectory(), ec);  // only if empty: files we did not make stay
+    // Only if empty: files we did not make stay.
+    fs::remove(state_->templatesDirectory(), ec);
+    fs::remove(state_->instanceDirectory(), ec);
 }
 
 const std::string& LibvirtBackend::accelerator() const { return state_->accelerator; }
 
+LibvirtBackend::Counts LibvirtBackend::counts() const {
+    return {state_->templatesSaved, state_->restored, state_->booted, state_->restoreFailures};
+}
+
 std::unique_ptr<Sandbox> LibvirtBackend::create(const PoolConfig& pool, const std::string& sandboxId) {
     return std::make_unique<LibvirtSandbox>(*state_, pool, sandboxId);
+}
+
+void LibvirtBackend::poolRemoved(const std::string& pool) {
+    std::lock_guard lock(state_->templatesMutex);
+    state_->releaseTemplate(pool);
 }
 
 void LibvirtBackend::cleanupLeftovers() {

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <spawn.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 
 #include <cerrno>
@@ -25,6 +26,7 @@ namespace {
 // QEMU runs as an unprivileged user (libvirt-qemu on Debian) and opens the
 // disk layer by path: it may pass through our directories, not list them.
 constexpr fs::perms kDirectoryMode = fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec;
+constexpr std::size_t kConsoleTailBytes = 2048;
 
 std::string slurp(const fs::path& path) {
     std::ifstream in(path);
@@ -93,6 +95,23 @@ SandboxDirectory::~SandboxDirectory() {
     std::error_code ec;
     fs::remove_all(path_, ec);
     if (ec) spdlog::warn("cannot remove {}: {}", path_.string(), ec.message());
+}
+
+void checkSocketPath(const fs::path& socket) {
+    if (socket.string().size() >= sizeof(sockaddr_un::sun_path))
+        throw std::runtime_error("the agent socket path " + socket.string() +
+                                 " is too long for a unix socket; choose a shorter libvirt.runtimeDirectory");
+}
+
+std::string consoleTail(const fs::path& log) {
+    std::ifstream in(log, std::ios::binary | std::ios::ate);
+    if (!in) return "";
+    auto size = static_cast<std::size_t>(in.tellg());
+    std::size_t start = size > kConsoleTailBytes ? size - kConsoleTailBytes : 0;
+    in.seekg(static_cast<std::streamoff>(start));
+    std::string tail(size - start, '\0');
+    in.read(tail.data(), static_cast<std::streamsize>(tail.size()));
+    return tail;
 }
 
 void createOverlay(const fs::path& base, const fs::path& overlay) {

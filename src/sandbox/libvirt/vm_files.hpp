@@ -35,6 +35,12 @@ private:
     std::filesystem::path path_;
 };
 
+// Throws std::runtime_error when `socket` is too long for a unix socket's address.
+void checkSocketPath(const std::filesystem::path& socket);
+
+// The end of a guest's console log, for error messages; "" if there is none.
+std::string consoleTail(const std::filesystem::path& log);
+
 // Creates a qcow2 layer at `overlay` whose reads fall through to `base`.
 // Throws std::runtime_error with qemu-img's message.
 void createOverlay(const std::filesystem::path& base, const std::filesystem::path& overlay);

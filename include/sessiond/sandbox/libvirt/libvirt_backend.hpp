@@ -1,8 +1,11 @@
 #pragma once
-// The libvirt backend: each sandbox is a transient QEMU domain booting the
+// The libvirt backend: each sandbox is a transient QEMU domain running the
 // guest image (<imageDirectory>/current) with a copy-on-write disk layer of
 // its own, and the agent on a virtio-serial port whose host end is a unix
-// socket in the sandbox's runtime directory.
+// socket in the sandbox's runtime directory. With libvirt.start "restore"
+// a VM is restored from a VM saved once per pool template (booted, its
+// interpreter warm) instead of booting, and then given its own entropy,
+// clock and machine id; it boots when that cannot be done.
 //
 // Libvirt's blocking calls run on one worker thread owned by the backend and
 // its domain events arrive on libvirt's event loop thread; both only post to
@@ -39,8 +42,20 @@ public:
 
     std::unique_ptr<Sandbox> create(const PoolConfig& pool, const std::string& sandboxId) override;
 
+    // Removes the pool's template, unless another pool has the same one.
+    void poolRemoved(const std::string& pool) override;
+
     // "kvm" or "tcg".
     const std::string& accelerator() const;
+
+    // How the VMs started so far came to be.
+    struct Counts {
+        std::size_t templatesSaved = 0;
+        std::size_t restored = 0;
+        std::size_t booted = 0;
+        std::size_t restoreFailures = 0;  // restores that failed and booted instead
+    };
+    Counts counts() const;
 
     struct State;
 
