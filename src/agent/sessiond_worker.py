@@ -7,7 +7,8 @@ so output of subprocesses and C extensions is captured too. Control messages
 travel over a private socket using the agent's framing:
 
   agent  -> worker  {"type":"execute","code":S,"sentinel":S}
-                    {"type":"reset"}   a fresh session: forget every cell
+                    {"type":"reset"}    a fresh session: forget every cell
+                    {"type":"reseed"}   new seeds for the random state it holds
   worker -> agent   {"type":"ready","preloadErrors":[S]}   once, when warm
                     {"type":"done","status":"ok"|"error","result":ANY,
                      "interrupted":B,"exiting":B}
@@ -94,11 +95,11 @@ def _volunteer_for_oom_killer():
         pass
 
 
-def _reseed(message):
-    # A microVM restored from its pool's saved template holds the template's
-    # random state; the agent asks for new seeds once the kernel has its own.
-    if message.get("type") != "reseed":
-        return
+def _reseed():
+    # A worker forked from its pool's zygote, or in a microVM restored from
+    # its pool's saved template, holds random state it shares with its
+    # siblings. `random` also reseeds itself at fork; numpy's global
+    # generator and tempfile's name sequence do not.
     import random
     random.seed()
     numpy_random = sys.modules.get("numpy.random")
@@ -476,14 +477,6 @@ class Warm:
             self.shell.user_ns_hidden.setdefault(name, value)
 
 
-def _reseed_after_fork():
-    # A forked worker starts with its zygote's random state: `random` reseeds
-    # itself at fork; numpy's global generator must be told.
-    numpy_random = sys.modules.get("numpy.random")
-    if numpy_random is not None:
-        numpy_random.seed()
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--control-fd", type=int, required=True)
@@ -498,7 +491,7 @@ def main():
 def serve(control, parent_pid, warm):
     """Runs a worker forked from a process holding `warm`."""
     _prepare_process(control, parent_pid)
-    _reseed_after_fork()
+    _reseed()
     return _serve(control, warm)
 
 
@@ -525,8 +518,10 @@ def _serve(control, warm):
         if message.get("type") == "reset":
             warm.reset()
             continue
+        if message.get("type") == "reseed":
+            _reseed()
+            continue
         if message.get("type") != "execute":
-            _reseed(message)
             continue
         try:
             status, result, interrupted = _run(shell, message["code"])
