@@ -65,12 +65,26 @@ TEST_F(PoolTest, FillsTheWarmSetAndAllocatesFromIt) {
     pool->execute("session-a", ExecuteRequest{"1"}, [&](PoolExecuteOutcome o) { out = o; });
     EXPECT_EQ(pool->counts().allocated, 1u);
     EXPECT_EQ(pool->counts().unallocated, 1u);
-    EXPECT_EQ(pool->counts().pending, 1u);  // refill started right away
+    // The replacement starts once this request is answered, not in its time.
+    EXPECT_EQ(pool->counts().pending, 0u);
     ASSERT_TRUE(runUntil([&] { return out.has_value(); }));
     EXPECT_EQ(out->error, PoolError::None);
     EXPECT_EQ(out->result.result["count"], 1);
+    ASSERT_TRUE(runUntil([&] { return pool->counts().pending == 1; }));
     ASSERT_TRUE(runUntil([&] { return pool->counts().unallocated == 2; }));
     EXPECT_EQ(pool->counts().allocations, 1u);
+}
+
+TEST_F(PoolTest, ALongFirstRequestDoesNotHoldUpTheRefill) {
+    auto pool = makePool();
+    ASSERT_TRUE(runUntil([&] { return pool->counts().unallocated == 2; }));
+    backend.executeDelay = 2s;
+    std::optional<PoolExecuteOutcome> out;
+    pool->execute("session-a", ExecuteRequest{"1"}, [&](PoolExecuteOutcome o) { out = o; });
+    const auto started = std::chrono::steady_clock::now();
+    ASSERT_TRUE(runUntil([&] { return pool->counts().pending + pool->counts().unallocated == 2; }));
+    EXPECT_LT(std::chrono::steady_clock::now() - started, 1s);
+    EXPECT_FALSE(out.has_value());
 }
 
 TEST_F(PoolTest, AKnownIdentifierReachesItsOwnSandbox) {

@@ -11,6 +11,7 @@ namespace sessiond {
 namespace {
 constexpr auto kMaxBackoff = std::chrono::seconds(30);
 constexpr auto kFirstBackoff = std::chrono::milliseconds(500);
+constexpr auto kRefillDeferral = std::chrono::milliseconds(50);
 
 std::chrono::milliseconds reaperTick(std::chrono::seconds cooldown) {
     auto quarter = std::chrono::duration_cast<std::chrono::milliseconds>(cooldown) / 4;
@@ -62,6 +63,7 @@ Pool::Pool(boost::asio::io_context& io, PoolConfig config, SandboxBackend& backe
       metrics_(registry ? *registry : *ownRegistry_, config_.name),
       drainTimer_(io),
       retryTimer_(io),
+      refillTimer_(io),
       reaperTimer_(io) {
     metrics::Registry& target = registry ? *registry : *ownRegistry_;
     auto state = [&](const char* name, std::size_t PoolCounts::*field) {
@@ -142,12 +144,26 @@ void Pool::withSession(const std::string& identifier, SessionWork work) {
         ready_.pop_front();
         bind(session, std::move(member));
         run(session, std::move(work));
+        refillAfterAllocation();
     } else {
         spdlog::info("pool {}: no ready sandbox for new session {}; it waits for one to start", config_.name, identifier);
         session.waiting.push_back(std::move(work));
         waitingOrder_.push_back(identifier);
+        refill();
     }
-    refill();
+}
+
+void Pool::refillAfterAllocation() {
+    if (refillTimerSet_) return;  // a burst of allocations must not keep pushing it back
+    refillTimerSet_ = true;
+    refillTimer_.expires_after(kRefillDeferral);
+    // Cancelled early when the request is answered; either way it refills
+    // (refill() itself does nothing once the pool is stopping).
+    refillTimer_.async_wait([this, alive = std::weak_ptr<bool>(alive_)](boost::system::error_code) {
+        if (alive.expired()) return;
+        refillTimerSet_ = false;
+        refill();
+    });
 }
 
 SessionInfo Pool::info(const Session& session) const {
@@ -230,6 +246,11 @@ void Pool::run(Session& session, SessionWork work) {
                 finishDrainIfDone();
             }
         }
+        // After the answer is on its way (see refillAfterAllocation).
+        if (refillTimerSet_)
+            boost::asio::post(io_, [this, alive] {
+                if (!alive.expired() && refillTimerSet_) refillTimer_.cancel();
+            });
     };
     work.run(*session.member->sandbox, std::move(finished));
 }

@@ -167,6 +167,10 @@ private:
     };
 
     void refill();
+    // Starts the replacement for a sandbox just allocated once that
+    // session's first request has been answered, or after kRefillDeferral:
+    // starting a sandbox takes CPU the request would otherwise wait for.
+    void refillAfterAllocation();
     void startMember();
     void onMemberStarted(std::uint64_t serial, const std::string& error);
     void onMemberExited(std::uint64_t serial, const std::string& reason);
@@ -202,6 +206,8 @@ private:
     Clock::time_point retryNotBefore_{};
     boost::asio::steady_timer retryTimer_;
     boost::asio::steady_timer reaperTimer_;
+    boost::asio::steady_timer refillTimer_;
+    bool refillTimerSet_ = false;
     PoolCounts totals_;
     std::optional<nlohmann::json> metadata_;
     std::chrono::system_clock::time_point createdAt_ = std::chrono::system_clock::now();
