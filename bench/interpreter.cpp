@@ -3,7 +3,7 @@
 // upload a 10 MB CSV, then read_csv + describe() on it.
 //
 //   bench_interpreter [--port 8080] [--python default] [--node node] [--shell shell]
-//                     [--round-trips 200] [--csv-runs 5] [--csv-mb 10]
+//                     [--round-trips 200] [--csv-runs 5] [--csv-mb 10] [--json FILE]
 // A pool given as "" is skipped.
 
 #include <algorithm>
@@ -16,20 +16,10 @@
 #include <vector>
 
 #include "figures.hpp"
-#include "support/http_client.hpp"
 
-using sessiond::testing::HttpClient;
-using sessiond::bench::Clock;
-using sessiond::bench::millisecondsSince;
-using sessiond::bench::newIdentifier;
-using sessiond::bench::percentile;
+using namespace sessiond::bench;
 
 namespace {
-
-void row(const std::string& measure, const std::vector<double>& values) {
-    std::printf("%-56s %6zu %9.2f %9.2f\n", measure.c_str(), values.size(), percentile(values, 50),
-                percentile(values, 99));
-}
 
 // `1+1` (or, for Shell, `echo 2`) on one allocated session; empty on failure.
 std::vector<double> roundTrips(HttpClient& client, const std::string& pool, bool shell, int count,
@@ -50,6 +40,7 @@ std::vector<double> roundTrips(HttpClient& client, const std::string& pool, bool
         }
         times.push_back(ms);
     }
+    deleteSession(client, pool, id);
     return times;
 }
 
@@ -68,35 +59,27 @@ std::string csvOf(std::size_t bytes, std::mt19937_64& rng) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    std::uint16_t port = 8080;
-    std::string python = "default", node = "node", shell = "shell";
-    int rounds = 200, csvRuns = 5, csvMegabytes = 10;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        std::string flag = argv[i], value = argv[i + 1];
-        if (flag == "--port") port = static_cast<std::uint16_t>(std::stoi(value));
-        else if (flag == "--python") python = value;
-        else if (flag == "--node") node = value;
-        else if (flag == "--shell") shell = value;
-        else if (flag == "--round-trips") rounds = std::stoi(value);
-        else if (flag == "--csv-runs") csvRuns = std::stoi(value);
-        else if (flag == "--csv-mb") csvMegabytes = std::stoi(value);
-        else {
-            std::cerr << "unknown flag " << flag << "\n";
-            return 2;
+    return guardedMain([&] {
+        Flags flags(argc, argv);
+        HttpClient client(static_cast<std::uint16_t>(flags.integer("--port", 8080)));
+        const std::string python = flags.text("--python", "default"), node = flags.text("--node", "node"),
+                          shell = flags.text("--shell", "shell");
+        const int rounds = flags.integer("--round-trips", 200), csvRuns = flags.integer("--csv-runs", 5),
+                  csvMegabytes = flags.integer("--csv-mb", 10);
+        Figures figures(flags.text("--json", ""));
+        flags.finish();
+        std::mt19937_64 rng(std::random_device{}());
+
+        for (auto [pool, type] : {std::pair{python, "python"}, std::pair{node, "node"}, std::pair{shell, "shell"}}) {
+            if (pool.empty()) continue;
+            const bool isShell = std::string(type) == "shell";
+            auto times = roundTrips(client, pool, isShell, rounds, rng);
+            if (times.empty()) return 1;
+            const std::string name = isShell ? "Shell: echo 2" : std::string(type) == "node" ? "NodeLTS: 1+1" : "PythonLTS: 1+1";
+            figures.latencies(std::string("interpreter.") + type + ".round_trip", name + " round trip", times);
         }
-    }
-    std::mt19937_64 rng(std::random_device{}());
-    HttpClient client(port);
+        if (python.empty() || csvRuns <= 0) return 0;
 
-    std::printf("%-56s %6s %9s %9s\n", "measure", "n", "p50 ms", "p99 ms");
-    for (auto [pool, type] : {std::pair{python, "PythonLTS"}, std::pair{node, "NodeLTS"}, std::pair{shell, "Shell"}}) {
-        if (pool.empty()) continue;
-        auto times = roundTrips(client, pool, std::string(type) == "Shell", rounds, rng);
-        if (times.empty()) return 1;
-        row(std::string(type) + ": " + (std::string(type) == "Shell" ? "echo 2" : "1+1") + " round trip", times);
-    }
-
-    if (!python.empty() && csvRuns > 0) {
         const std::string csv = csvOf(static_cast<std::size_t>(csvMegabytes) << 20, rng);
         // Built once, outside the timed part.
         const std::string body = sessiond::testing::multipartForm("bench.csv", csv, sessiond::testing::kFormBoundary, "text/csv");
@@ -108,10 +91,7 @@ int main(int argc, char** argv) {
             auto up = client.post("/pools/" + python + "/files/upload?identifier=" + id + "&api-version=2024-02-02-preview",
                                   body, std::string("multipart/form-data; boundary=") + sessiond::testing::kFormBoundary);
             double uploadMs = millisecondsSince(start);
-            if (up.status != 200) {
-                std::cerr << "upload failed: " << up.status << " " << up.body << "\n";
-                return 1;
-            }
+            if (up.status != 200) throw std::runtime_error("upload failed: " + std::to_string(up.status) + " " + up.body);
             auto middle = Clock::now();
             auto r = client.execute(python, id,
                                     "import pandas as pd\n"
@@ -119,18 +99,17 @@ int main(int argc, char** argv) {
                                     "df.describe()",
                                     120);
             double analysisMs = millisecondsSince(middle);
-            if (r.status != 200 || r.json()["properties"]["status"] != "Success") {
-                std::cerr << "read_csv failed: " << r.status << " " << r.body << "\n";
-                return 1;
-            }
+            if (r.status != 200 || r.json()["properties"]["status"] != "Success")
+                throw std::runtime_error("read_csv failed: " + std::to_string(r.status) + " " + r.body);
             upload.push_back(uploadMs);
             analysis.push_back(analysisMs);
             total.push_back(millisecondsSince(start));
+            deleteSession(client, python, id);
         }
         const std::string size = std::to_string(csv.size() / 1000) + " kB CSV";
-        row("upload of a " + size + " (multipart, files/upload)", upload);
-        row("pd.read_csv + describe() of it", analysis);
-        row("upload + read_csv + describe(), end to end", total);
-    }
-    return 0;
+        figures.latencies("interpreter.csv.upload", "upload of a " + size + " (multipart, files/upload)", upload);
+        figures.latencies("interpreter.csv.analysis", "pd.read_csv + describe() of it", analysis);
+        figures.latencies("interpreter.csv.total", "upload + read_csv + describe(), end to end", total);
+        return 0;
+    });
 }

@@ -25,6 +25,8 @@ packages=(
   libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils debootstrap e2fsprogs
   # running and testing
   curl procps util-linux
+  # bench/run.sh: wrk, the HTTP load generator
+  wrk
   # tests/conformance: the HTTP libraries Semantic Kernel Python (httpx) and
   # AutoGen (aiohttp, with anyio's async files) send their requests with
   python3-httpx python3-aiohttp python3-anyio
