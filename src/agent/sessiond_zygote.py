@@ -53,8 +53,7 @@ class Zygote:
         gc.freeze()
 
     def serve(self):
-        errors = self.warm.preload_errors if self.warm else []
-        self.control.send(json.dumps({"type": "ready", "preloadErrors": errors}).encode())
+        self.control.send(json.dumps({"type": "ready"}).encode())
         while True:
             message, fds, _, _ = socket.recv_fds(self.control, MAX_MESSAGE, 2)
             if not message:

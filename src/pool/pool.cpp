@@ -63,8 +63,8 @@ Pool::Pool(boost::asio::io_context& io, PoolConfig config, SandboxBackend& backe
       metrics_(registry ? *registry : *ownRegistry_, config_.name),
       drainTimer_(io),
       retryTimer_(io),
-      refillTimer_(io),
-      reaperTimer_(io) {
+      reaperTimer_(io),
+      refillTimer_(io) {
     metrics::Registry& target = registry ? *registry : *ownRegistry_;
     auto state = [&](const char* name, std::size_t PoolCounts::*field) {
         metrics_.gauges.push_back(target.gauge("sessiond_sessions", "Sandboxes and sessions now, by state.",
@@ -246,11 +246,9 @@ void Pool::run(Session& session, SessionWork work) {
                 finishDrainIfDone();
             }
         }
-        // After the answer is on its way (see refillAfterAllocation).
-        if (refillTimerSet_)
-            boost::asio::post(io_, [this, alive] {
-                if (!alive.expired() && refillTimerSet_) refillTimer_.cancel();
-            });
+        // The cancelled wait's handler refills, queued behind this one, so
+        // after the answer is on its way (see refillAfterAllocation).
+        if (refillTimerSet_) refillTimer_.cancel();
     };
     work.run(*session.member->sandbox, std::move(finished));
 }

@@ -73,7 +73,7 @@ std::vector<std::string> agentArguments(const PoolConfig& pool) {
 // A jail that runs `script` from the agent directory: a fresh sandbox runs
 // the agent, a zygote runs sessiond_zygote.py.
 JailSpec processSpec(const PoolConfig& pool, const NamespaceSandboxConfig& sandbox, const BackendPaths& paths,
-                     const std::string& script, std::vector<std::string> args) {
+                     const std::string& script, const std::vector<std::string>& args) {
     JailSpec spec = commonSpec(pool, sandbox);
     for (const auto& path : sandbox.readOnlyPaths) spec.mounts.push_back({path, path, false});
     spec.mounts.push_back({paths.agentDirectory.string(), kAgentMountPoint, false});
@@ -116,8 +116,10 @@ protected:
         UniqueFd ours(fds[0]), theirs(fds[1]);
         if (zygote_) return fork(std::move(ours), std::move(theirs), std::move(onLaunched));
 
-        JailSpec spec = processSpec(pool_, sandbox_, paths_, "sessiond_agent.py", agentArguments(pool_));
-        spec.argv.insert(spec.argv.begin() + 2, {"--fd", std::to_string(kAgentFd), "--workdir", "/mnt/data"});
+        std::vector<std::string> args = {"--fd", std::to_string(kAgentFd), "--workdir", "/mnt/data"};
+        const auto language = agentArguments(pool_);
+        args.insert(args.end(), language.begin(), language.end());
+        JailSpec spec = processSpec(pool_, sandbox_, paths_, "sessiond_agent.py", args);
         spec.cgroupProcsFiles = cgroup_->procsFiles();
         process_ = JailedProcess::spawn(paths_.nsinit, spec, {{theirs.get(), kAgentFd}});
         theirs.reset();
@@ -214,11 +216,11 @@ std::shared_ptr<Zygote> NamespaceBackend::zygoteFor(const PoolConfig& pool) {
         PoolConfig zygotePool = pool;
         zygotePool.resources.openFiles = maxOpenFiles();
         zygotePool.resources.tmpfsBytes = 64ull << 20;
-        JailSpec spec = processSpec(zygotePool, sandbox_, paths_, "sessiond_zygote.py", agentArguments(pool));
+        std::vector<std::string> args = agentArguments(pool);
+        args.insert(args.end(), {"--control-fd", std::to_string(Zygote::kControlFd), "--jail-library",
+                                 kJailLibraryMountPoint});
+        JailSpec spec = processSpec(zygotePool, sandbox_, paths_, "sessiond_zygote.py", args);
         spec.mounts.push_back({paths_.jailLibrary().string(), kJailLibraryMountPoint, false});
-        const std::vector<std::string> extra = {"--control-fd", std::to_string(Zygote::kControlFd), "--jail-library",
-                                                kJailLibraryMountPoint};
-        spec.argv.insert(spec.argv.end(), extra.begin(), extra.end());
         // Its cgroup's name cannot be a sandbox's: pool names have no dots.
         auto cgroup = Cgroup::create(cgroupName_, "zygote." + std::to_string(++zygotesStarted_), CgroupLimits{});
         zygote = Zygote::start(io_, paths_.nsinit, std::move(spec), std::move(cgroup));

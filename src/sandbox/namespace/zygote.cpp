@@ -166,8 +166,7 @@ void Zygote::handle(const std::string& text, UniqueFd fd) {
     }
     const std::string type = message.value("type", "");
     if (type == "ready") {
-        for (const auto& error : message.value("preloadErrors", nlohmann::json::array()))
-            spdlog::warn("zygote: preload failed: {}", error.get<std::string>());
+        // Preload failures are logged by each sandbox's agent, as with fresh interpreters.
         spdlog::debug("zygote ready");
         return;
     }

@@ -11,7 +11,7 @@
 // Protocol over a SOCK_SEQPACKET pair, one JSON object per message:
 //   daemon -> zygote  {"type":"spawn","id":N,"spec":JailSpec}
 //                     + SCM_RIGHTS [agent channel, go pipe's read end]
-//   zygote -> daemon  {"type":"ready","preloadErrors":[S]}   once, when warm
+//   zygote -> daemon  {"type":"ready"}   once, when warm
 //                     {"type":"spawned","id":N} + SCM_RIGHTS [pidfd]
 //                     {"type":"failed","id":N,"error":S}
 // The session's pid 1 waits for one byte on the go pipe, which the daemon
