@@ -109,5 +109,6 @@ fi
 kill -0 $daemon 2>/dev/null || { echo "bench: sessiond died during the run; its log: $log" >&2; exit 1; }
 
 echo
+joined=$(printf '%s; ' "${parameters[@]}")
 "$python" "$root/bench/results.py" write "$figures" --backend namespace --build-type "$build_type" \
-  --config "$config" --mode "$mode" --parameters "$(printf '%s; ' "${parameters[@]}")" --load "$load"
+  --config "$config" --mode "$mode" --parameters "${joined%; }" --load "$load"
