@@ -38,9 +38,16 @@ TEST(Config, MinimalConfigGetsDefaults) {
     EXPECT_FALSE(config.namespaceSandbox.readOnlyPaths.empty());
     EXPECT_TRUE(config.namespaceSandbox.zygote);
 
+    EXPECT_EQ(config.namespaceSandbox.maxConcurrentStarts, 0u);  // 0: from the host's cores
+    EXPECT_EQ(config.libvirt.maxConcurrentStarts, 0u);
+
     auto fresh = minimal();
-    fresh["namespaceSandbox"] = {{"zygote", false}};
-    EXPECT_FALSE(parseConfig(fresh).namespaceSandbox.zygote);
+    fresh["namespaceSandbox"] = {{"zygote", false}, {"maxConcurrentStarts", 3}};
+    fresh["libvirt"] = {{"maxConcurrentStarts", 1}};
+    auto parsed = parseConfig(fresh);
+    EXPECT_FALSE(parsed.namespaceSandbox.zygote);
+    EXPECT_EQ(parsed.namespaceSandbox.maxConcurrentStarts, 3u);
+    EXPECT_EQ(parsed.libvirt.maxConcurrentStarts, 1u);
 }
 
 TEST(Config, ReadsAzurePropertyNames) {
@@ -101,6 +108,10 @@ TEST(Config, ErrorsNameTheField) {
     d = minimal();
     d["namespaceSandbox"] = {{"readOnlyPaths", {"usr"}}};
     EXPECT_EQ(failingField(d), "namespaceSandbox.readOnlyPaths[0]");
+
+    d = minimal();
+    d["libvirt"] = {{"maxConcurrentStarts", -1}};
+    EXPECT_EQ(failingField(d), "libvirt.maxConcurrentStarts");
 
     d = minimal();
     d["pools"][0]["execution"] = {{"maxTimeoutInSeconds", 10}, {"defaultTimeoutInSeconds", 20}};

@@ -206,6 +206,8 @@ TEST_F(MetricsApiTest, CountsSessionsExecutionsAndRequests) {
     EXPECT_EQ(sample(text, R"(sessiond_sessions{pool="default",state="allocated"})"), 1) << text;
     EXPECT_EQ(sample(text, R"(sessiond_sessions{pool="default",state="waiting_for_sandbox"})"), 0) << text;
     EXPECT_EQ(sample(text, R"(sessiond_capacity_refusals_total{pool="default"})"), 0) << text;
+    EXPECT_GE(sample(text, R"(sessiond_sandbox_starts{backend="fake",state="running"})"), 0) << text;
+    EXPECT_EQ(sample(text, R"(sessiond_sandbox_starts{backend="fake",state="queued"})"), 0) << text;
     EXPECT_EQ(sample(text, R"(sessiond_http_requests_total{method="POST",route="/pools/{pool}/code/execute",status="200"})"),
               2)
         << text;

@@ -90,6 +90,9 @@ struct NamespaceSandboxConfig {
     // Fork each sandbox from its pool's zygote (a warm interpreter) rather
     // than start a fresh interpreter; see docs/architecture.md ("Zygote").
     bool zygote = true;
+    // Sandboxes starting at once, all pools together; the rest wait their
+    // turn (docs/performance.md). 0: twice the host's cores.
+    std::size_t maxConcurrentStarts = 0;
 };
 
 struct LibvirtConfig {
@@ -104,6 +107,8 @@ struct LibvirtConfig {
     // "restore": new VMs are restored from a VM saved once per pool template
     // (booted, warmed up, saved); "boot": every VM boots.
     std::string start = "restore";
+    // VMs starting (booting or restoring) at once; 0: the host's cores.
+    std::size_t maxConcurrentStarts = 0;
 };
 
 struct PoolConfig {

@@ -354,6 +354,7 @@ Config parseConfig(const json& document) {
             static_cast<std::uint32_t>(n.integer("hostUidBase", sandbox.hostUidBase, 1, 4294967295ull - 65536));
         sandbox.seccomp = n.boolean("seccomp", sandbox.seccomp);
         sandbox.zygote = n.boolean("zygote", sandbox.zygote);
+        sandbox.maxConcurrentStarts = n.integer("maxConcurrentStarts", sandbox.maxConcurrentStarts, 0, 4096);
     }
 
     if (const json* lv = top.get("libvirt")) {
@@ -371,6 +372,7 @@ Config parseConfig(const json& document) {
         libvirt.start = l.string("start", libvirt.start);
         if (libvirt.start != "restore" && libvirt.start != "boot")
             throw ConfigError("libvirt.start", "must be restore or boot");
+        libvirt.maxConcurrentStarts = l.integer("maxConcurrentStarts", libvirt.maxConcurrentStarts, 0, 4096);
     }
 
     const json* pools = top.get("pools");

@@ -48,18 +48,21 @@ Pool::Instruments::Instruments(metrics::Registry& registry, const std::string& p
                                               {{"pool", pool}, {"reason", reason}}));
 }
 
-Pool::Pool(boost::asio::io_context& io, PoolConfig config, SandboxBackend& backend, metrics::Registry& registry)
-    : Pool(io, std::move(config), backend, nullptr, &registry) {}
+Pool::Pool(boost::asio::io_context& io, PoolConfig config, SandboxBackend& backend, metrics::Registry& registry,
+           StartQueue* starts)
+    : Pool(io, std::move(config), backend, nullptr, &registry, starts) {}
 
 Pool::Pool(boost::asio::io_context& io, PoolConfig config, SandboxBackend& backend)
-    : Pool(io, std::move(config), backend, std::make_unique<metrics::Registry>(), nullptr) {}
+    : Pool(io, std::move(config), backend, std::make_unique<metrics::Registry>(), nullptr, nullptr) {}
 
 Pool::Pool(boost::asio::io_context& io, PoolConfig config, SandboxBackend& backend,
-           std::unique_ptr<metrics::Registry> ownRegistry, metrics::Registry* registry)
+           std::unique_ptr<metrics::Registry> ownRegistry, metrics::Registry* registry, StartQueue* starts)
     : io_(io),
       config_(std::move(config)),
       backend_(backend),
       ownRegistry_(std::move(ownRegistry)),
+      ownStarts_(starts ? nullptr : std::make_unique<StartQueue>(io, 0)),
+      starts_(starts ? *starts : *ownStarts_),
       metrics_(registry ? *registry : *ownRegistry_, config_.name),
       drainTimer_(io),
       retryTimer_(io),
@@ -265,23 +268,33 @@ void Pool::refill() {
 }
 
 void Pool::startMember() {
-    auto member = std::make_unique<Member>();
-    member->serial = nextSerial_++;
-    member->sandboxId = config_.name + "-" + std::to_string(member->serial);
-    member->startedAt = Clock::now();
-    std::uint64_t serial = member->serial;
+    auto owned = std::make_unique<Member>();
+    Member& member = *owned;
+    member.serial = nextSerial_++;
+    member.sandboxId = config_.name + "-" + std::to_string(member.serial);
+    member.queuedAt = Clock::now();
+    const std::uint64_t serial = member.serial;
+    pending_[serial] = std::move(owned);
+    member.turn = starts_.enqueue([this, alive = std::weak_ptr<bool>(alive_), serial] {
+        if (!alive.expired()) launch(serial);
+    });
+}
+
+void Pool::launch(std::uint64_t serial) {
+    auto it = pending_.find(serial);
+    if (it == pending_.end() || stopped_ || it->second->sandbox) return;  // retired while it waited
+    Member& member = *it->second;
+    member.startedAt = Clock::now();
     try {
-        member->sandbox = backend_.create(config_, member->sandboxId);
+        member.sandbox = backend_.create(config_, member.sandboxId);
     } catch (const std::exception& e) {
-        pending_[serial] = std::move(member);
         boost::asio::post(io_, [this, alive = std::weak_ptr<bool>(alive_), serial, error = std::string(e.what())] {
             if (!alive.expired()) onMemberStarted(serial, error);
         });
         return;
     }
-    Sandbox& sandbox = *member->sandbox;
-    pending_[serial] = std::move(member);
-    spdlog::debug("pool {}: starting sandbox {} (Pending)", config_.name, pending_[serial]->sandboxId);
+    Sandbox& sandbox = *member.sandbox;
+    spdlog::debug("pool {}: starting sandbox {} (Pending)", config_.name, member.sandboxId);
     sandbox.setExitHandler([this, alive = std::weak_ptr<bool>(alive_), serial](std::string reason) {
         boost::asio::post(io_, [this, alive, serial, reason] {
             if (!alive.expired()) onMemberExited(serial, reason);
@@ -299,7 +312,9 @@ void Pool::onMemberStarted(std::uint64_t serial, const std::string& error) {
     if (it == pending_.end() || stopped_) return;
     auto member = std::move(it->second);
     pending_.erase(it);
+    member->turn.reset();  // the next queued start may begin
     auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - member->startedAt);
+    auto queued = std::chrono::duration_cast<std::chrono::milliseconds>(member->startedAt - member->queuedAt);
 
     if (!error.empty()) {
         ++totals_.startFailures;
@@ -332,8 +347,8 @@ void Pool::onMemberStarted(std::uint64_t serial, const std::string& error) {
 
     consecutiveFailures_ = 0;
     metrics_.sandboxStartSeconds.observe(Clock::now() - member->startedAt);
-    spdlog::info("pool {}: sandbox {} ready in {} ms (Pending -> Unallocated)", config_.name, member->sandboxId,
-                 elapsed.count());
+    spdlog::info("pool {}: sandbox {} ready in {} ms, after {} ms waiting to start (Pending -> Unallocated)",
+                 config_.name, member->sandboxId, elapsed.count(), queued.count());
     while (!waitingOrder_.empty()) {
         std::string identifier = waitingOrder_.front();
         waitingOrder_.pop_front();
@@ -537,8 +552,23 @@ void Pool::shutdown() {
 PoolManager::PoolManager(boost::asio::io_context& io, const std::vector<PoolConfig>& pools, BackendProvider backends,
                          metrics::Registry& registry, PoolStore* store)
     : io_(io), backends_(std::move(backends)), registry_(registry), store_(store) {
-    for (const auto& config : pools)
-        pools_[config.name] = std::make_unique<Pool>(io, config, backends_(config.backend), registry_);
+    for (const auto& config : pools) pools_[config.name] = makePool(config, backends_(config.backend));
+}
+
+std::unique_ptr<Pool> PoolManager::makePool(const PoolConfig& config, SandboxBackend& backend) {
+    auto& starts = starts_[&backend];
+    if (!starts.queue) {
+        starts.queue = std::make_unique<StartQueue>(io_, backend.maxConcurrentStarts());
+        StartQueue* queue = starts.queue.get();
+        const std::string help = "Sandbox starts now running and waiting for their turn, by backend.";
+        starts.gauges.push_back(registry_.gauge("sessiond_sandbox_starts", help,
+                                                {{"backend", backend.name()}, {"state", "running"}},
+                                                [queue] { return static_cast<double>(queue->running()); }));
+        starts.gauges.push_back(registry_.gauge("sessiond_sandbox_starts", help,
+                                                {{"backend", backend.name()}, {"state", "queued"}},
+                                                [queue] { return static_cast<double>(queue->queued()); }));
+    }
+    return std::make_unique<Pool>(io_, config, backend, registry_, starts.queue.get());
 }
 
 void PoolManager::start() {
@@ -587,7 +617,7 @@ bool PoolManager::apply(const PoolConfig& config) {
         throw ConfigError("properties.backend", "the " + config.backend + " backend is not available: " + e.what());
     }
     if (store_) store_->saveDefinition(config);
-    auto& pool = pools_[config.name] = std::make_unique<Pool>(io_, config, *backend, registry_);
+    auto& pool = pools_[config.name] = makePool(config, *backend);
     spdlog::info("pool {}: created through the API", config.name);
     if (started_) pool->start();
     return true;

@@ -24,6 +24,7 @@
 #include "sessiond/config.hpp"
 #include "sessiond/metrics/metrics.hpp"
 #include "sessiond/pool/pool_store.hpp"
+#include "sessiond/pool/start_queue.hpp"
 #include "sessiond/sandbox/sandbox.hpp"
 
 namespace sessiond {
@@ -78,8 +79,10 @@ public:
 
     // The pool's metrics (docs/api.md, "Metrics") go to `registry`, which
     // must outlive the pool; without one, to a registry of its own that
-    // nobody reads.
-    Pool(boost::asio::io_context& io, PoolConfig config, SandboxBackend& backend, metrics::Registry& registry);
+    // nobody reads. Its sandboxes start when `starts` gives them a turn;
+    // without a queue, all at once.
+    Pool(boost::asio::io_context& io, PoolConfig config, SandboxBackend& backend, metrics::Registry& registry,
+         StartQueue* starts = nullptr);
     Pool(boost::asio::io_context& io, PoolConfig config, SandboxBackend& backend);
     ~Pool();
     Pool(const Pool&) = delete;
@@ -149,12 +152,14 @@ private:
     };
 
     Pool(boost::asio::io_context& io, PoolConfig config, SandboxBackend& backend,
-         std::unique_ptr<metrics::Registry> ownRegistry, metrics::Registry* registry);
+         std::unique_ptr<metrics::Registry> ownRegistry, metrics::Registry* registry, StartQueue* starts);
 
     struct Member {
         std::uint64_t serial;
         std::string sandboxId;
-        std::unique_ptr<Sandbox> sandbox;
+        std::unique_ptr<Sandbox> sandbox;  // null while its start waits for a turn
+        std::unique_ptr<StartQueue::Turn> turn;  // until the start has ended
+        Clock::time_point queuedAt;
         Clock::time_point startedAt;
     };
     struct Session {
@@ -171,7 +176,9 @@ private:
     // session's first request has been answered, or after kRefillDeferral:
     // starting a sandbox takes CPU the request would otherwise wait for.
     void refillAfterAllocation();
+    // Queues a start (Pending); launch() starts it when its turn comes.
     void startMember();
+    void launch(std::uint64_t serial);
     void onMemberStarted(std::uint64_t serial, const std::string& error);
     void onMemberExited(std::uint64_t serial, const std::string& reason);
     void bind(Session& session, std::unique_ptr<Member> member);
@@ -190,6 +197,8 @@ private:
     PoolConfig config_;
     SandboxBackend& backend_;
     std::unique_ptr<metrics::Registry> ownRegistry_;  // when none was given; outlives metrics_
+    std::unique_ptr<StartQueue> ownStarts_;           // when none was given
+    StartQueue& starts_;
     Instruments metrics_;
     bool stopped_ = false;
     bool draining_ = false;
@@ -261,8 +270,16 @@ private:
     metrics::Registry& registry_;
     PoolStore* store_;
     bool started_ = false;
+    // One per backend, shared by its pools (declared first: they outlive the pools).
+    struct BackendStarts {
+        std::unique_ptr<StartQueue> queue;
+        std::vector<metrics::GaugeRegistration> gauges;
+    };
+    std::map<SandboxBackend*, BackendStarts> starts_;
     std::map<std::string, std::unique_ptr<Pool>> pools_;
     std::map<std::string, std::unique_ptr<Pool>> deleting_;
+
+    std::unique_ptr<Pool> makePool(const PoolConfig& config, SandboxBackend& backend);
 };
 
 }  // namespace sessiond

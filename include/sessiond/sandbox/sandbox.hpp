@@ -120,6 +120,9 @@ public:
     // Removes whatever an earlier run of the daemon left behind.
     virtual void cleanupLeftovers() = 0;
     virtual std::unique_ptr<Sandbox> create(const PoolConfig& pool, const std::string& sandboxId) = 0;
+    // How many of its sandboxes should start at once, all pools together
+    // (see StartQueue); 0: no limit.
+    virtual std::size_t maxConcurrentStarts() const { return 0; }
     // The pool is gone and none of its sandboxes is left: whatever the
     // backend keeps per pool (a zygote, a saved VM) can go too.
     virtual void poolRemoved(const std::string& /*pool*/) {}

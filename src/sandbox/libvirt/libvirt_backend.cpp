@@ -11,6 +11,7 @@
 #include <optional>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include <boost/uuid/random_generator.hpp>
 #include <boost/uuid/uuid_io.hpp>
@@ -119,7 +120,9 @@ struct LibvirtBackend::State {
         : io(io),
           instance(config.cgroupName),
           imageDirectory(config.libvirt.imageDirectory),
-          runtimeDirectory(config.libvirt.runtimeDirectory) {}
+          runtimeDirectory(config.libvirt.runtimeDirectory),
+          maxConcurrentStarts(config.libvirt.maxConcurrentStarts ? config.libvirt.maxConcurrentStarts
+                                                                 : std::max(1u, std::thread::hardware_concurrency())) {}
 
     fs::path instanceDirectory() const { return runtimeDirectory / instance; }
     fs::path templatesDirectory() const { return instanceDirectory() / kTemplatesDirectory; }
@@ -149,6 +152,7 @@ struct LibvirtBackend::State {
     const std::string instance;
     const fs::path imageDirectory;
     const fs::path runtimeDirectory;
+    const std::size_t maxConcurrentStarts;
     std::string accelerator;  // "kvm" or "tcg"
     unsigned startFlags = 0;  // for virDomainCreateXML
     bool restoring = false;   // libvirt.start is restore and the driver saves QEMU's way
@@ -541,6 +545,9 @@ LibvirtBackend::Counts LibvirtBackend::counts() const {
 std::unique_ptr<Sandbox> LibvirtBackend::create(const PoolConfig& pool, const std::string& sandboxId) {
     return std::make_unique<LibvirtSandbox>(*state_, pool, sandboxId);
 }
+
+// A VM's boot or restore keeps a core busy (under emulation for seconds).
+std::size_t LibvirtBackend::maxConcurrentStarts() const { return state_->maxConcurrentStarts; }
 
 void LibvirtBackend::poolRemoved(const std::string& pool) {
     std::lock_guard lock(state_->templatesMutex);

@@ -257,7 +257,10 @@ CgroupHierarchy CgroupInternals::detect() {
 
 std::unique_ptr<Cgroup> Cgroup::create(const std::string& group, const std::string& leaf,
                                        const CgroupLimits& limits) {
-    const auto h = CgroupInternals::detect();
+    // Read once: parsing mountinfo was most of a sandbox start's work on the
+    // daemon's thread, and where the daemon sits does not change (a move
+    // into <group>-supervisor is mapped back by v2Base).
+    static const CgroupHierarchy h = CgroupInternals::detect();
     return h.version == 2 ? CgroupInternals::createV2(h.v2Own, group, leaf, limits)
                           : CgroupInternals::createV1(h.v1Own, group, leaf, limits);
 }

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <optional>
 #include <sstream>
+#include <thread>
 
 #include <spdlog/spdlog.h>
 
@@ -235,6 +236,13 @@ void NamespaceBackend::retireUnusedZygotes() {
         for (const auto& [pool, key] : zygoteKeyOfPool_) used = used || key == it->first;
         it = used ? std::next(it) : zygotes_.erase(it);
     }
+}
+
+// A start is a few forks and the interpreter's first steps, with waits for
+// the daemon between them: two per core keep the cores busy.
+std::size_t NamespaceBackend::maxConcurrentStarts() const {
+    return sandbox_.maxConcurrentStarts ? sandbox_.maxConcurrentStarts
+                                        : 2 * std::max(1u, std::thread::hardware_concurrency());
 }
 
 void NamespaceBackend::poolRemoved(const std::string& pool) {

@@ -44,6 +44,7 @@ public:
 
     // Removes the pool's template, unless another pool has the same one.
     void poolRemoved(const std::string& pool) override;
+    std::size_t maxConcurrentStarts() const override;
 
     // "kvm" or "tcg".
     const std::string& accelerator() const;

@@ -33,6 +33,7 @@ public:
     void cleanupLeftovers() override;
     std::unique_ptr<Sandbox> create(const PoolConfig& pool, const std::string& sandboxId) override;
     void poolRemoved(const std::string& pool) override;
+    std::size_t maxConcurrentStarts() const override;
 
 private:
     std::shared_ptr<Zygote> zygoteFor(const PoolConfig& pool);
