@@ -156,6 +156,7 @@ def main():
     for name in ("sessiond_session_enter", "sessiond_session_become_command"):
         getattr(jail, name).argtypes = [ctypes.c_char_p]
     jail.sessiond_session_reap.argtypes = [ctypes.c_int]
+    jail.sessiond_prepare()
     control = socket.socket(fileno=args.control_fd)
     os.set_inheritable(control.fileno(), False)
     zygote = Zygote(control, jail, args.language, sessiond_agent.parse_modules(args.preload))

@@ -50,6 +50,8 @@ void bringUpLoopback();
 
 // seccomp.cpp
 void installSeccompFilter();
+// Builds the filter now, so that processes forked later only load it.
+void prepareSeccompFilter();
 
 // command.cpp: the sandboxed command, forked by the namespace's pid 1.
 // Leaves this process as the command will run: own session, only the kept

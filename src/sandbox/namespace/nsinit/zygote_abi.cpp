@@ -27,6 +27,9 @@ JailSpec parse(const char* specJson) {
 
 extern "C" {
 
+// In the zygote, before it forks any session.
+__attribute__((visibility("default"))) void sessiond_prepare() { prepareSeccompFilter(); }
+
 // In the intermediate process: the session's namespaces apply to it, and the
 // pid namespace to the children it forks next.
 __attribute__((visibility("default"))) void sessiond_session_unshare() {
