@@ -5,6 +5,8 @@
 
 #include <signal.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <fstream>
 
 #include <gtest/gtest.h>
@@ -293,4 +295,76 @@ TEST_F(ZygoteE2E, SessionsOutliveTheirZygoteAndANewOneIsStarted) {
     ASSERT_TRUE(settled(2));
     EXPECT_EQ(run(client, "live-3", "8")["result"], 8);
     EXPECT_EQ(run(client, "live-1", "x + 2")["result"], 7);
+}
+
+// After forking the agent a session's pid 1 execs sessiond-reap: no copy of
+// the zygote's interpreter stays only to reap.
+TEST_F(ZygoteE2E, Pid1IsTheReaperWhichReapsOrphansAndEndsWithTheAgent) {
+    start();
+    ASSERT_TRUE(waitReady(2));
+    HttpClient client(server.port());
+    // An orphan of user code: its parent exits at once, pid 1 inherits it and
+    // must reap it when it exits.
+    auto r = run(client, "reap-1",
+                 "import os, subprocess, time\n"
+                 "open('/mnt/data/marker', 'w').close()\n"
+                 "subprocess.run(['sh', '-c', 'sleep 1 & echo $! > /mnt/data/orphan'])\n"
+                 "pid = int(open('/mnt/data/orphan').read())\n"
+                 "def stat():\n"
+                 "    try:\n"
+                 "        return open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()\n"
+                 "    except FileNotFoundError:\n"
+                 "        return None\n"
+                 "parent = stat()[1]\n"
+                 "deadline = time.time() + 20\n"
+                 "while stat() is not None and time.time() < deadline:\n"
+                 "    time.sleep(0.05)\n"
+                 "(parent, stat(), open('/proc/1/comm').read())");
+    ASSERT_EQ(r["status"], "Success") << r;
+    EXPECT_EQ(r["result"], "('1', None, 'sessiond-init\\n')") << r;
+    ASSERT_TRUE(settled(2));
+
+    // From the host: each sandbox's pid 1 (last of its NSpid) maps nothing of
+    // Python and holds no fd but stdio.
+    auto readProc = [](int pid, const std::string& file) {
+        std::ifstream in("/proc/" + std::to_string(pid) + "/" + file);
+        return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    };
+    auto pid1s = [&] {
+        std::vector<int> found;
+        for (const auto& leaf : sessiond::testing::sandboxCgroups(config.cgroupName))
+            for (int pid : sessiond::testing::processesMatching("/" + config.cgroupName + "/" + leaf + "\n")) {
+                const std::string status = readProc(pid, "status");
+                const auto line = status.find("NSpid:");
+                const auto end = status.find('\n', line);
+                if (line != std::string::npos && status.substr(line, end - line).ends_with("\t1")) found.push_back(pid);
+            }
+        return found;
+    };
+    auto isReaper = [&](int pid) {
+        std::vector<std::string> fds;
+        std::error_code ec;
+        for (const auto& fd : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec))
+            fds.push_back(fd.path().filename());
+        std::sort(fds.begin(), fds.end());
+        return readProc(pid, "comm") == "sessiond-init\n" && readProc(pid, "maps").find("python") == std::string::npos &&
+               fds == std::vector<std::string>{"0", "1", "2"};
+    };
+    const std::size_t sandboxes = server.counts("default").unallocated + server.counts("default").allocated;
+    EXPECT_TRUE(server.waitFor(
+        [&] {
+            const auto pids = pid1s();
+            return pids.size() == sandboxes && std::all_of(pids.begin(), pids.end(), isReaper);
+        },
+        10s))
+        << "not every sandbox's pid 1 is the reaper";
+
+    // When the agent exits, pid 1 exits and the session ends.
+    int sessionPid1 = 0;
+    for (int pid : pid1s())
+        if (std::filesystem::exists("/proc/" + std::to_string(pid) + "/root/mnt/data/marker")) sessionPid1 = pid;
+    ASSERT_NE(sessionPid1, 0);
+    client.execute("default", "reap-1", "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)");
+    EXPECT_TRUE(server.waitFor([&] { return !std::filesystem::exists("/proc/" + std::to_string(sessionPid1)); }, 10s));
+    EXPECT_TRUE(server.waitFor([&] { return server.counts("default").allocated == 0; }, 10s));
 }

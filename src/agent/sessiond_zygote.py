@@ -10,7 +10,9 @@ session:
                    the session's pid 1, hands the zygote a pidfd of it, exits
                    pid 1: mounts the session's own /proc, /mnt/data, /tmp and
                    /dev/shm, waits for the daemon to move it into the
-                   session's cgroup, then forks the agent and reaps orphans
+                   session's cgroup, forks the agent, then execs
+                   sessiond-reap, which reaps orphans until the agent exits
+                   (so no copy of this interpreter stays for that)
                    agent: drops to the sandbox user under the seccomp filter
                    and serves the channel, forking workers from the warm
                    interpreter it inherited
@@ -41,9 +43,14 @@ def log(text):
 
 
 class Zygote:
-    def __init__(self, control, jail, language, preload):
+    def __init__(self, control, jail, reaper, language, preload):
         self.control = control
         self.jail = jail
+        # Checked once here, so a missing reaper is logged once, not per session.
+        if reaper and not os.access(reaper, os.X_OK):
+            log(f"{reaper} cannot be run: each session's pid 1 reaps in Python")
+            reaper = None
+        self.reaper = reaper
         self.language = language
         self.preload = preload
         self.warm = sessiond_worker.Warm(preload) if language == "python" else None
@@ -119,6 +126,9 @@ class Zygote:
             if agent == 0:
                 self.run_agent(spec, channel)
             os.close(channel)
+            if self.reaper:
+                error = self.jail.sessiond_session_exec_reaper(self.reaper.encode(), agent)
+                log(f"exec {self.reaper}: {os.strerror(error)}; this session's pid 1 reaps in Python")
             self.jail.sessiond_session_reap(agent)
         except BaseException:
             traceback.print_exc()
@@ -147,6 +157,7 @@ def main():
     parser = argparse.ArgumentParser(description="sessiond zygote")
     parser.add_argument("--control-fd", type=int, required=True)
     parser.add_argument("--jail-library", required=True)
+    parser.add_argument("--reaper", help="sessiond-reap, which each session's pid 1 becomes")
     parser.add_argument("--language", choices=["python", "node", "shell"], default="python")
     parser.add_argument("--preload", default="")
     args = parser.parse_args()
@@ -156,10 +167,11 @@ def main():
     for name in ("sessiond_session_enter", "sessiond_session_become_command"):
         getattr(jail, name).argtypes = [ctypes.c_char_p]
     jail.sessiond_session_reap.argtypes = [ctypes.c_int]
+    jail.sessiond_session_exec_reaper.argtypes = [ctypes.c_char_p, ctypes.c_int]
     jail.sessiond_prepare()
     control = socket.socket(fileno=args.control_fd)
     os.set_inheritable(control.fileno(), False)
-    zygote = Zygote(control, jail, args.language, sessiond_agent.parse_modules(args.preload))
+    zygote = Zygote(control, jail, args.reaper, args.language, sessiond_agent.parse_modules(args.preload))
     return zygote.serve()
 
 

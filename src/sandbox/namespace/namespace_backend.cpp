@@ -26,6 +26,7 @@ namespace {
 constexpr int kAgentFd = 3;
 constexpr const char* kAgentMountPoint = "/opt/sessiond/agent";
 constexpr const char* kJailLibraryMountPoint = "/opt/sessiond/lib/libsessiond-jail.so";
+constexpr const char* kReaperMountPoint = "/opt/sessiond/lib/sessiond-reap";
 
 // The most a pool can get: the daemon's own hard limit, which nsinit (root,
 // but perhaps without CAP_SYS_RESOURCE) cannot raise.
@@ -219,9 +220,10 @@ std::shared_ptr<Zygote> NamespaceBackend::zygoteFor(const PoolConfig& pool) {
         zygotePool.resources.tmpfsBytes = 64ull << 20;
         std::vector<std::string> args = agentArguments(pool);
         args.insert(args.end(), {"--control-fd", std::to_string(Zygote::kControlFd), "--jail-library",
-                                 kJailLibraryMountPoint});
+                                 kJailLibraryMountPoint, "--reaper", kReaperMountPoint});
         JailSpec spec = processSpec(zygotePool, sandbox_, paths_, "sessiond_zygote.py", args);
         spec.mounts.push_back({paths_.jailLibrary().string(), kJailLibraryMountPoint, false});
+        spec.mounts.push_back({paths_.reaper().string(), kReaperMountPoint, false});
         // Its cgroup's name cannot be a sandbox's: pool names have no dots.
         auto cgroup = Cgroup::create(cgroupName_, "zygote." + std::to_string(++zygotesStarted_), CgroupLimits{});
         zygote = Zygote::start(io_, paths_.nsinit, std::move(spec), std::move(cgroup));

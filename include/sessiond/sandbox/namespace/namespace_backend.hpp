@@ -21,6 +21,8 @@ struct BackendPaths {
     std::filesystem::path agentDirectory;  // the agent's Python sources
     // libsessiond-jail.so, which zygotes load; it is built beside nsinit.
     std::filesystem::path jailLibrary() const { return nsinit.parent_path() / "libsessiond-jail.so"; }
+    // sessiond-reap, which each forked session's pid 1 execs; built beside nsinit too.
+    std::filesystem::path reaper() const { return nsinit.parent_path() / "sessiond-reap"; }
 };
 
 class Zygote;

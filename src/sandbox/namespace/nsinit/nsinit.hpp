@@ -59,8 +59,9 @@ void prepareSeccompFilter();
 void becomeCommand(const JailSpec& spec);
 [[noreturn]] void runCommand(const JailSpec& spec);
 
-// init.cpp: pid 1 of the sandbox's pid namespace. Exits with the command's
-// code once it exits or, with `untilLastChild`, once no child is left.
+// init.cpp: pid 1 of the sandbox's pid namespace (and all of sessiond-reap,
+// reap_main.cpp). Exits with the command's code once it exits or, with
+// `untilLastChild`, once no child is left.
 [[noreturn]] void reapUntilExit(pid_t command, bool untilLastChild = false);
 // Exit code for a wait status: the exit code, or 128 + signal.
 int exitCodeOf(int status);

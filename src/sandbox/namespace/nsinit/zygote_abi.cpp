@@ -6,7 +6,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <exception>
+#include <string>
 
 #include "nsinit.hpp"
 
@@ -50,6 +52,19 @@ __attribute__((visibility("default"))) void sessiond_session_enter_cgroup() {
 // In the process that becomes the agent: drops to the sandbox user.
 __attribute__((visibility("default"))) void sessiond_session_become_command(const char* specJson) {
     becomeCommand(parse(specJson));
+}
+
+// In the session's pid 1, once it has forked the agent: replaces this
+// process (a copy of the zygote's interpreter) with sessiond-reap at `path`,
+// keeping only stdio. Returns only if the exec failed, with its errno; the
+// caller then reaps with sessiond_session_reap instead.
+__attribute__((visibility("default"))) int sessiond_session_exec_reaper(const char* path, int command) {
+    closeFdsExcept({});
+    const std::string pid = std::to_string(command);
+    char* const argv[] = {const_cast<char*>("sessiond-init"), const_cast<char*>(pid.c_str()), nullptr};
+    char* const envp[] = {nullptr};
+    ::execve(path, argv, envp);
+    return errno;
 }
 
 // In the session's pid 1; never returns.
