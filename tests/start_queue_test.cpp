@@ -16,6 +16,14 @@ void drain(boost::asio::io_context& io) {
     io.poll();
 }
 
+PoolConfig poolConfig(std::size_t ready) {
+    PoolConfig config;
+    config.name = "p";
+    config.readySessionInstances = ready;
+    config.maxConcurrentSessions = 10;
+    return config;
+}
+
 }  // namespace
 
 TEST(StartQueue, RunsAtMostItsConcurrencyInArrivalOrder) {
@@ -75,13 +83,9 @@ TEST(StartQueue, APoolsBurstStartsOneSandboxAtATimeAndServesTheFirstSessionFirst
     boost::asio::io_context io;
     sessiond::testing::FakeBackend backend(io);
     backend.startDelay = 100ms;
-    PoolConfig config;
-    config.name = "p";
-    config.readySessionInstances = 0;
-    config.maxConcurrentSessions = 10;
     metrics::Registry registry;
     StartQueue starts(io, 1);
-    Pool pool(io, config, backend, registry, &starts);
+    Pool pool(io, poolConfig(0), backend, registry, &starts);
     pool.start();
 
     const auto began = std::chrono::steady_clock::now();
@@ -114,13 +118,10 @@ TEST(StartQueue, RetiredStartsLeaveTheQueue) {
     boost::asio::io_context io;
     sessiond::testing::FakeBackend backend(io);
     backend.startDelay = 50ms;
-    PoolConfig config;
-    config.name = "p";
-    config.readySessionInstances = 4;
     metrics::Registry registry;
     StartQueue starts(io, 1);
     {
-        Pool pool(io, config, backend, registry, &starts);
+        Pool pool(io, poolConfig(4), backend, registry, &starts);
         pool.start();
         EXPECT_EQ(starts.queued(), 3u);
     }

@@ -91,7 +91,7 @@ struct NamespaceSandboxConfig {
     // than start a fresh interpreter; see docs/architecture.md ("Zygote").
     bool zygote = true;
     // Sandboxes starting at once, all pools together; the rest wait their
-    // turn (docs/performance.md). 0: twice the host's cores.
+    // turn (docs/architecture.md, "Starting in turns"). 0: twice the host's cores.
     std::size_t maxConcurrentStarts = 0;
 };
 

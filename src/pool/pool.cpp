@@ -282,7 +282,7 @@ void Pool::startMember() {
 
 void Pool::launch(std::uint64_t serial) {
     auto it = pending_.find(serial);
-    if (it == pending_.end() || stopped_ || it->second->sandbox) return;  // retired while it waited
+    if (it == pending_.end() || stopped_) return;  // retired while it waited
     Member& member = *it->second;
     member.startedAt = Clock::now();
     try {

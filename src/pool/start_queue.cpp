@@ -1,5 +1,8 @@
 #include "sessiond/pool/start_queue.hpp"
 
+#include <list>
+#include <set>
+
 #include <boost/asio/post.hpp>
 
 namespace sessiond {
@@ -12,12 +15,11 @@ struct StartQueue::State {
 
     boost::asio::io_context* io;  // null once the queue is gone
     std::size_t concurrency;
-    std::size_t running = 0;
     std::uint64_t nextId = 1;
     std::list<Waiting> waiting;
-    std::list<std::uint64_t> runningIds;
+    std::set<std::uint64_t> running;
 
-    bool hasRoom() const { return concurrency == 0 || running < concurrency; }
+    bool hasRoom() const { return concurrency == 0 || running.size() < concurrency; }
 
     // Called from a Turn's destructor, which may run inside a caller's
     // callback: the next start begins from the io_context, not in here.
@@ -25,28 +27,17 @@ struct StartQueue::State {
         if (!io || waiting.empty() || !hasRoom()) return;
         Waiting next = std::move(waiting.front());
         waiting.pop_front();
-        ++running;
-        runningIds.push_back(next.id);
+        running.insert(next.id);
         boost::asio::post(*io, std::move(next.begin));
     }
 };
 
 StartQueue::Turn::~Turn() {
     auto& state = *state_;
-    for (auto it = state.waiting.begin(); it != state.waiting.end(); ++it) {
-        if (it->id == id_) {
-            state.waiting.erase(it);
-            return;
-        }
-    }
-    for (auto it = state.runningIds.begin(); it != state.runningIds.end(); ++it) {
-        if (*it == id_) {
-            state.runningIds.erase(it);
-            --state.running;
-            break;
-        }
-    }
-    state.beginNextLater();
+    if (state.running.erase(id_))
+        state.beginNextLater();
+    else
+        state.waiting.remove_if([this](const State::Waiting& w) { return w.id == id_; });
 }
 
 StartQueue::StartQueue(boost::asio::io_context& io, std::size_t concurrency)
@@ -64,8 +55,7 @@ std::unique_ptr<StartQueue::Turn> StartQueue::enqueue(std::function<void()> begi
     const std::uint64_t id = state_->nextId++;
     std::unique_ptr<Turn> turn(new Turn(state_, id));
     if (state_->hasRoom() && state_->waiting.empty()) {
-        ++state_->running;
-        state_->runningIds.push_back(id);
+        state_->running.insert(id);
         begin();
     } else {
         state_->waiting.push_back({id, std::move(begin)});
@@ -73,8 +63,7 @@ std::unique_ptr<StartQueue::Turn> StartQueue::enqueue(std::function<void()> begi
     return turn;
 }
 
-std::size_t StartQueue::concurrency() const { return state_->concurrency; }
-std::size_t StartQueue::running() const { return state_->running; }
+std::size_t StartQueue::running() const { return state_->running.size(); }
 std::size_t StartQueue::queued() const { return state_->waiting.size(); }
 
 }  // namespace sessiond

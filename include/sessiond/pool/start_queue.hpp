@@ -10,7 +10,6 @@
 
 #include <cstddef>
 #include <functional>
-#include <list>
 #include <memory>
 
 #include <boost/asio/io_context.hpp>
@@ -47,7 +46,6 @@ public:
     // otherwise later from the io_context when an earlier start's turn ends.
     [[nodiscard]] std::unique_ptr<Turn> enqueue(std::function<void()> begin);
 
-    std::size_t concurrency() const;
     std::size_t running() const;
     std::size_t queued() const;
 

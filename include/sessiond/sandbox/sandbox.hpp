@@ -7,6 +7,7 @@
 // than a few milliseconds. Destroying a Sandbox tears down everything it owns
 // (processes, cgroups, domains, files) before the destructor returns.
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -14,6 +15,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -123,6 +125,8 @@ public:
     // How many of its sandboxes should start at once, all pools together
     // (see StartQueue); 0: no limit.
     virtual std::size_t maxConcurrentStarts() const { return 0; }
+    // What a backend's default for maxConcurrentStarts is counted in.
+    static std::size_t hostCores() { return std::max(1u, std::thread::hardware_concurrency()); }
     // The pool is gone and none of its sandboxes is left: whatever the
     // backend keeps per pool (a zygote, a saved VM) can go too.
     virtual void poolRemoved(const std::string& /*pool*/) {}

@@ -11,7 +11,6 @@
 #include <optional>
 #include <set>
 #include <sstream>
-#include <thread>
 
 #include <boost/uuid/random_generator.hpp>
 #include <boost/uuid/uuid_io.hpp>
@@ -122,7 +121,7 @@ struct LibvirtBackend::State {
           imageDirectory(config.libvirt.imageDirectory),
           runtimeDirectory(config.libvirt.runtimeDirectory),
           maxConcurrentStarts(config.libvirt.maxConcurrentStarts ? config.libvirt.maxConcurrentStarts
-                                                                 : std::max(1u, std::thread::hardware_concurrency())) {}
+                                                                 : SandboxBackend::hostCores()) {}
 
     fs::path instanceDirectory() const { return runtimeDirectory / instance; }
     fs::path templatesDirectory() const { return instanceDirectory() / kTemplatesDirectory; }

@@ -9,7 +9,6 @@
 #include <cstring>
 #include <optional>
 #include <sstream>
-#include <thread>
 
 #include <spdlog/spdlog.h>
 
@@ -244,7 +243,7 @@ void NamespaceBackend::retireUnusedZygotes() {
 // the daemon between them: two per core keep the cores busy.
 std::size_t NamespaceBackend::maxConcurrentStarts() const {
     return sandbox_.maxConcurrentStarts ? sandbox_.maxConcurrentStarts
-                                        : 2 * std::max(1u, std::thread::hardware_concurrency());
+                                        : 2 * hostCores();
 }
 
 void NamespaceBackend::poolRemoved(const std::string& pool) {
