@@ -2,6 +2,7 @@
 // v2), plus the v2 delegation logic on any cgroup2 mount with a controller.
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/stat.h>
@@ -290,4 +291,70 @@ TEST_F(CgroupTest, V2DelegatesControllersAndMovesItselfOutOfTheWay) {
     EXPECT_EQ(::rmdir(supervisor.c_str()), 0);
     EXPECT_EQ(::rmdir(base.c_str()), 0);
     if (!delegated) put(ownDir / "cgroup.subtree_control", "-" + controller);
+}
+
+namespace {
+
+// A child that spins on CPU 0 until killed.
+pid_t spinOnCpu0() {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(0, &one);
+        ::sched_setaffinity(0, sizeof one, &one);
+        for (volatile unsigned long n = 0;; n = n + 1) {
+        }
+    }
+    return pid;
+}
+
+// User plus system CPU time of `pid`, in clock ticks, from /proc/<pid>/stat.
+long cpuTicks(pid_t pid) {
+    const std::string stat = slurp("/proc/" + std::to_string(pid) + "/stat");
+    std::istringstream fields(stat.substr(stat.rfind(')') + 2));
+    std::string field;
+    long utime = 0, stime = 0;
+    for (int i = 3; fields >> field; ++i) {
+        if (i == 14) utime = std::stol(field);
+        if (i == 15) {
+            stime = std::stol(field);
+            break;
+        }
+    }
+    return utime + stime;
+}
+
+}  // namespace
+
+TEST_F(CgroupTest, BackgroundCpuWeightYieldsToASibling) {
+    auto starting = Cgroup::create(group, "starting", {0, 0, 0, CpuWeight::Background});
+    auto running = Cgroup::create(group, "running", {0, 0, 0});
+    bool sawWeight = false;
+    for (const auto& dir : dirsOf(*starting)) {
+        if (fs::exists(dir / "cpu.weight")) sawWeight = slurp(dir / "cpu.weight") == "10\n";
+        if (fs::exists(dir / "cpu.shares")) sawWeight = slurp(dir / "cpu.shares") == "102\n";
+    }
+    if (!sawWeight) GTEST_SKIP() << "no cpu controller for sandbox cgroups on this host";
+
+    // Both spin on one CPU: the scheduler splits it by weight.
+    const pid_t low = spinOnCpu0(), normal = spinOnCpu0();
+    starting->attach(low);
+    running->attach(normal);
+    const long lowBefore = cpuTicks(low), normalBefore = cpuTicks(normal);
+    std::this_thread::sleep_for(1500ms);
+    const long lowTicks = cpuTicks(low) - lowBefore, normalTicks = cpuTicks(normal) - normalBefore;
+    starting->killAll();
+    running->killAll();
+    EXPECT_TRUE(killedBySigkill(low));
+    EXPECT_TRUE(killedBySigkill(normal));
+    EXPECT_GT(lowTicks, 0) << "the background one must still run";
+    // Ten to one by weight; five to one leaves room for a noisy host.
+    EXPECT_GT(normalTicks, 5 * lowTicks) << "normal " << normalTicks << " background " << lowTicks;
+
+    starting->setCpuWeight(CpuWeight::Normal);
+    for (const auto& dir : dirsOf(*starting)) {
+        if (fs::exists(dir / "cpu.weight")) EXPECT_EQ(slurp(dir / "cpu.weight"), "100\n");
+        if (fs::exists(dir / "cpu.shares")) EXPECT_EQ(slurp(dir / "cpu.shares"), "1024\n");
+    }
 }

@@ -9,6 +9,9 @@
 #include <filesystem>
 #include <fstream>
 
+#include <map>
+#include <tuple>
+
 #include <gtest/gtest.h>
 
 #include "sessiond/sandbox/namespace/namespace_backend.hpp"
@@ -271,6 +274,32 @@ TEST_F(ZygoteE2E, EverySessionProcessIsInTheSessionsCgroup) {
         inSandboxes += sessiond::testing::processesMatching("/" + config.cgroupName + "/" + leaf + "\n").size();
     EXPECT_EQ(inSandboxes, 3u * server.counts("default").unallocated + 3u * server.counts("default").allocated);
     EXPECT_EQ(zygoteProcesses().size(), 1u);
+}
+
+// Starting runs at a tenth of the CPU weight (docs/architecture.md, "Starting
+// in turns"); a sandbox that is ready, allocated or not, is back to normal,
+// and the zygote, which only starts sandboxes, stays in the background.
+TEST_F(ZygoteE2E, OnlyStartingRunsAtBackgroundCpuWeight) {
+    start();
+    ASSERT_TRUE(waitReady(2));
+    HttpClient client(server.port());
+    ASSERT_EQ(run(client, "weight-1", "1")["status"], "Success");
+    ASSERT_TRUE(settled(2));
+    std::map<std::string, std::string> weightOf;  // leaf -> "normal" or "background"
+    for (const auto& dir : sessiond::testing::cgroupsNamed(config.cgroupName))
+        for (const auto& leaf : sessiond::testing::sandboxCgroups(config.cgroupName, true)) {
+            for (const auto& [file, normal, background] :
+                 {std::tuple{"cpu.weight", "100\n", "10\n"}, std::tuple{"cpu.shares", "1024\n", "102\n"}}) {
+                std::ifstream in(std::filesystem::path(dir) / leaf / file);
+                std::string value((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+                if (value == normal) weightOf[leaf] = "normal";
+                if (value == background) weightOf[leaf] = "background";
+            }
+        }
+    if (weightOf.empty()) GTEST_SKIP() << "no cpu controller for sandbox cgroups on this host";
+    ASSERT_EQ(weightOf.size(), 4u);  // 2 ready, 1 allocated, the zygote
+    for (const auto& [leaf, weight] : weightOf)
+        EXPECT_EQ(weight, leaf.rfind("zygote.", 0) == 0 ? "background" : "normal") << leaf;
 }
 
 TEST_F(ZygoteE2E, SessionsOutliveTheirZygoteAndANewOneIsStarted) {

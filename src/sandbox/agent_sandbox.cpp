@@ -64,6 +64,7 @@ void AgentSandbox::waitForAgent(ReadyHandler onReady) {
         if (alive.expired()) return onReady(error.empty() ? "sandbox destroyed while starting" : error);
         if (!error.empty()) return onReady("no handshake from the agent: " + error);
         ready_ = true;
+        becameReady();
         spdlog::debug("sandbox {}: agent ready: {}", id_, hello.dump());
         onReady("");
     };

@@ -40,6 +40,9 @@ protected:
     // subclass, so that destroying the sandbox releases it.
     virtual void launch(LaunchHandler onLaunched) = 0;
 
+    // The agent answered: the sandbox is ready, just before its ReadyHandler runs.
+    virtual void becameReady() {}
+
     // For subclasses: the process or VM ended.
     void reportExit(const std::string& reason);
 

@@ -297,6 +297,16 @@ void Cgroup::killAll() {
         spdlog::warn("cgroup: processes survive SIGKILL in {}", dirs_.empty() ? "" : dirs_.front().string());
 }
 
+void Cgroup::setCpuWeight(CpuWeight weight) {
+    if (cpuDir_.empty()) return;
+    // Each version's default, and a tenth of it.
+    const bool background = weight == CpuWeight::Background;
+    if (version_ == 2)
+        cgroupfs::writeFile(cpuDir_ / "cpu.weight", background ? "10" : "100");
+    else
+        cgroupfs::writeFile(cpuDir_ / "cpu.shares", background ? "102" : "1024");
+}
+
 std::uint64_t Cgroup::memoryCurrent() const {
     if (memoryDir_.empty()) return 0;
     const auto text = cgroupfs::readFile(memoryDir_ / (version_ == 2 ? "memory.current" : "memory.usage_in_bytes"));

@@ -53,6 +53,7 @@ struct CgroupInternals {
         cg.procsFiles_ = std::move(files);
     }
     static void setMemoryDir(Cgroup& cg, const std::filesystem::path& dir) { cg.memoryDir_ = dir; }
+    static void setCpuDir(Cgroup& cg, const std::filesystem::path& dir) { cg.cpuDir_ = dir; }
 };
 
 namespace cgroupfs {

@@ -108,6 +108,10 @@ std::unique_ptr<Cgroup> CgroupInternals::createV2(const fs::path& own, const std
         }
     }
     if (has("pids") && limits.pids > 0) cgroupfs::writeFile(dir / "pids.max", std::to_string(limits.pids));
+    if (has("cpu")) {
+        setCpuDir(*cg, dir);
+        if (limits.weight != CpuWeight::Normal) cg->setCpuWeight(limits.weight);
+    }
     if (has("cpu") && limits.cpus > 0) {
         constexpr long period = 100000;
         const long quota = std::max(1000L, std::lround(limits.cpus * period));

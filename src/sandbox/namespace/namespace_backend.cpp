@@ -109,7 +109,8 @@ public:
 protected:
     void launch(LaunchHandler onLaunched) override {
         const ResourceLimits& limits = pool_.resources;
-        cgroup_ = Cgroup::create(cgroupName_, id(), CgroupLimits{limits.cpus, limits.memoryBytes, limits.pids});
+        cgroup_ = Cgroup::create(cgroupName_, id(),
+                                 CgroupLimits{limits.cpus, limits.memoryBytes, limits.pids, CpuWeight::Background});
 
         int fds[2];
         if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
@@ -130,6 +131,14 @@ protected:
             return describeWaitStatus(status);
         });
         onLaunched("", AgentChannel::Socket(io_, boost::asio::local::stream_protocol(), ours.release()));
+    }
+
+    void becameReady() override {
+        try {
+            cgroup_->setCpuWeight(CpuWeight::Normal);
+        } catch (const std::exception& e) {
+            spdlog::warn("sandbox {}: stays at background CPU weight: {}", id(), e.what());
+        }
     }
 
 private:
@@ -224,7 +233,10 @@ std::shared_ptr<Zygote> NamespaceBackend::zygoteFor(const PoolConfig& pool) {
         spec.mounts.push_back({paths_.jailLibrary().string(), kJailLibraryMountPoint, false});
         spec.mounts.push_back({paths_.reaper().string(), kReaperMountPoint, false});
         // Its cgroup's name cannot be a sandbox's: pool names have no dots.
-        auto cgroup = Cgroup::create(cgroupName_, "zygote." + std::to_string(++zygotesStarted_), CgroupLimits{});
+        // All it does is start sandboxes, so it runs in the background too.
+        CgroupLimits limits;
+        limits.weight = CpuWeight::Background;
+        auto cgroup = Cgroup::create(cgroupName_, "zygote." + std::to_string(++zygotesStarted_), limits);
         zygote = Zygote::start(io_, paths_.nsinit, std::move(spec), std::move(cgroup));
         spdlog::info("pool {}: started a zygote ({})", pool.name, key);
     }

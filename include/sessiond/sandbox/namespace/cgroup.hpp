@@ -13,10 +13,17 @@
 
 namespace sessiond {
 
+// A cgroup's share of contended CPU time against its siblings. A sandbox
+// that is starting runs in the background, at a tenth of a running one's
+// weight, so a burst of refills takes little from sessions running code yet
+// still progresses on a saturated host (docs/architecture.md).
+enum class CpuWeight { Normal, Background };
+
 struct CgroupLimits {
     double cpus = 1.0;
     std::uint64_t memoryBytes = 0;  // 0 = no limit
     std::uint64_t pids = 0;         // 0 = no limit
+    CpuWeight weight = CpuWeight::Normal;
 };
 
 class Cgroup {
@@ -44,6 +51,9 @@ public:
     // SIGKILLs every process in the cgroup and waits (bounded) until it is empty.
     void killAll();
 
+    // Does nothing without a cpu controller. Throws std::runtime_error.
+    void setCpuWeight(CpuWeight weight);
+
     // Current memory use in bytes, and whether the memory limit was hit (OOM kill count grew).
     std::uint64_t memoryCurrent() const;
     std::uint64_t oomKills() const;
@@ -55,6 +65,7 @@ private:
     std::vector<std::filesystem::path> dirs_;  // the leaf directories this object created
     std::vector<std::filesystem::path> procsFiles_;
     std::filesystem::path memoryDir_;  // empty when no memory controller is available
+    std::filesystem::path cpuDir_;     // empty when no cpu controller is available
 };
 
 }  // namespace sessiond
