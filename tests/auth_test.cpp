@@ -34,6 +34,12 @@ http::Request request(beast_http::verb method, const std::string& path, const st
     return r;
 }
 
+// The admission of a request made for the check alone.
+std::optional<http::Response> admit(const api::Authorizer& authorizer, http::Request request,
+                                    const http::RouteOptions& route) {
+    return authorizer.admit(request, route);
+}
+
 const http::RouteOptions kDataPlane{};
 const http::RouteOptions kAdministration{.access = http::Access::PoolAdministrator};
 const http::RouteOptions kPublic{.access = http::Access::Public};
@@ -99,8 +105,8 @@ TEST(ApiKeys, EntriesAreValidatedNamingTheField) {
 
 TEST(Authorizer, WithoutKeysEverythingIsLetThrough) {
     api::Authorizer authorizer{ApiKeyRing{}};
-    EXPECT_FALSE(authorizer.admit(request(beast_http::verb::put, "/pools/x", "", "x"), kAdministration));
-    EXPECT_FALSE(authorizer.admit(request(beast_http::verb::post, "/pools/x/executions", "Bearer whatever", "x"),
+    EXPECT_FALSE(admit(authorizer, request(beast_http::verb::put, "/pools/x", "", "x"), kAdministration));
+    EXPECT_FALSE(admit(authorizer, request(beast_http::verb::post, "/pools/x/executions", "Bearer whatever", "x"),
                                   kDataPlane));
 }
 
@@ -117,7 +123,7 @@ TEST(Authorizer, RefusesMissingAndUnknownKeysWith401) {
                                            {"Bearer wrong-key", "InvalidAuthenticationToken"},
                                            {"Bearer right-keyx", "InvalidAuthenticationToken"}}) {
         SCOPED_TRACE(c.authorization);
-        auto refused = authorizer.admit(request(beast_http::verb::post, "/pools/d/code/execute", c.authorization, "d"),
+        auto refused = admit(authorizer, request(beast_http::verb::post, "/pools/d/code/execute", c.authorization, "d"),
                                         kDataPlane);
         ASSERT_TRUE(refused);
         EXPECT_EQ(refused->result(), beast_http::status::unauthorized);
@@ -128,34 +134,52 @@ TEST(Authorizer, RefusesMissingAndUnknownKeysWith401) {
         EXPECT_EQ(refused->body().find("right-key"), std::string::npos);
     }
     for (const char* good : {"Bearer right-key", "bearer right-key", "BEARER  right-key "})
-        EXPECT_FALSE(authorizer.admit(request(beast_http::verb::post, "/pools/d/code/execute", good, "d"), kDataPlane))
+        EXPECT_FALSE(admit(authorizer, request(beast_http::verb::post, "/pools/d/code/execute", good, "d"), kDataPlane))
             << good;
-    EXPECT_FALSE(authorizer.admit(request(beast_http::verb::get, "/healthz", ""), kPublic));
+    EXPECT_FALSE(admit(authorizer, request(beast_http::verb::get, "/healthz", ""), kPublic));
 }
 
 TEST(Authorizer, RolesAndPoolLimitsAreEnforcedWith403) {
     api::Authorizer authorizer{ApiKeyRing({entry("app", "exec", Role::SessionExecutor),
                                            entry("ops", "admin", Role::PoolAdministrator),
                                            entry("team", "limited", Role::SessionExecutor, {"analysis"})})};
-    auto forbidden = authorizer.admit(request(beast_http::verb::put, "/pools/new", "Bearer exec", "new"), kAdministration);
+    auto forbidden = admit(authorizer, request(beast_http::verb::put, "/pools/new", "Bearer exec", "new"), kAdministration);
     ASSERT_TRUE(forbidden);
     EXPECT_EQ(forbidden->result(), beast_http::status::forbidden);
     EXPECT_EQ(forbidden->at("x-ms-error-code"), "AuthorizationFailed");
     EXPECT_NE(forbidden->body().find("PoolAdministrator"), std::string::npos);
 
-    EXPECT_FALSE(authorizer.admit(request(beast_http::verb::put, "/pools/new", "Bearer admin", "new"), kAdministration));
-    EXPECT_FALSE(authorizer.admit(request(beast_http::verb::post, "/pools/d/executions", "Bearer admin", "d"), kDataPlane));
-    EXPECT_FALSE(authorizer.admit(request(beast_http::verb::post, "/pools/d/executions", "Bearer exec", "d"), kDataPlane));
+    EXPECT_FALSE(admit(authorizer, request(beast_http::verb::put, "/pools/new", "Bearer admin", "new"), kAdministration));
+    EXPECT_FALSE(admit(authorizer, request(beast_http::verb::post, "/pools/d/executions", "Bearer admin", "d"), kDataPlane));
+    EXPECT_FALSE(admit(authorizer, request(beast_http::verb::post, "/pools/d/executions", "Bearer exec", "d"), kDataPlane));
 
-    EXPECT_FALSE(authorizer.admit(request(beast_http::verb::post, "/pools/analysis/executions", "Bearer limited", "analysis"),
+    EXPECT_FALSE(admit(authorizer, request(beast_http::verb::post, "/pools/analysis/executions", "Bearer limited", "analysis"),
                                   kDataPlane));
-    auto otherPool = authorizer.admit(request(beast_http::verb::post, "/pools/d/executions", "Bearer limited", "d"), kDataPlane);
+    auto otherPool = admit(authorizer, request(beast_http::verb::post, "/pools/d/executions", "Bearer limited", "d"), kDataPlane);
     ASSERT_TRUE(otherPool);
     EXPECT_EQ(otherPool->result(), beast_http::status::forbidden);
     EXPECT_NE(otherPool->body().find("'d'"), std::string::npos);
 
     // Keys replaced at run time take effect at once.
     authorizer.replaceKeys(ApiKeyRing({entry("ops", "rotated", Role::PoolAdministrator)}));
-    EXPECT_TRUE(authorizer.admit(request(beast_http::verb::post, "/pools/d/executions", "Bearer exec", "d"), kDataPlane));
-    EXPECT_FALSE(authorizer.admit(request(beast_http::verb::post, "/pools/d/executions", "Bearer rotated", "d"), kDataPlane));
+    EXPECT_TRUE(admit(authorizer, request(beast_http::verb::post, "/pools/d/executions", "Bearer exec", "d"), kDataPlane));
+    EXPECT_FALSE(admit(authorizer, request(beast_http::verb::post, "/pools/d/executions", "Bearer rotated", "d"), kDataPlane));
+}
+
+// The audit log names the key a request came with, admitted or refused by
+// role, and never a key that is not configured.
+TEST(Authorizer, NamesTheKeyARequestPresented) {
+    api::Authorizer authorizer{ApiKeyRing({entry("app", "exec", Role::SessionExecutor)})};
+    auto admitted = request(beast_http::verb::post, "/pools/d/executions", "Bearer exec", "d");
+    EXPECT_FALSE(authorizer.admit(admitted, kDataPlane));
+    EXPECT_EQ(admitted.principal, "app");
+    auto forbidden = request(beast_http::verb::put, "/pools/d", "Bearer exec", "d");
+    EXPECT_TRUE(authorizer.admit(forbidden, kAdministration));
+    EXPECT_EQ(forbidden.principal, "app");
+    auto unknown = request(beast_http::verb::post, "/pools/d/executions", "Bearer guess", "d");
+    EXPECT_TRUE(authorizer.admit(unknown, kDataPlane));
+    EXPECT_EQ(unknown.principal, "");
+    auto liveness = request(beast_http::verb::get, "/healthz", "Bearer exec");
+    EXPECT_FALSE(authorizer.admit(liveness, kPublic));
+    EXPECT_EQ(liveness.principal, "app");
 }

@@ -206,3 +206,21 @@ TEST(Config, LibvirtStartRestoresByDefault) {
     d["libvirt"] = {{"start", "snapshot"}};
     EXPECT_EQ(failingField(d), "libvirt.start");
 }
+
+TEST(Config, AuditIsOnByDefaultAndItsFileMustBeAbsolute) {
+    auto config = parseConfig(minimal());
+    EXPECT_TRUE(config.audit.enabled);
+    EXPECT_TRUE(config.audit.file.empty());  // the daemon's log
+    EXPECT_FALSE(config.audit.includeCode);
+    auto d = minimal();
+    d["audit"] = {{"enabled", true}, {"file", "/var/log/sessiond/audit.log"}, {"includeCode", true}};
+    config = parseConfig(d);
+    EXPECT_EQ(config.audit.file, "/var/log/sessiond/audit.log");
+    EXPECT_TRUE(config.audit.includeCode);
+    d["audit"]["file"] = "audit.log";
+    EXPECT_EQ(failingField(d), "audit.file");
+    d["audit"] = {{"includeCod", true}};
+    EXPECT_EQ(failingField(d), "audit.includeCod");
+    d["audit"] = {{"enabled", "yes"}};
+    EXPECT_EQ(failingField(d), "audit.enabled");
+}

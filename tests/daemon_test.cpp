@@ -1,7 +1,10 @@
 // The sessiond binary as a user runs it: configuration errors, serving, and a
 // graceful SIGTERM that finishes in-flight work and leaves nothing behind.
 
+#include <algorithm>
+#include <fstream>
 #include <future>
+#include <sstream>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -237,4 +240,71 @@ TEST(Daemon, NewKeyPrintsAKeyAndAnEntryThatAdmitsIt) {
     EXPECT_EQ(parsed[0].pools, (std::vector<std::string>{"default", "other"}));
     sessiond::ApiKeyRing ring(parsed);
     EXPECT_NE(ring.find(key), nullptr) << key;
+}
+
+// docs/hardening.md, "Audit log": a line per request naming the key but never
+// holding it, and a line per step of a session's life.
+TEST(Daemon, AuditLogNamesKeysNeverHoldsThemAndFollowsSessions) {
+    std::uint16_t port = freePort();
+    const std::string key = sessiond::newApiKey();
+    auto config = baseConfig(port, "sessiond-test-audit-" + std::to_string(getpid()));
+    config["auth"] = {{"keys", {{{"name", "app"}, {"role", "SessionExecutor"},
+                                 {"sha256", sessiond::toHex(sessiond::sha256(key))}}}}};
+    Daemon daemon(config);
+    const std::string auditFile = daemon.directory() + "/audit.log";
+    config["audit"] = {{"file", auditFile}, {"includeCode", true}};
+    daemon.writeConfig(config);
+    daemon.start();
+    ASSERT_TRUE(waitForReadySandbox(port, 30s, key)) << daemon.log();
+
+    auto executed = HttpClient(port).withKey(key).execute("default", "audited-1", "6*7");
+    ASSERT_EQ(executed.status, 200) << executed.body;
+    EXPECT_EQ(HttpClient(port).withKey(sessiond::newApiKey()).execute("default", "audited-2", "1").status, 401);
+    auto deleted = HttpClient(port).withKey(key).request(boost::beast::http::verb::delete_,
+                                                         "/pools/default/session?identifier=audited-1");
+    EXPECT_EQ(deleted.status, 204) << deleted.body;
+    daemon.signal(SIGTERM);
+    ASSERT_EQ(daemon.wait(30s), 0) << daemon.log();
+
+    std::ifstream in(auditFile);
+    std::stringstream text;
+    text << in.rdbuf();
+    EXPECT_EQ(text.str().find(key), std::string::npos) << "a key was audited";
+    std::vector<nlohmann::json> requests, events;
+    std::istringstream lines(text.str());
+    for (std::string line; std::getline(lines, line);) {
+        auto json = nlohmann::json::parse(line);
+        (json["type"] == "request" ? requests : events).push_back(json);
+    }
+    auto find = [](const std::vector<nlohmann::json>& lines, auto predicate) {
+        auto it = std::find_if(lines.begin(), lines.end(), predicate);
+        return it == lines.end() ? nlohmann::json() : *it;
+    };
+    auto execute = find(requests, [](const auto& l) { return l.value("identifier", "") == "audited-1" && l["method"] == "POST"; });
+    ASSERT_FALSE(execute.is_null()) << text.str();
+    EXPECT_EQ(execute["key"], "app");
+    EXPECT_EQ(execute["route"], "/pools/{pool}/code/execute");
+    EXPECT_EQ(execute["pool"], "default");
+    EXPECT_EQ(execute["status"], 200);
+    EXPECT_GT(execute["durationMs"].get<double>(), 0);
+    EXPECT_EQ(execute["code"]["code"], "6*7");
+    EXPECT_EQ(execute["remote"], "127.0.0.1");
+    auto refused = find(requests, [](const auto& l) { return l.value("identifier", "") == "audited-2"; });
+    ASSERT_FALSE(refused.is_null()) << text.str();
+    EXPECT_EQ(refused["status"], 401);
+    EXPECT_FALSE(refused.contains("key"));
+    EXPECT_FALSE(refused.contains("code")) << "refused before its body was read";
+    auto removal = find(requests, [](const auto& l) { return l["method"] == "DELETE"; });
+    EXPECT_EQ(removal["status"], 204) << text.str();
+
+    auto allocated = find(events, [](const auto& l) { return l["event"] == "allocated"; });
+    ASSERT_FALSE(allocated.is_null()) << text.str();
+    EXPECT_EQ(allocated["identifier"], "audited-1");
+    EXPECT_FALSE(find(events, [&](const auto& l) { return l["event"] == "started" && l["sandbox"] == allocated["sandbox"]; })
+                     .is_null())
+        << text.str();
+    auto destroyed = find(events, [](const auto& l) { return l["event"] == "destroyed" && l["identifier"] == "audited-1"; });
+    ASSERT_FALSE(destroyed.is_null()) << text.str();
+    EXPECT_EQ(destroyed["sandbox"], allocated["sandbox"]);
+    EXPECT_FALSE(destroyed.value("detail", "").empty());
 }

@@ -277,7 +277,7 @@ protected:
     };
 
     void SetUp() override {
-        admission = [this](const http::Request& request, const http::RouteOptions& route) -> std::optional<http::Response> {
+        admission = [this](http::Request& request, const http::RouteOptions& route) -> std::optional<http::Response> {
             {
                 std::lock_guard lock(mutex);
                 const std::string* identifier = request.queryValue("identifier");

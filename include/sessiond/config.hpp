@@ -131,11 +131,24 @@ struct PoolConfig {
 // (PythonLTS), "node" (NodeLTS) or "shell" (Shell).
 std::string agentLanguage(const PoolConfig& pool);
 
+// The audit log (docs/hardening.md, "Audit log"): one JSON line per request
+// and per session lifecycle event.
+struct AuditConfig {
+    bool enabled = true;
+    // Appended to, created with mode 0600; SIGHUP reopens it (after a
+    // rotation). Empty: the daemon's own log, on standard error.
+    std::filesystem::path file;
+    // The code of each execution request, in its request's line. Off by
+    // default: code can carry secrets of its own.
+    bool includeCode = false;
+};
+
 struct Config {
     ListenConfig listen;
     HttpConfig http;
     AuthConfig auth;
     std::string logLevel = "info";
+    AuditConfig audit;
     // Name of the cgroup (under each hierarchy) that holds the sandboxes.
     std::string cgroupName = "sessiond";
     // Directory holding the agent's Python sources; empty = found beside the binary.

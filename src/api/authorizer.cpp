@@ -39,15 +39,17 @@ std::string describe(const http::Request& request) {
 
 }  // namespace
 
-std::optional<http::Response> Authorizer::admit(const http::Request& request, const http::RouteOptions& route) const {
-    if (keys_.empty() || route.access == http::Access::Public) return std::nullopt;
+std::optional<http::Response> Authorizer::admit(http::Request& request, const http::RouteOptions& route) const {
+    if (keys_.empty()) return std::nullopt;
     auto token = bearerToken(request);
+    const ApiKeyEntry* key = token ? keys_.find(*token) : nullptr;
+    if (key) request.principal = key->name;
+    if (route.access == http::Access::Public) return std::nullopt;
     if (!token) {
         spdlog::info("refused {}: no API key", describe(request));
         return unauthorized("AuthenticationFailed",
                             "This request needs an API key: send the header 'Authorization: Bearer <key>'.");
     }
-    const ApiKeyEntry* key = keys_.find(*token);
     if (!key) {
         spdlog::info("refused {}: an unknown API key", describe(request));
         return unauthorized("InvalidAuthenticationToken", "The API key is not valid.");

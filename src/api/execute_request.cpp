@@ -25,7 +25,25 @@ std::optional<std::string> stringField(const nlohmann::json& object, const char*
     }
     return it->get<std::string>();
 }
+
+// The object the request's fields are in: the body, or its "properties".
+const nlohmann::json* fieldsOf(const nlohmann::json& document) {
+    auto it = document.find("properties");
+    return it == document.end() ? &document : &*it;
+}
+
 }  // namespace
+
+nlohmann::json submittedCode(const std::string& body) {
+    const nlohmann::json document = nlohmann::json::parse(body, nullptr, false);
+    if (!document.is_object()) return nullptr;
+    const nlohmann::json* fields = fieldsOf(document);
+    if (!fields->is_object()) return nullptr;
+    nlohmann::json code;
+    for (const char* key : {"code", "pythonCode", "shellCommand", "execCommandAndArgs", "stdin"})
+        if (auto it = fields->find(key); it != fields->end()) code[key] = *it;
+    return code;
+}
 
 std::optional<ParsedExecute> parseExecuteBody(const std::string& body, const PoolConfig& pool, RequestError& error) {
     nlohmann::json document = nlohmann::json::parse(body, nullptr, false);
@@ -37,13 +55,10 @@ std::optional<ParsedExecute> parseExecuteBody(const std::string& body, const Poo
         error = {"SessionRequestValidationFailed", "The request body must be a JSON object."};
         return std::nullopt;
     }
-    const nlohmann::json* fields = &document;
-    if (auto it = document.find("properties"); it != document.end()) {
-        if (!it->is_object()) {
-            error = {"SessionRequestValidationFailed", "The field 'properties' must be an object."};
-            return std::nullopt;
-        }
-        fields = &*it;
+    const nlohmann::json* fields = fieldsOf(document);
+    if (!fields->is_object()) {
+        error = {"SessionRequestValidationFailed", "The field 'properties' must be an object."};
+        return std::nullopt;
     }
 
     bool bad = false;

@@ -328,6 +328,14 @@ Config parseConfig(const json& document) {
         if (!config.auth.keyFile.empty() && !config.auth.keyFile.is_absolute())
             throw ConfigError("auth.keyFile", "must be an absolute path");
     }
+    if (const json* audit = top.get("audit")) {
+        Fields a(*audit, "audit");
+        config.audit.enabled = a.boolean("enabled", config.audit.enabled);
+        config.audit.file = a.string("file", "");
+        if (!config.audit.file.empty() && !config.audit.file.is_absolute())
+            throw ConfigError("audit.file", "must be an absolute path");
+        config.audit.includeCode = a.boolean("includeCode", config.audit.includeCode);
+    }
     config.logLevel = top.string("logLevel", config.logLevel);
     if (!kLogLevels.count(config.logLevel))
         throw ConfigError("logLevel", "must be one of trace, debug, info, warn, error, critical, off");

@@ -16,6 +16,7 @@
 #include <spdlog/spdlog.h>
 
 #include "sessiond/api/authorizer.hpp"
+#include "sessiond/audit/audit_log.hpp"
 #include "sessiond/api/routes.hpp"
 #include "sessiond/auth/api_keys.hpp"
 #include "sessiond/config.hpp"
@@ -216,10 +217,18 @@ int main(int argc, char** argv) {
     }
     if (!store) spdlog::info("no stateDirectory is configured: pools changed through the API last until sessiond stops");
 
+    std::optional<sessiond::audit::AuditLog> audit;
+    try {
+        audit.emplace(config.audit);
+    } catch (const std::exception& e) {
+        spdlog::critical("{}", e.what());
+        return 1;
+    }
+
     sessiond::metrics::Registry metrics;
     std::optional<sessiond::PoolManager> pools;
     try {
-        pools.emplace(io, poolConfigs, backendFor, metrics, store ? &*store : nullptr);
+        pools.emplace(io, poolConfigs, backendFor, metrics, store ? &*store : nullptr, &*audit);
     } catch (const std::exception& e) {
         spdlog::critical("cannot start the sandbox backends: {}", e.what());
         return 1;
@@ -229,11 +238,12 @@ int main(int argc, char** argv) {
     sessiond::api::addRoutes(router, *pools, config.http, metrics);
     sessiond::api::Authorizer authorizer(std::move(keys));
     sessiond::http::HttpServer server(io, config.http, router,
-                                      [&authorizer](const sessiond::http::Request& request,
+                                      [&authorizer](sessiond::http::Request& request,
                                                     const sessiond::http::RouteOptions& route) {
                                           return authorizer.admit(request, route);
                                       },
-                                      sessiond::api::recordAnswers(metrics));
+                                      sessiond::api::bothObservers(sessiond::api::recordAnswers(metrics),
+                                                                   sessiond::api::auditAnswers(*audit)));
     try {
         server.listen(config.listen.address, config.listen.port, config.listen.tls);
     } catch (const std::exception& e) {
@@ -264,8 +274,9 @@ int main(int argc, char** argv) {
     });
 
     // SIGHUP re-reads the key file, so keys can be added and revoked without
-    // a restart. A file that does not parse, or that would leave a daemon
-    // reachable beyond loopback without keys, changes nothing.
+    // a restart (a file that does not parse, or that would leave a daemon
+    // reachable beyond loopback without keys, changes nothing), and reopens
+    // the audit log, so it can be rotated.
     boost::asio::signal_set reload(io, SIGHUP);
     std::function<void()> awaitReload = [&] {
         reload.async_wait([&](boost::system::error_code ec, int) {
@@ -280,6 +291,11 @@ int main(int argc, char** argv) {
                 }
             } catch (const sessiond::ConfigError& e) {
                 spdlog::error("SIGHUP: the keys were not changed: {}", e.what());
+            }
+            try {
+                audit->reopen();
+            } catch (const std::exception& e) {
+                spdlog::error("SIGHUP: {}; still writing to the file open before", e.what());
             }
             awaitReload();
         });

@@ -49,14 +49,15 @@ Pool::Instruments::Instruments(metrics::Registry& registry, const std::string& p
 }
 
 Pool::Pool(boost::asio::io_context& io, PoolConfig config, SandboxBackend& backend, metrics::Registry& registry,
-           StartQueue* starts)
-    : Pool(io, std::move(config), backend, nullptr, &registry, starts) {}
+           StartQueue* starts, audit::AuditLog* audit)
+    : Pool(io, std::move(config), backend, nullptr, &registry, starts, audit) {}
 
 Pool::Pool(boost::asio::io_context& io, PoolConfig config, SandboxBackend& backend)
-    : Pool(io, std::move(config), backend, std::make_unique<metrics::Registry>(), nullptr, nullptr) {}
+    : Pool(io, std::move(config), backend, std::make_unique<metrics::Registry>(), nullptr, nullptr, nullptr) {}
 
 Pool::Pool(boost::asio::io_context& io, PoolConfig config, SandboxBackend& backend,
-           std::unique_ptr<metrics::Registry> ownRegistry, metrics::Registry* registry, StartQueue* starts)
+           std::unique_ptr<metrics::Registry> ownRegistry, metrics::Registry* registry, StartQueue* starts,
+           audit::AuditLog* audit)
     : io_(io),
       config_(std::move(config)),
       backend_(backend),
@@ -64,6 +65,7 @@ Pool::Pool(boost::asio::io_context& io, PoolConfig config, SandboxBackend& backe
       ownStarts_(starts ? nullptr : std::make_unique<StartQueue>(io, 0)),
       starts_(starts ? *starts : *ownStarts_),
       metrics_(registry ? *registry : *ownRegistry_, config_.name),
+      audit_(audit),
       drainTimer_(io),
       retryTimer_(io),
       reaperTimer_(io),
@@ -150,6 +152,7 @@ void Pool::withSession(const std::string& identifier, SessionWork work) {
         refillAfterAllocation();
     } else {
         spdlog::info("pool {}: no ready sandbox for new session {}; it waits for one to start", config_.name, identifier);
+        audit("waiting", identifier, "");
         session.waiting.push_back(std::move(work));
         waitingOrder_.push_back(identifier);
         refill();
@@ -227,6 +230,7 @@ void Pool::bind(Session& session, std::unique_ptr<Member> member) {
     metrics_.allocationSeconds.observe(Clock::now() - session.createdAt);
     spdlog::info("pool {}: session {} allocated sandbox {} (Unallocated -> Allocated)", config_.name,
                  session.identifier, member->sandboxId);
+    audit("allocated", session.identifier, member->sandboxId);
     session.member = std::move(member);
     auto waiting = std::move(session.waiting);
     session.waiting.clear();
@@ -323,6 +327,7 @@ void Pool::onMemberStarted(std::uint64_t serial, const std::string& error) {
         auto backoff = std::min<std::chrono::milliseconds>(kMaxBackoff, kFirstBackoff * (1u << std::min(consecutiveFailures_ - 1, 10u)));
         spdlog::error("pool {}: sandbox {} failed to start after {} ms: {} (failure {} in a row; retrying in {} ms)",
                       config_.name, member->sandboxId, elapsed.count(), error, consecutiveFailures_, backoff.count());
+        audit("startFailed", "", member->sandboxId, error);
         retire(std::move(member));
         // A waiting session that no other start can serve gets the error now
         // rather than hanging until its client gives up.
@@ -349,6 +354,7 @@ void Pool::onMemberStarted(std::uint64_t serial, const std::string& error) {
     metrics_.sandboxStartSeconds.observe(Clock::now() - member->startedAt);
     spdlog::info("pool {}: sandbox {} ready in {} ms, after {} ms waiting to start (Pending -> Unallocated)",
                  config_.name, member->sandboxId, elapsed.count(), queued.count());
+    audit("started", "", member->sandboxId);
     while (!waitingOrder_.empty()) {
         std::string identifier = waitingOrder_.front();
         waitingOrder_.pop_front();
@@ -368,6 +374,7 @@ void Pool::onMemberExited(std::uint64_t serial, const std::string& reason) {
     for (auto it = ready_.begin(); it != ready_.end(); ++it) {
         if ((*it)->serial == serial) {
             spdlog::warn("pool {}: ready sandbox {} ended unexpectedly: {}", config_.name, (*it)->sandboxId, reason);
+            audit("ended", "", (*it)->sandboxId, reason);
             auto member = std::move(*it);
             ready_.erase(it);
             retire(std::move(member));
@@ -391,9 +398,15 @@ void Pool::destroySession(const std::string& identifier, const std::string& why,
     sessions_.erase(it);
     countDestroyed(reason);
     spdlog::info("pool {}: session {} destroyed (Allocated -> Destroyed): {}", config_.name, identifier, why);
+    audit("destroyed", identifier, session.member ? session.member->sandboxId : "", why);
     if (session.member) retire(std::move(session.member));
     for (auto& work : session.waiting) work.fail(PoolError::SandboxUnavailable, "The session was destroyed: " + why);
     refill();
+}
+
+void Pool::audit(const char* event, const std::string& identifier, const std::string& sandbox,
+                 const std::string& detail) {
+    if (audit_) audit_->record(audit::SessionEvent{event, config_.name, identifier, sandbox, detail});
 }
 
 void Pool::countDestroyed(DestroyReason reason, std::uint64_t sandboxes) {
@@ -542,7 +555,9 @@ void Pool::shutdown() {
     auto sessions = std::move(sessions_);
     sessions_.clear();
     waitingOrder_.clear();
+    const char* why = draining_ ? "its pool was deleted" : "sessiond is shutting down";
     for (auto& [identifier, session] : sessions) {
+        audit("destroyed", identifier, session.member ? session.member->sandboxId : "", why);
         session.member.reset();
         for (auto& work : session.waiting) work.fail(PoolError::ShuttingDown, "sessiond is shutting down");
     }
@@ -550,8 +565,8 @@ void Pool::shutdown() {
 }
 
 PoolManager::PoolManager(boost::asio::io_context& io, const std::vector<PoolConfig>& pools, BackendProvider backends,
-                         metrics::Registry& registry, PoolStore* store)
-    : io_(io), backends_(std::move(backends)), registry_(registry), store_(store) {
+                         metrics::Registry& registry, PoolStore* store, audit::AuditLog* audit)
+    : io_(io), backends_(std::move(backends)), registry_(registry), store_(store), audit_(audit) {
     for (const auto& config : pools) pools_[config.name] = makePool(config, backends_(config.backend));
 }
 
@@ -568,7 +583,7 @@ std::unique_ptr<Pool> PoolManager::makePool(const PoolConfig& config, SandboxBac
                                                 {{"backend", backend.name()}, {"state", "queued"}},
                                                 [queue] { return static_cast<double>(queue->queued()); }));
     }
-    return std::make_unique<Pool>(io_, config, backend, registry_, starts.queue.get());
+    return std::make_unique<Pool>(io_, config, backend, registry_, starts.queue.get(), audit_);
 }
 
 void PoolManager::start() {

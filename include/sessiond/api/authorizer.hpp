@@ -23,7 +23,9 @@ class Authorizer {
 public:
     explicit Authorizer(ApiKeyRing keys) : keys_(std::move(keys)) {}
 
-    std::optional<http::Response> admit(const http::Request& request, const http::RouteOptions& route) const;
+    // Sets the request's principal to the name of the key it presented, when
+    // that key is configured.
+    std::optional<http::Response> admit(http::Request& request, const http::RouteOptions& route) const;
 
     // Takes a new set of keys (SIGHUP re-reads the key file).
     void replaceKeys(ApiKeyRing keys) { keys_ = std::move(keys); }

@@ -28,4 +28,9 @@ struct RequestError {
 // Returns the request, or fills `error` and returns nullopt.
 std::optional<ParsedExecute> parseExecuteBody(const std::string& body, const PoolConfig& pool, RequestError& error);
 
+// For the audit log: the fields of an execution request body that say what
+// to run (code, pythonCode, shellCommand, execCommandAndArgs, stdin), as
+// sent, whatever their types; null when the body has none or is not JSON.
+nlohmann::json submittedCode(const std::string& body);
+
 }  // namespace sessiond::api

@@ -3,6 +3,7 @@
 // the pool manager. HTTP mechanics live in http/; this layer only translates
 // Azure's request and response bodies and error codes.
 
+#include "sessiond/audit/audit_log.hpp"
 #include "sessiond/config.hpp"
 #include "sessiond/http/router.hpp"
 #include "sessiond/http/server.hpp"
@@ -17,5 +18,12 @@ void addRoutes(http::Router& router, PoolManager& pools, const HttpConfig& http,
 // For HttpServer: counts and times every answer in `registry`
 // (sessiond_http_requests_total, sessiond_http_request_seconds).
 http::AnswerObserver recordAnswers(metrics::Registry& registry);
+
+// For HttpServer: one audit line per answer, naming the key, the route, the
+// pool, the session and the status; `log` must outlive the server.
+http::AnswerObserver auditAnswers(audit::AuditLog& log);
+
+// Tells both, in order.
+http::AnswerObserver bothObservers(http::AnswerObserver first, http::AnswerObserver second);
 
 }  // namespace sessiond::api

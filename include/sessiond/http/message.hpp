@@ -20,6 +20,7 @@ struct Request {
     std::map<std::string, std::string> query;       // decoded; the first of repeated keys wins
     std::map<std::string, std::string> params;      // from the route pattern's {names}
     std::string remoteAddress;
+    std::string principal;  // the API key's name the admission knew it by, for the audit log
 
     const std::string* queryValue(const std::string& key) const;
 };

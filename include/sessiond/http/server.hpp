@@ -30,8 +30,9 @@ std::uint64_t resolveBodyLimit(BodyLimit limit, const HttpConfig& config);
 // to serve it: std::nullopt serves it; a response refuses it, and is sent
 // without reading the body (the connection then closes, as sendAndClose does).
 // Called for every request, matched or not; `route` is the matched route's
-// options, or the defaults when no route matches.
-using Admission = std::function<std::optional<Response>(const Request& request, const RouteOptions& route)>;
+// options, or the defaults when no route matches. It may set the request's
+// principal.
+using Admission = std::function<std::optional<Response>(Request& request, const RouteOptions& route)>;
 
 // Told of every answer the server sends to a request whose header it read:
 // the matched route's pattern (Router::Match::pattern: "" when no route has

@@ -21,6 +21,7 @@
 #include <boost/asio.hpp>
 #include <nlohmann/json.hpp>
 
+#include "sessiond/audit/audit_log.hpp"
 #include "sessiond/config.hpp"
 #include "sessiond/metrics/metrics.hpp"
 #include "sessiond/pool/pool_store.hpp"
@@ -80,9 +81,10 @@ public:
     // The pool's metrics (docs/api.md, "Metrics") go to `registry`, which
     // must outlive the pool; without one, to a registry of its own that
     // nobody reads. Its sandboxes start when `starts` gives them a turn;
-    // without a queue, all at once.
+    // without a queue, all at once. Lifecycle events go to `audit`, when
+    // given, which must outlive the pool.
     Pool(boost::asio::io_context& io, PoolConfig config, SandboxBackend& backend, metrics::Registry& registry,
-         StartQueue* starts = nullptr);
+         StartQueue* starts = nullptr, audit::AuditLog* audit = nullptr);
     Pool(boost::asio::io_context& io, PoolConfig config, SandboxBackend& backend);
     ~Pool();
     Pool(const Pool&) = delete;
@@ -152,7 +154,10 @@ private:
     };
 
     Pool(boost::asio::io_context& io, PoolConfig config, SandboxBackend& backend,
-         std::unique_ptr<metrics::Registry> ownRegistry, metrics::Registry* registry, StartQueue* starts);
+         std::unique_ptr<metrics::Registry> ownRegistry, metrics::Registry* registry, StartQueue* starts,
+         audit::AuditLog* audit);
+    void audit(const char* event, const std::string& identifier, const std::string& sandbox,
+               const std::string& detail = "");
 
     struct Member {
         std::uint64_t serial;
@@ -200,6 +205,7 @@ private:
     std::unique_ptr<StartQueue> ownStarts_;           // when none was given
     StartQueue& starts_;
     Instruments metrics_;
+    audit::AuditLog* audit_;
     bool stopped_ = false;
     bool draining_ = false;
     std::function<void()> onDrained_;
@@ -239,9 +245,10 @@ public:
     using BackendProvider = std::function<SandboxBackend&(const std::string& backend)>;
 
     // `store` (optional) records every change made through apply() and
-    // remove(); the pools' metrics go to `registry`, which must outlive them.
+    // remove(); the pools' metrics go to `registry` and their lifecycle
+    // events to `audit` (optional), which must outlive them.
     PoolManager(boost::asio::io_context& io, const std::vector<PoolConfig>& pools, BackendProvider backends,
-                metrics::Registry& registry, PoolStore* store = nullptr);
+                metrics::Registry& registry, PoolStore* store = nullptr, audit::AuditLog* audit = nullptr);
     void start();
 
     // The pool serving requests under this name; a pool being deleted is not.
@@ -269,6 +276,7 @@ private:
     BackendProvider backends_;
     metrics::Registry& registry_;
     PoolStore* store_;
+    audit::AuditLog* audit_;
     bool started_ = false;
     // One per backend, shared by its pools (declared first: they outlive the pools).
     struct BackendStarts {
