@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 
+#include "sessiond/http/dates.hpp"
 #include "sessiond/http/message.hpp"
 #include "sessiond/pool/pool.hpp"
 
@@ -34,10 +35,8 @@ bool apiVersionAtLeast(const http::Request& request, const std::string& version)
 // A Content-Type's media type, lower case, without parameters.
 std::string mediaType(const http::Request& request);
 
-// Milliseconds since the epoch as ISO 8601 UTC ("2026-11-22T10:15:30.123Z"),
-// and as an HTTP date ("Sun, 22 Nov 2026 10:15:30 GMT").
-std::string isoTime(std::int64_t epochMs);
-std::string httpDate(std::int64_t epochMs);
+using http::httpDate;
+using http::isoTime;
 
 }  // namespace sessiond::api
 

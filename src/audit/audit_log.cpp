@@ -4,10 +4,11 @@
 
 #include <cerrno>
 #include <cstring>
-#include <ctime>
 #include <stdexcept>
 
 #include <spdlog/spdlog.h>
+
+#include "sessiond/http/dates.hpp"
 
 namespace sessiond::audit {
 
@@ -20,17 +21,9 @@ UniqueFd openForAppend(const std::filesystem::path& file) {
     return fd;
 }
 
-// UTC with milliseconds, as the daemon's log shows time.
 std::string now() {
-    const auto time = std::chrono::system_clock::now();
-    const std::time_t seconds = std::chrono::system_clock::to_time_t(time);
-    const auto millis =
-        std::chrono::duration_cast<std::chrono::milliseconds>(time.time_since_epoch()).count() % 1000;
-    std::tm utc{};
-    ::gmtime_r(&seconds, &utc);
-    char text[32];
-    const std::size_t n = std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &utc);
-    return std::string(text, n) + "." + std::to_string(1000 + millis).substr(1) + "Z";
+    const auto since = std::chrono::system_clock::now().time_since_epoch();
+    return http::isoTime(std::chrono::duration_cast<std::chrono::milliseconds>(since).count());
 }
 
 // Absent rather than "": a line says only what is known.
@@ -43,7 +36,7 @@ void putIfSet(nlohmann::json& line, const char* field, const std::string& value)
 AuditLog::AuditLog(AuditConfig config) : config_(std::move(config)) {
     if (!config_.enabled) return;
     if (!config_.file.empty()) {
-        file_ = openForAppend(config_.file);
+        reopen();
         return;
     }
     // The daemon's log, but at a level of its own: logLevel "warn" must not

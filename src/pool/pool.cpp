@@ -152,7 +152,7 @@ void Pool::withSession(const std::string& identifier, SessionWork work) {
         refillAfterAllocation();
     } else {
         spdlog::info("pool {}: no ready sandbox for new session {}; it waits for one to start", config_.name, identifier);
-        audit("waiting", identifier, "");
+        auditEvent("waiting", identifier, "");
         session.waiting.push_back(std::move(work));
         waitingOrder_.push_back(identifier);
         refill();
@@ -230,7 +230,7 @@ void Pool::bind(Session& session, std::unique_ptr<Member> member) {
     metrics_.allocationSeconds.observe(Clock::now() - session.createdAt);
     spdlog::info("pool {}: session {} allocated sandbox {} (Unallocated -> Allocated)", config_.name,
                  session.identifier, member->sandboxId);
-    audit("allocated", session.identifier, member->sandboxId);
+    auditEvent("allocated", session.identifier, member->sandboxId);
     session.member = std::move(member);
     auto waiting = std::move(session.waiting);
     session.waiting.clear();
@@ -327,7 +327,7 @@ void Pool::onMemberStarted(std::uint64_t serial, const std::string& error) {
         auto backoff = std::min<std::chrono::milliseconds>(kMaxBackoff, kFirstBackoff * (1u << std::min(consecutiveFailures_ - 1, 10u)));
         spdlog::error("pool {}: sandbox {} failed to start after {} ms: {} (failure {} in a row; retrying in {} ms)",
                       config_.name, member->sandboxId, elapsed.count(), error, consecutiveFailures_, backoff.count());
-        audit("startFailed", "", member->sandboxId, error);
+        auditEvent("startFailed", "", member->sandboxId, error);
         retire(std::move(member));
         // A waiting session that no other start can serve gets the error now
         // rather than hanging until its client gives up.
@@ -354,7 +354,7 @@ void Pool::onMemberStarted(std::uint64_t serial, const std::string& error) {
     metrics_.sandboxStartSeconds.observe(Clock::now() - member->startedAt);
     spdlog::info("pool {}: sandbox {} ready in {} ms, after {} ms waiting to start (Pending -> Unallocated)",
                  config_.name, member->sandboxId, elapsed.count(), queued.count());
-    audit("started", "", member->sandboxId);
+    auditEvent("started", "", member->sandboxId);
     while (!waitingOrder_.empty()) {
         std::string identifier = waitingOrder_.front();
         waitingOrder_.pop_front();
@@ -374,7 +374,7 @@ void Pool::onMemberExited(std::uint64_t serial, const std::string& reason) {
     for (auto it = ready_.begin(); it != ready_.end(); ++it) {
         if ((*it)->serial == serial) {
             spdlog::warn("pool {}: ready sandbox {} ended unexpectedly: {}", config_.name, (*it)->sandboxId, reason);
-            audit("ended", "", (*it)->sandboxId, reason);
+            auditEvent("ended", "", (*it)->sandboxId, reason);
             auto member = std::move(*it);
             ready_.erase(it);
             retire(std::move(member));
@@ -398,13 +398,13 @@ void Pool::destroySession(const std::string& identifier, const std::string& why,
     sessions_.erase(it);
     countDestroyed(reason);
     spdlog::info("pool {}: session {} destroyed (Allocated -> Destroyed): {}", config_.name, identifier, why);
-    audit("destroyed", identifier, session.member ? session.member->sandboxId : "", why);
+    auditEvent("destroyed", identifier, session.member ? session.member->sandboxId : "", why);
     if (session.member) retire(std::move(session.member));
     for (auto& work : session.waiting) work.fail(PoolError::SandboxUnavailable, "The session was destroyed: " + why);
     refill();
 }
 
-void Pool::audit(const char* event, const std::string& identifier, const std::string& sandbox,
+void Pool::auditEvent(const char* event, const std::string& identifier, const std::string& sandbox,
                  const std::string& detail) {
     if (audit_) audit_->record(audit::SessionEvent{event, config_.name, identifier, sandbox, detail});
 }
@@ -557,7 +557,7 @@ void Pool::shutdown() {
     waitingOrder_.clear();
     const char* why = draining_ ? "its pool was deleted" : "sessiond is shutting down";
     for (auto& [identifier, session] : sessions) {
-        audit("destroyed", identifier, session.member ? session.member->sandboxId : "", why);
+        auditEvent("destroyed", identifier, session.member ? session.member->sandboxId : "", why);
         session.member.reset();
         for (auto& work : session.waiting) work.fail(PoolError::ShuttingDown, "sessiond is shutting down");
     }

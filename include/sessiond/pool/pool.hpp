@@ -156,7 +156,7 @@ private:
     Pool(boost::asio::io_context& io, PoolConfig config, SandboxBackend& backend,
          std::unique_ptr<metrics::Registry> ownRegistry, metrics::Registry* registry, StartQueue* starts,
          audit::AuditLog* audit);
-    void audit(const char* event, const std::string& identifier, const std::string& sandbox,
+    void auditEvent(const char* event, const std::string& identifier, const std::string& sandbox,
                const std::string& detail = "");
 
     struct Member {

@@ -261,8 +261,10 @@ std::unique_ptr<Cgroup> Cgroup::create(const std::string& group, const std::stri
     // daemon's thread, and where the daemon sits does not change (a move
     // into <group>-supervisor is mapped back by v2Base).
     static const CgroupHierarchy h = CgroupInternals::detect();
-    return h.version == 2 ? CgroupInternals::createV2(h.v2Own, group, leaf, limits)
-                          : CgroupInternals::createV1(h.v1Own, group, leaf, limits);
+    auto cg = h.version == 2 ? CgroupInternals::createV2(h.v2Own, group, leaf, limits)
+                             : CgroupInternals::createV1(h.v1Own, group, leaf, limits);
+    if (limits.weight != CpuWeight::Normal) cg->setCpuWeight(limits.weight);
+    return cg;
 }
 
 std::size_t Cgroup::removeLeftovers(const std::string& group) {

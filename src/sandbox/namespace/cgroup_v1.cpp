@@ -65,7 +65,6 @@ std::unique_ptr<Cgroup> CgroupInternals::createV1(const std::map<std::string, fs
     }
     if (auto it = leafOf.find("cpu"); it != leafOf.end()) {
         setCpuDir(*cg, it->second);
-        if (limits.weight != CpuWeight::Normal) cg->setCpuWeight(limits.weight);
         if (limits.cpus > 0) {
             constexpr long period = 100000;
             const long quota = std::max(1000L, std::lround(limits.cpus * period));

@@ -110,12 +110,11 @@ std::unique_ptr<Cgroup> CgroupInternals::createV2(const fs::path& own, const std
     if (has("pids") && limits.pids > 0) cgroupfs::writeFile(dir / "pids.max", std::to_string(limits.pids));
     if (has("cpu")) {
         setCpuDir(*cg, dir);
-        if (limits.weight != CpuWeight::Normal) cg->setCpuWeight(limits.weight);
-    }
-    if (has("cpu") && limits.cpus > 0) {
-        constexpr long period = 100000;
-        const long quota = std::max(1000L, std::lround(limits.cpus * period));
-        cgroupfs::writeFile(dir / "cpu.max", std::to_string(quota) + " " + std::to_string(period));
+        if (limits.cpus > 0) {
+            constexpr long period = 100000;
+            const long quota = std::max(1000L, std::lround(limits.cpus * period));
+            cgroupfs::writeFile(dir / "cpu.max", std::to_string(quota) + " " + std::to_string(period));
+        }
     }
     setProcsFiles(*cg, {dir / "cgroup.procs"});
     return cg;
