@@ -131,17 +131,21 @@ TEST(Config, HttpBodyLimits) {
     auto config = parseConfig(minimal());
     EXPECT_EQ(config.http.maxBodyBytes, 8u << 20);
     EXPECT_EQ(config.http.maxUploadBytes, 128u << 20);
+    EXPECT_EQ(config.http.maxDownloadBytes, 256u << 20);
 
     auto d = minimal();
-    d["http"] = {{"maxBodyBytes", 4096}, {"maxUploadBytes", 1 << 30}};
+    d["http"] = {{"maxBodyBytes", 4096}, {"maxUploadBytes", 1 << 30}, {"maxDownloadBytes", 2048}};
     config = parseConfig(d);
     EXPECT_EQ(config.http.maxBodyBytes, 4096u);
     EXPECT_EQ(config.http.maxUploadBytes, 1u << 30);
+    EXPECT_EQ(config.http.maxDownloadBytes, 2048u);
 
-    for (const json& bad : {json(0), json(1023), json(-1), json("128MB"), json(1.5), json((1ull << 32) + 1)}) {
-        d = minimal();
-        d["http"] = {{"maxUploadBytes", bad}};
-        EXPECT_EQ(failingField(d), "http.maxUploadBytes") << bad;
+    for (const char* field : {"maxUploadBytes", "maxDownloadBytes"}) {
+        for (const json& bad : {json(0), json(1023), json(-1), json("128MB"), json(1.5), json((1ull << 32) + 1)}) {
+            d = minimal();
+            d["http"] = {{field, bad}};
+            EXPECT_EQ(failingField(d), std::string("http.") + field) << bad;
+        }
     }
 }
 

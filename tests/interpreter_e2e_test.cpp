@@ -33,6 +33,7 @@ namespace beast_http = boost::beast::http;
 namespace {
 
 constexpr std::size_t kUploadLimit = 8u << 20;
+constexpr std::size_t kDownloadLimit = 12u << 20;
 
 // One daemon with a PythonLTS, a NodeLTS and a Shell pool on one backend.
 struct Daemon {
@@ -44,6 +45,7 @@ struct Daemon {
     explicit Daemon(bool useVm) : vm(useVm) {
         config.cgroupName = "sessiond-interp-" + std::to_string(getpid());
         config.http.maxUploadBytes = kUploadLimit;
+        config.http.maxDownloadBytes = kDownloadLimit;
         auto pool = [&](const char* name, const char* type, std::size_t ready) {
             PoolConfig p;
             p.name = name;
@@ -381,6 +383,25 @@ TYPED_TEST(InterpreterE2E, FilePathsCannotLeaveTheDataDirectory) {
     HttpClient fresh(this->daemon_->server.port());
     auto listing = fresh.get("/pools/py/files?" + this->query(id));
     EXPECT_EQ(listing.body.find("big.bin"), std::string::npos) << listing.body;
+}
+
+// A sparse file takes almost no room in the session but would be read whole
+// into the daemon's memory: downloads stop one byte past the limit.
+TYPED_TEST(InterpreterE2E, AFileOverTheDownloadLimitIsRefusedUnread) {
+    const std::string id = this->newSession();
+    this->run("py", id,
+              "with open('sparse.bin', 'wb') as f: f.truncate(1 << 40)\n"
+              "with open('limit.bin', 'wb') as f: f.write(b'z' * " + std::to_string(kDownloadLimit) + ")");
+    auto sparse = this->client_->get("/pools/py/files/content/sparse.bin?" + this->query(id));
+    EXPECT_EQ(sparse.status, 413) << sparse.body.substr(0, 200);
+    EXPECT_EQ(sparse.header("x-ms-error-code"), "FileTooLarge");
+    EXPECT_NE(sparse.body.find("http.maxDownloadBytes"), std::string::npos) << sparse.body.substr(0, 200);
+
+    auto atLimit = this->client_->get("/pools/py/files/limit.bin/content?" + this->query(id, "2024-10-02-preview"));
+    EXPECT_EQ(atLimit.status, 200);
+    EXPECT_EQ(atLimit.body.size(), kDownloadLimit);
+    // The session is unharmed.
+    EXPECT_EQ(this->run("py", id, "1 + 1")["result"], 2);
 }
 
 TYPED_TEST(InterpreterE2E, NodeSessionsKeepState) {

@@ -221,7 +221,7 @@ TEST_F(PoolTest, FileWorkReachesTheSessionsOwnSandboxAndKeepsItBusy) {
     // Another identifier is another sandbox: the file is not there.
     std::optional<Outcome<FileContent>> read;
     pool->withSession("session-b", {[&](Sandbox& sandbox, std::function<void()> finished) {
-                                        sandbox.readFile("a.txt", [&, finished](Outcome<FileContent> o) {
+                                        sandbox.readFile("a.txt", 1024, [&, finished](Outcome<FileContent> o) {
                                             read = o;
                                             finished();
                                         });

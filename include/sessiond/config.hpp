@@ -43,6 +43,9 @@ struct HttpConfig {
     std::size_t maxHeaderBytes = 16 * 1024;
     std::size_t maxBodyBytes = 8 * 1024 * 1024;      // JSON and other requests
     std::size_t maxUploadBytes = 128 * 1024 * 1024;  // file uploads (Azure: 128 MB), multipart framing aside
+    // A download is held whole in memory; a sparse file in a session could
+    // otherwise claim far more than the session's disk limit.
+    std::size_t maxDownloadBytes = 256 * 1024 * 1024;
     std::chrono::seconds readTimeout{30};      // to receive a request's header, and again its body
     std::chrono::seconds keepAliveTimeout{60}; // idle connection between requests
 };

@@ -77,6 +77,7 @@ http::Response fileErrorResponse(const std::string& code, const std::string& mes
     if (code == "noSpace")
         return errorResponse(status::insufficient_storage, "SessionStorageFull",
                              message + " (the pool's resources.diskMiB limits it)");
+    if (code == "tooLarge") return errorResponse(status::payload_too_large, "FileTooLarge", message + ".");
     if (code.empty())
         return errorResponse(status::service_unavailable, "SessionUnavailable",
                              "The session's sandbox failed: " + message);
@@ -225,11 +226,12 @@ void list(PoolManager& pools, Request& request, Responder respond, Shape shape) 
     });
 }
 
-void download(PoolManager& pools, Request& request, Responder respond, const std::string& name) {
+void download(PoolManager& pools, Request& request, Responder respond, const std::string& name,
+              std::uint64_t maxBytes) {
     auto path = filePath(request, name, respond);
     if (!path) return;
-    onSession(pools, request, std::move(respond), [path = *path](Sandbox& sandbox, auto finish) {
-        sandbox.readFile(path, [finish](Outcome<FileContent> read) {
+    onSession(pools, request, std::move(respond), [path = *path, maxBytes](Sandbox& sandbox, auto finish) {
+        sandbox.readFile(path, maxBytes, [finish](Outcome<FileContent> read) {
             if (!read.ok()) return finish(fileErrorResponse(read.code, read.error));
             http::Response response{status::ok, 11};
             response.set(beast_http::field::content_type, contentTypeFor(read.value.entry.name));
@@ -276,21 +278,24 @@ void remove(PoolManager& pools, Request& request, Responder respond, const std::
 // GET files/{name*}: "content/<path>" is the 2024-02-02 download,
 // "<path>/content" the 2024-10-02 one, anything else the file's metadata.
 // A name that fits both reads the way its api-version does.
-void getFile(PoolManager& pools, Request& request, Responder respond) {
+void getFile(PoolManager& pools, Request& request, Responder respond, std::uint64_t maxDownloadBytes) {
     const std::string& name = request.params.at("name");
     const bool resourceFirst = apiVersionAtLeast(request, kResourceApiVersion);
     const std::string prefix = "content/", suffix = "/content";
     const bool prefixed = name.rfind(prefix, 0) == 0 && name.size() > prefix.size();
     const bool suffixed = name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
     if (suffixed && (resourceFirst || !prefixed))
-        return download(pools, request, std::move(respond), name.substr(0, name.size() - suffix.size()));
-    if (prefixed) return download(pools, request, std::move(respond), name.substr(prefix.size()));
+        return download(pools, request, std::move(respond), name.substr(0, name.size() - suffix.size()),
+                        maxDownloadBytes);
+    if (prefixed) return download(pools, request, std::move(respond), name.substr(prefix.size()), maxDownloadBytes);
     describeFile(pools, request, std::move(respond), name);
 }
 
 }  // namespace
 
-void addFileRoutes(http::Router& router, PoolManager& pools, std::size_t maxUploadBytes) {
+void addFileRoutes(http::Router& router, PoolManager& pools, const HttpConfig& limits) {
+    const std::size_t maxUploadBytes = limits.maxUploadBytes;
+    const std::uint64_t maxDownloadBytes = limits.maxDownloadBytes;
     auto uploadRoute = [&router, &pools, maxUploadBytes](const char* pattern, Shape shape) {
         router.add(
             beast_http::verb::post, pattern,
@@ -309,15 +314,18 @@ void addFileRoutes(http::Router& router, PoolManager& pools, std::size_t maxUplo
     router.add(beast_http::verb::get, "/pools/{pool}/python/files", [&pools](Request& request, Responder respond) {
         list(pools, request, std::move(respond), Shape::Legacy);
     });
-    router.add(beast_http::verb::get, "/pools/{pool}/python/downloadFile", [&pools](Request& request, Responder respond) {
+    router.add(beast_http::verb::get, "/pools/{pool}/python/downloadFile", [&pools, maxDownloadBytes](Request& request,
+                                                                                                     Responder respond) {
         const std::string filename = queryOr(request, "filename");
         if (filename.empty())
             return respond(errorResponse(status::bad_request, "SessionRequestValidationFailed",
                                          "The query parameter 'filename' (the file to download) is required."));
-        download(pools, request, std::move(respond), filename);
+        download(pools, request, std::move(respond), filename, maxDownloadBytes);
     });
     router.add(beast_http::verb::get, "/pools/{pool}/files/{name*}",
-               [&pools](Request& request, Responder respond) { getFile(pools, request, std::move(respond)); });
+               [&pools, maxDownloadBytes](Request& request, Responder respond) {
+                   getFile(pools, request, std::move(respond), maxDownloadBytes);
+               });
     router.add(beast_http::verb::delete_, "/pools/{pool}/files/{name*}", [&pools](Request& request, Responder respond) {
         remove(pools, request, std::move(respond), request.params.at("name"));
     });

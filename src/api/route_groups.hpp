@@ -18,7 +18,7 @@ void addSessionRoutes(http::Router& router, PoolManager& pools);
 
 // The session's files: upload, list, download, metadata, delete, in the
 // 2024-02-02-preview and 2024-10-02-preview shapes.
-void addFileRoutes(http::Router& router, PoolManager& pools, std::size_t maxUploadBytes);
+void addFileRoutes(http::Router& router, PoolManager& pools, const HttpConfig& limits);
 
 // GET /metrics: `registry` in the Prometheus text format, with the build's
 // version and the process's start time.

@@ -38,7 +38,7 @@ void addRoutes(http::Router& router, PoolManager& pools, const HttpConfig& http,
                [&pools](Request& request, Responder respond) { metadata(pools, request, std::move(respond)); });
 
     addExecuteRoutes(router, pools);
-    addFileRoutes(router, pools, http.maxUploadBytes);
+    addFileRoutes(router, pools, http);
     addSessionRoutes(router, pools);
     addMetricsRoute(router, registry);
 }

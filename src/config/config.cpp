@@ -318,6 +318,7 @@ Config parseConfig(const json& document) {
         config.http.maxHeaderBytes = h.integer("maxHeaderBytes", config.http.maxHeaderBytes, 1024, 1u << 20);
         config.http.maxBodyBytes = h.integer("maxBodyBytes", config.http.maxBodyBytes, 1024, 1ull << 32);
         config.http.maxUploadBytes = h.integer("maxUploadBytes", config.http.maxUploadBytes, 1024, 1ull << 32);
+        config.http.maxDownloadBytes = h.integer("maxDownloadBytes", config.http.maxDownloadBytes, 1024, 1ull << 32);
         config.http.readTimeout = seconds(h, "readTimeoutInSeconds", config.http.readTimeout, 1, 3600);
         config.http.keepAliveTimeout = seconds(h, "keepAliveTimeoutInSeconds", config.http.keepAliveTimeout, 1, 3600);
     }

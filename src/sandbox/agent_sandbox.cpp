@@ -126,22 +126,29 @@ void AgentSandbox::describe(Handler<nlohmann::json> onDone) {
 }
 
 // Files travel in chunks so no frame nears the channel's limit.
-void AgentSandbox::readFile(const std::string& path, Handler<FileContent> onDone) {
-    readFrom(path, std::make_shared<FileContent>(), std::move(onDone));
+void AgentSandbox::readFile(const std::string& path, std::uint64_t maxBytes, Handler<FileContent> onDone) {
+    readFrom(path, maxBytes, std::make_shared<FileContent>(), std::move(onDone));
 }
 
-void AgentSandbox::readFrom(std::string path, std::shared_ptr<FileContent> content, Handler<FileContent> onDone) {
-    auto message = makeReadFileMessage(path, content->bytes.size(), kFileChunkBytes);
+void AgentSandbox::readFrom(std::string path, std::uint64_t maxBytes, std::shared_ptr<FileContent> content,
+                            Handler<FileContent> onDone) {
+    // One byte past the limit is enough to know the file is over it.
+    const std::uint64_t wanted = std::min<std::uint64_t>(kFileChunkBytes, maxBytes + 1 - content->bytes.size());
+    auto message = makeReadFileMessage(path, content->bytes.size(), wanted);
     ask<FileChunk>(std::move(message), &parseReadFileReply,
-                   [this, alive = std::weak_ptr<bool>(alive_), path, content, onDone](Outcome<FileChunk> chunk) {
+                   [this, alive = std::weak_ptr<bool>(alive_), path, maxBytes, content, onDone](Outcome<FileChunk> chunk) {
                        if (!chunk.ok()) return onDone({chunk.error, {}, chunk.code});
                        content->bytes += chunk.value.bytes;
+                       if (content->bytes.size() > maxBytes)
+                           return onDone({"the file is larger than the download limit of " +
+                                              std::to_string(maxBytes) + " bytes (http.maxDownloadBytes)",
+                                          {}, "tooLarge"});
                        if (chunk.value.eof || chunk.value.bytes.empty()) {
                            content->entry = entryFor(path, content->bytes.size(), chunk.value.modifiedMs);
                            return onDone({"", std::move(*content), ""});
                        }
                        if (alive.expired()) return onDone({"the sandbox was destroyed", {}, ""});
-                       readFrom(path, content, onDone);
+                       readFrom(path, maxBytes, content, onDone);
                    });
 }
 

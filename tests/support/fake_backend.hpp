@@ -88,7 +88,9 @@ public:
     void statFile(const std::string& path, Handler<FileEntry> onDone) override {
         answer(std::move(onDone), files_.count(path) ? Outcome<FileEntry>{"", entry(path), ""} : missing<FileEntry>(path));
     }
-    void readFile(const std::string& path, Handler<FileContent> onDone) override {
+    void readFile(const std::string& path, std::uint64_t maxBytes, Handler<FileContent> onDone) override {
+        if (files_.count(path) && files_[path].size() > maxBytes)
+            return answer(std::move(onDone), Outcome<FileContent>{"over the download limit", {}, "tooLarge"});
         answer(std::move(onDone), files_.count(path) ? Outcome<FileContent>{"", {entry(path), files_[path]}, ""}
                                                      : missing<FileContent>(path));
     }

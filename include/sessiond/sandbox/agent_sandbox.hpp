@@ -26,7 +26,7 @@ public:
     void setExitHandler(ExitHandler onExit) override { onExit_ = std::move(onExit); }
     void listFiles(const std::string& directory, bool recursive, Handler<std::vector<FileEntry>> onDone) override;
     void statFile(const std::string& path, Handler<FileEntry> onDone) override;
-    void readFile(const std::string& path, Handler<FileContent> onDone) override;
+    void readFile(const std::string& path, std::uint64_t maxBytes, Handler<FileContent> onDone) override;
     void writeFile(const std::string& path, std::string bytes, Handler<FileEntry> onDone) override;
     void deleteFile(const std::string& path, Handler<Done> onDone) override;
     void describe(Handler<nlohmann::json> onDone) override;
@@ -59,7 +59,8 @@ private:
     // Sends one request and hands the reply, parsed, to `onDone`.
     template <typename T>
     void ask(nlohmann::json message, Outcome<T> (*parse)(const nlohmann::json&), Handler<T> onDone);
-    void readFrom(std::string path, std::shared_ptr<FileContent> content, Handler<FileContent> onDone);
+    void readFrom(std::string path, std::uint64_t maxBytes, std::shared_ptr<FileContent> content,
+                  Handler<FileContent> onDone);
     void writeFrom(std::string path, std::shared_ptr<const std::string> bytes, std::size_t offset,
                    Handler<FileEntry> onDone);
 

@@ -101,7 +101,9 @@ public:
     // Like execute(), every call answers exactly once, in order.
     virtual void listFiles(const std::string& directory, bool recursive, Handler<std::vector<FileEntry>> onDone) = 0;
     virtual void statFile(const std::string& path, Handler<FileEntry> onDone) = 0;
-    virtual void readFile(const std::string& path, Handler<FileContent> onDone) = 0;
+    // A file longer than maxBytes fails with code "tooLarge", having read
+    // no more than maxBytes + 1 bytes of it.
+    virtual void readFile(const std::string& path, std::uint64_t maxBytes, Handler<FileContent> onDone) = 0;
     // Creates missing parent directories; replaces the file atomically.
     virtual void writeFile(const std::string& path, std::string bytes, Handler<FileEntry> onDone) = 0;
     virtual void deleteFile(const std::string& path, Handler<Done> onDone) = 0;
