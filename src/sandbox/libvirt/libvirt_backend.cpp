@@ -564,9 +564,13 @@ void LibvirtBackend::cleanupLeftovers() {
 
     std::size_t removedDomains = 0;
     std::set<std::string> stillRunning;  // sandbox ids whose directory QEMU may still use
+    std::set<std::string> otherDomains;  // names whose libvirt logs stay
     for (const auto& domain : domains) {
         auto metadata = libvirt::readSandboxMetadata(domain.get());
-        if (!metadata || metadata->instance != state_->instance) continue;
+        if (!metadata || metadata->instance != state_->instance) {
+            otherDomains.insert(virDomainGetName(domain.get()));
+            continue;
+        }
         std::string error;
         if (virDomainIsActive(domain.get()) == 1) error = libvirt::destroyDomain(domain.get());
         if (error.empty() && virDomainIsPersistent(domain.get()) == 1 &&
@@ -595,8 +599,15 @@ void LibvirtBackend::cleanupLeftovers() {
         else
             ++removedDirectories;
     }
-    if (removedDomains || removedDirectories)
-        spdlog::warn("removed {} VMs and {} VM directories left by an earlier run", removedDomains, removedDirectories);
+    // libvirt's own logs of this instance's domains that no longer exist.
+    // The name prefix alone could match another instance's (instance names
+    // may hold dashes), so no existing domain's log is touched.
+    for (const auto& sandbox : stillRunning) otherDomains.insert(libvirt::domainName(state_->instance, sandbox));
+    const std::size_t removedLogs = libvirt::removeDomainLogs(libvirt::domainLogDirectory(state_->connection->uri()),
+                                                              libvirt::domainName(state_->instance, ""), otherDomains);
+    if (removedDomains || removedDirectories || removedLogs)
+        spdlog::warn("removed {} VMs, {} VM directories and {} libvirt VM logs left by an earlier run", removedDomains,
+                     removedDirectories, removedLogs);
 }
 
 }  // namespace sessiond
