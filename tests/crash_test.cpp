@@ -187,7 +187,9 @@ TEST(Crash, LibvirtKill9UnderLoadLeavesNoDomainDiskLayerSocketOrLog) {
     const std::string instance = "sessiond-test-crashvm-" + std::to_string(getpid());
     Daemon daemon(nlohmann::json::object());
     auto config = crashConfig(port, instance, daemon.directory() + "/state");
-    config["libvirt"] = {{"imageDirectory", imageDir}, {"runtimeDirectory", runtime}};
+    // TCG: what is measured is the cleanup, and some hosts' KVM passes the
+    // start probe yet cannot run the guest.
+    config["libvirt"] = {{"imageDirectory", imageDir}, {"runtimeDirectory", runtime}, {"accelerator", "tcg"}};
     config["pools"][0]["backend"] = "libvirt";
     config["pools"][0]["resources"] = {{"memoryMiB", 768}};
     config["pools"][0]["scaleConfiguration"] = {{"maxConcurrentSessions", 3}, {"readySessionInstances", 1}};

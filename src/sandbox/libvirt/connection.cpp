@@ -141,6 +141,11 @@ void removeDomainLog(const std::filesystem::path& directory, const std::string& 
         if (!std::filesystem::remove(directory / (name + ".log." + std::to_string(rotated)), ec)) break;
 }
 
+void removeDomainLog(virConnectPtr connection, const std::string& name) {
+    std::unique_ptr<char, decltype(&std::free)> uri(virConnectGetURI(connection), &std::free);
+    if (uri) removeDomainLog(domainLogDirectory(uri.get()), name);
+}
+
 std::size_t removeDomainLogs(const std::filesystem::path& directory, const std::string& prefix,
                              const std::set<std::string>& keep) {
     if (directory.empty()) return 0;
@@ -169,9 +174,7 @@ void OwnedDomain::reset(virDomainPtr domain) {
             spdlog::debug("VM {} destroyed in {} ms", name,
                           std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started)
                               .count());
-            std::unique_ptr<char, decltype(&std::free)> uri(virConnectGetURI(virDomainGetConnect(domain_.get())),
-                                                            &std::free);
-            if (uri) removeDomainLog(domainLogDirectory(uri.get()), name);
+            removeDomainLog(virDomainGetConnect(domain_.get()), name);
         }
     }
     domain_.reset(domain);

@@ -59,6 +59,9 @@ std::filesystem::path domainLogDirectory(const std::string& uri);
 // Removes the log of the domain `name` (and virtlogd's rotated copies) from
 // `directory`; nothing when `directory` is empty.
 void removeDomainLog(const std::filesystem::path& directory, const std::string& name);
+// The same for a domain of `connection`, whatever its URI; for a domain that
+// failed to start too (libvirt wrote its log all the same).
+void removeDomainLog(virConnectPtr connection, const std::string& name);
 // Removes every such log whose domain name starts with `prefix`, but for the
 // names in `keep`; returns how many domains' logs went.
 std::size_t removeDomainLogs(const std::filesystem::path& directory, const std::string& prefix,

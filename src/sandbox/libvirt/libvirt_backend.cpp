@@ -358,7 +358,11 @@ void LibvirtBackend::State::boot(Vm& vm, const VmJob& job) {
     std::string xml = libvirt::buildDomainXml(spec);
     spdlog::trace("domain XML of {}:\n{}", spec.name, xml);
     vm.domain.reset(virDomainCreateXML(connection->get(), xml.c_str(), startFlags));
-    if (!vm.domain) throw std::runtime_error("libvirt could not start VM " + spec.name + ": " + libvirt::lastError());
+    if (!vm.domain) {
+        const std::string error = libvirt::lastError();
+        libvirt::removeDomainLog(connection->get(), spec.name);  // its error is in ours
+        throw std::runtime_error("libvirt could not start VM " + spec.name + ": " + error);
+    }
 }
 
 std::shared_ptr<AgentChannel::Socket> LibvirtBackend::State::restore(Vm& vm, const VmJob& job,
@@ -381,7 +385,10 @@ std::shared_ptr<AgentChannel::Socket> LibvirtBackend::State::restore(Vm& vm, con
     // QEMU has read all of it by now; it costs as much disk as the template's.
     std::error_code ignored;
     fs::remove(stateFile, ignored);
-    if (failed) throw std::runtime_error("libvirt could not restore VM " + spec.name + ": " + error);
+    if (failed) {
+        libvirt::removeDomainLog(connection->get(), spec.name);
+        throw std::runtime_error("libvirt could not restore VM " + spec.name + ": " + error);
+    }
     vm.domain.reset(virDomainLookupByUUIDString(connection->get(), spec.uuid.c_str()));
     if (!vm.domain) throw std::runtime_error("the restored VM " + spec.name + " is gone: " + libvirt::lastError());
     // Its vCPUs run only once the agent channel is connected: a guest that
