@@ -287,8 +287,21 @@ TEST_F(CgroupTest, V2DelegatesControllersAndMovesItselfOutOfTheWay) {
     EXPECT_EQ(CgroupInternals::removeLeftoversV2(supervisor, group), 1u);
     EXPECT_FALSE(fs::exists(base / group));
 
+    // Stopping: the daemon gives back the controller it enabled in base,
+    // moves back there and removes its supervisor cgroup.
+    EXPECT_TRUE(CgroupInternals::releaseSupervisorV2(supervisor, group));
+    EXPECT_FALSE(fs::exists(supervisor));
+    EXPECT_NE(slurp("/proc/self/cgroup").find("0::/" + base.lexically_relative(mount).string() + "\n"),
+              std::string::npos)
+        << slurp("/proc/self/cgroup");
+    EXPECT_FALSE(contains(slurp(base / "cgroup.subtree_control"), controller));
+    // A killed daemon's supervisor cgroup is empty; the next start removes it.
+    ASSERT_EQ(::mkdir(supervisor.c_str(), 0755), 0);
+    EXPECT_EQ(CgroupInternals::removeLeftoversV2(base, group), 0u);
+    EXPECT_FALSE(fs::exists(supervisor));
+
     put(ownDir / "cgroup.procs", std::to_string(::getpid()));
-    EXPECT_EQ(::rmdir(supervisor.c_str()), 0);
+    ::rmdir(supervisor.c_str());
     EXPECT_EQ(::rmdir(base.c_str()), 0);
     if (!delegated) put(ownDir / "cgroup.subtree_control", "-" + controller);
 }

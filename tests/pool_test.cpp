@@ -179,9 +179,18 @@ TEST_F(PoolTest, ASandboxThatDiesIsDestroyedAndItsIdentifierStartsOver) {
     backend.kill(sandbox);
     ASSERT_TRUE(runUntil([&] { return !backend.live.count(sandbox); }));
     EXPECT_EQ(pool->counts().sandboxExits, 1u);
+    // It ended between two requests: the next execution is told, not run.
+    auto told = execute(*pool, "session-a");
+    EXPECT_EQ(told.error, PoolError::None);
+    EXPECT_FALSE(told.result.succeeded);
+    EXPECT_TRUE(told.result.stateLost);
+    EXPECT_NE(told.result.stderrText.find("ended after its previous request"), std::string::npos)
+        << told.result.stderrText;
     auto again = execute(*pool, "session-a");
+    EXPECT_TRUE(again.result.succeeded);
     EXPECT_NE(again.result.result["sandbox"], sandbox);
     EXPECT_EQ(again.result.result["count"], 1);
+    EXPECT_TRUE(execute(*pool, "session-a").result.succeeded);
 }
 
 TEST_F(PoolTest, ShutdownDestroysEverySandbox) {

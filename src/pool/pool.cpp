@@ -101,12 +101,20 @@ void Pool::execute(const std::string& identifier, ExecuteRequest request, Execut
         if (!alive.expired()) metrics_.executionSeconds.observe(Clock::now() - started);
         answer(std::move(outcome));
     };
-    auto run = [this, alive, request = std::move(request), onDone](Sandbox& sandbox, std::function<void()> finished) {
-        sandbox.execute(request, [this, alive, onDone, finished](Outcome<ExecuteResult> outcome) {
+    auto run = [this, alive, identifier, request = std::move(request), onDone](Sandbox& sandbox,
+                                                                              std::function<void()> finished) {
+        sandbox.execute(request, [this, alive, identifier, onDone, finished,
+                                  failedSandbox = &sandbox](Outcome<ExecuteResult> outcome) {
             finished();
             if (alive.expired()) return onDone({PoolError::ShuttingDown, "sessiond is shutting down", {}});
             if (outcome.ok()) return onDone({PoolError::None, "", std::move(outcome.value)});
             if (stopped_) return onDone({PoolError::ShuttingDown, "sessiond is shutting down", {}});
+            // This answer tells of the loss: the sandbox's exit, noticed
+            // next, must not tell it again.
+            auto session = sessions_.find(identifier);
+            if (session != sessions_.end() && session->second.member &&
+                session->second.member->sandbox.get() == failedSandbox)
+                session->second.member->lossReported = true;
             // The sandbox itself failed: report it as a failed execution, as Azure
             // does for an aborted one, and say plainly that the state is gone.
             PoolExecuteOutcome failed;
@@ -119,6 +127,17 @@ void Pool::execute(const std::string& identifier, ExecuteRequest request, Execut
         });
     };
     auto fail = [onDone](PoolError error, const std::string& message) { onDone({error, message, {}}); };
+    if (auto ended = ended_.find(identifier); ended != ended_.end() && !stopped_ && !draining_) {
+        PoolExecuteOutcome lost;
+        lost.result.succeeded = false;
+        lost.result.stateLost = true;
+        lost.result.stderrText = "Execution not run: the session's sandbox ended after its previous request (" +
+                                 ended->second.reason +
+                                 "). The session's state is lost; the next request with this identifier starts a "
+                                 "new session.";
+        ended_.erase(ended);
+        return onDone(std::move(lost));
+    }
     withSession(identifier, {std::move(run), std::move(fail)});
 }
 
@@ -141,6 +160,7 @@ void Pool::withSession(const std::string& identifier, SessionWork work) {
                              " concurrent sessions; no more sessions are being allocated.");
     }
 
+    ended_.erase(identifier);  // a file request started the new session: the loss is past
     Session& session = sessions_[identifier];
     session.identifier = identifier;
     session.createdAt = session.lastActivity = Clock::now();
@@ -386,6 +406,8 @@ void Pool::onMemberExited(std::uint64_t serial, const std::string& reason) {
         if (session.member && session.member->serial == serial) {
             spdlog::warn("pool {}: sandbox {} of session {} ended unexpectedly: {}", config_.name,
                          session.member->sandboxId, identifier, reason);
+            // A request in flight is answered with the loss; otherwise the next one is.
+            if (session.inFlight == 0 && !session.member->lossReported) ended_[identifier] = {reason, Clock::now()};
             return destroySession(std::string(identifier), "its sandbox ended: " + reason, DestroyReason::SandboxExit);
         }
     }
@@ -431,6 +453,7 @@ void Pool::scheduleReaper() {
 
 void Pool::reap() {
     auto now = Clock::now();
+    std::erase_if(ended_, [&](const auto& entry) { return now - entry.second.at >= config_.cooldownPeriod; });
     std::vector<std::string> idle;
     for (const auto& [identifier, session] : sessions_)
         if (session.member && session.inFlight == 0 && now - session.lastActivity >= config_.cooldownPeriod)

@@ -17,12 +17,14 @@ std::runtime_error systemError(const std::string& what, const std::filesystem::p
     return std::runtime_error(what + " " + file.string() + ": " + std::strerror(errno));
 }
 
+std::filesystem::path temporaryOf(const std::filesystem::path& file) { return file.string() + ".new"; }
+
 // Writes `text` to a temporary file beside `file`, flushes it to disk and
 // renames it over `file`, so a crash leaves the old state or the new one,
 // never half of either.
 void replaceFile(const std::filesystem::path& file, const std::string& text) {
     std::filesystem::create_directories(file.parent_path());
-    const std::filesystem::path temporary = file.string() + ".new";
+    const std::filesystem::path temporary = temporaryOf(file);
     {
         UniqueFd fd(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
         if (!fd) throw systemError("cannot create", temporary);
@@ -55,6 +57,10 @@ void replaceFile(const std::filesystem::path& file, const std::string& text) {
 }  // namespace
 
 PoolStore::PoolStore(std::filesystem::path file) : file_(std::move(file)) {
+    // A write that a crash interrupted before its rename: the state it held
+    // was never committed, so it goes.
+    std::error_code ec;
+    std::filesystem::remove(temporaryOf(file_), ec);
     if (!std::filesystem::exists(file_)) return;  // nothing changed through the API yet
     const nlohmann::json document = readJsonFile(file_, "pool state file");
     const std::string where = file_.string() + ": ";

@@ -85,6 +85,8 @@ public:
     }
 
     void signal(int sig) { ::kill(pid_, sig); }
+    pid_t pid() const { return pid_; }
+    const std::string& configPath() const { return configPath_; }
 
     std::string log() const {
         std::ifstream in(logPath_);

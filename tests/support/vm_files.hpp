@@ -43,4 +43,23 @@ inline std::vector<std::string> domainsNamed(const std::string& instance) {
     return names;
 }
 
+// The UUIDs of the domains whose names carry `instance`.
+inline std::vector<std::string> domainUuidsNamed(const std::string& instance) {
+    std::vector<std::string> uuids;
+    virConnectPtr conn = virConnectOpen("qemu:///system");
+    if (!conn) return {};
+    virDomainPtr* domains = nullptr;
+    int n = virConnectListAllDomains(conn, &domains, 0);
+    for (int i = 0; i < n; ++i) {
+        char uuid[VIR_UUID_STRING_BUFLEN] = {};
+        if (std::string(virDomainGetName(domains[i])).find(instance) != std::string::npos &&
+            virDomainGetUUIDString(domains[i], uuid) == 0)
+            uuids.push_back(uuid);
+        virDomainFree(domains[i]);
+    }
+    free(domains);
+    virConnectClose(conn);
+    return uuids;
+}
+
 }  // namespace sessiond::testing

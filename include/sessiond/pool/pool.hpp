@@ -166,6 +166,7 @@ private:
         std::unique_ptr<StartQueue::Turn> turn;  // until the start has ended
         Clock::time_point queuedAt;
         Clock::time_point startedAt;
+        bool lossReported = false;  // a request was answered that its sandbox failed
     };
     struct Session {
         std::string identifier;
@@ -216,6 +217,14 @@ private:
     std::deque<std::unique_ptr<Member>> ready_;
     std::map<std::string, Session> sessions_;
     std::deque<std::string> waitingOrder_;  // identifiers waiting for a sandbox, oldest first
+    // Sessions whose sandbox ended while no request of theirs ran: the next
+    // execution is told, instead of running silently in a new, empty
+    // session. Kept for a cooldown period at most.
+    struct Ended {
+        std::string reason;
+        Clock::time_point at;
+    };
+    std::map<std::string, Ended> ended_;
 
     unsigned consecutiveFailures_ = 0;
     Clock::time_point retryNotBefore_{};

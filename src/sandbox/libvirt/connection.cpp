@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <stdexcept>
+#include <system_error>
 
 #include <libvirt/virterror.h>
 #include <spdlog/spdlog.h>
@@ -108,17 +109,73 @@ std::string destroyDomain(virDomainPtr domain) {
     return lastError();
 }
 
+std::filesystem::path domainLogDirectory(const std::string& uri) {
+    if (uri == "qemu:///system") return "/var/log/libvirt/qemu";
+    if (uri == "qemu:///session") {
+        const char* cache = std::getenv("XDG_CACHE_HOME");
+        const char* home = std::getenv("HOME");
+        if (cache && *cache) return std::filesystem::path(cache) / "libvirt/qemu/log";
+        if (home && *home) return std::filesystem::path(home) / ".cache/libvirt/qemu/log";
+    }
+    return {};
+}
+
+namespace {
+
+// "<name>.log", or virtlogd's rotated "<name>.log.<n>".
+bool isLogOf(const std::string& file, const std::string& name) {
+    const std::string log = name + ".log";
+    if (file.compare(0, log.size(), log) != 0) return false;
+    if (file.size() == log.size()) return true;
+    return file[log.size()] == '.' && file.size() > log.size() + 1 &&
+           file.find_first_not_of("0123456789", log.size() + 1) == std::string::npos;
+}
+
+}  // namespace
+
+void removeDomainLog(const std::filesystem::path& directory, const std::string& name) {
+    if (directory.empty()) return;
+    std::error_code ec;
+    std::filesystem::remove(directory / (name + ".log"), ec);
+    for (int rotated = 0; rotated < 10; ++rotated)
+        if (!std::filesystem::remove(directory / (name + ".log." + std::to_string(rotated)), ec)) break;
+}
+
+void removeDomainLog(virConnectPtr connection, const std::string& name) {
+    std::unique_ptr<char, decltype(&std::free)> uri(virConnectGetURI(connection), &std::free);
+    if (uri) removeDomainLog(domainLogDirectory(uri.get()), name);
+}
+
+std::size_t removeDomainLogs(const std::filesystem::path& directory, const std::string& prefix,
+                             const std::set<std::string>& keep) {
+    if (directory.empty()) return 0;
+    std::set<std::string> removed;
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(directory, ec)) {
+        const std::string file = entry.path().filename().string();
+        const auto end = file.find(".log");
+        if (file.compare(0, prefix.size(), prefix) != 0 || end == std::string::npos) continue;
+        const std::string name = file.substr(0, end);
+        if (keep.count(name) || !isLogOf(file, name)) continue;
+        std::error_code removeError;
+        if (std::filesystem::remove(entry.path(), removeError)) removed.insert(name);
+    }
+    return removed.size();
+}
+
 void OwnedDomain::reset(virDomainPtr domain) {
     if (domain_) {
         const auto started = std::chrono::steady_clock::now();
         const std::string name = virDomainGetName(domain_.get());
         const std::string error = destroyDomain(domain_.get());
-        if (!error.empty())
+        if (!error.empty()) {
             spdlog::error("cannot destroy VM {}: {}", name, error);
-        else
+        } else {
             spdlog::debug("VM {} destroyed in {} ms", name,
                           std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started)
                               .count());
+            removeDomainLog(virDomainGetConnect(domain_.get()), name);
+        }
     }
     domain_.reset(domain);
 }

@@ -4,9 +4,11 @@
 // releases what it holds in its destructor, so no error path leaks them.
 
 #include <atomic>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -49,8 +51,25 @@ using DomainRef = std::unique_ptr<virDomain, DomainFree>;
 // already gone is not an error. Returns libvirt's message on failure.
 std::string destroyDomain(virDomainPtr domain);
 
+// Where libvirt's QEMU driver logs each domain's start and QEMU's own
+// messages, one `<domain name>.log` per domain, which libvirt keeps forever:
+// /var/log/libvirt/qemu for qemu:///system, the user's cache for
+// qemu:///session, empty (unknown) for other URIs.
+std::filesystem::path domainLogDirectory(const std::string& uri);
+// Removes the log of the domain `name` (and virtlogd's rotated copies) from
+// `directory`; nothing when `directory` is empty.
+void removeDomainLog(const std::filesystem::path& directory, const std::string& name);
+// The same for a domain of `connection`, whatever its URI; for a domain that
+// failed to start too (libvirt wrote its log all the same).
+void removeDomainLog(virConnectPtr connection, const std::string& name);
+// Removes every such log whose domain name starts with `prefix`, but for the
+// names in `keep`; returns how many domains' logs went.
+std::size_t removeDomainLogs(const std::filesystem::path& directory, const std::string& prefix,
+                             const std::set<std::string>& keep);
+
 // A transient domain we started: destroyed when let go (a failure is
-// logged), so that no path out of the code that started it leaves it running.
+// logged), so that no path out of the code that started it leaves it running;
+// its libvirt log goes with it.
 class OwnedDomain {
 public:
     OwnedDomain() = default;

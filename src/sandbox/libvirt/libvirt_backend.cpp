@@ -358,7 +358,11 @@ void LibvirtBackend::State::boot(Vm& vm, const VmJob& job) {
     std::string xml = libvirt::buildDomainXml(spec);
     spdlog::trace("domain XML of {}:\n{}", spec.name, xml);
     vm.domain.reset(virDomainCreateXML(connection->get(), xml.c_str(), startFlags));
-    if (!vm.domain) throw std::runtime_error("libvirt could not start VM " + spec.name + ": " + libvirt::lastError());
+    if (!vm.domain) {
+        const std::string error = libvirt::lastError();
+        libvirt::removeDomainLog(connection->get(), spec.name);  // its error is in ours
+        throw std::runtime_error("libvirt could not start VM " + spec.name + ": " + error);
+    }
 }
 
 std::shared_ptr<AgentChannel::Socket> LibvirtBackend::State::restore(Vm& vm, const VmJob& job,
@@ -381,7 +385,10 @@ std::shared_ptr<AgentChannel::Socket> LibvirtBackend::State::restore(Vm& vm, con
     // QEMU has read all of it by now; it costs as much disk as the template's.
     std::error_code ignored;
     fs::remove(stateFile, ignored);
-    if (failed) throw std::runtime_error("libvirt could not restore VM " + spec.name + ": " + error);
+    if (failed) {
+        libvirt::removeDomainLog(connection->get(), spec.name);
+        throw std::runtime_error("libvirt could not restore VM " + spec.name + ": " + error);
+    }
     vm.domain.reset(virDomainLookupByUUIDString(connection->get(), spec.uuid.c_str()));
     if (!vm.domain) throw std::runtime_error("the restored VM " + spec.name + " is gone: " + libvirt::lastError());
     // Its vCPUs run only once the agent channel is connected: a guest that
@@ -564,9 +571,13 @@ void LibvirtBackend::cleanupLeftovers() {
 
     std::size_t removedDomains = 0;
     std::set<std::string> stillRunning;  // sandbox ids whose directory QEMU may still use
+    std::set<std::string> otherDomains;  // names whose libvirt logs stay
     for (const auto& domain : domains) {
         auto metadata = libvirt::readSandboxMetadata(domain.get());
-        if (!metadata || metadata->instance != state_->instance) continue;
+        if (!metadata || metadata->instance != state_->instance) {
+            otherDomains.insert(virDomainGetName(domain.get()));
+            continue;
+        }
         std::string error;
         if (virDomainIsActive(domain.get()) == 1) error = libvirt::destroyDomain(domain.get());
         if (error.empty() && virDomainIsPersistent(domain.get()) == 1 &&
@@ -595,8 +606,15 @@ void LibvirtBackend::cleanupLeftovers() {
         else
             ++removedDirectories;
     }
-    if (removedDomains || removedDirectories)
-        spdlog::warn("removed {} VMs and {} VM directories left by an earlier run", removedDomains, removedDirectories);
+    // libvirt's own logs of this instance's domains that no longer exist.
+    // The name prefix alone could match another instance's (instance names
+    // may hold dashes), so no existing domain's log is touched.
+    for (const auto& sandbox : stillRunning) otherDomains.insert(libvirt::domainName(state_->instance, sandbox));
+    const std::size_t removedLogs = libvirt::removeDomainLogs(libvirt::domainLogDirectory(state_->connection->uri()),
+                                                              libvirt::domainName(state_->instance, ""), otherDomains);
+    if (removedDomains || removedDirectories || removedLogs)
+        spdlog::warn("removed {} VMs, {} VM directories and {} libvirt VM logs left by an earlier run", removedDomains,
+                     removedDirectories, removedLogs);
 }
 
 }  // namespace sessiond

@@ -56,7 +56,11 @@ std::shared_ptr<const VmTemplate> buildTemplate(const TemplateBuild& build, cons
     createOverlay(spec.diskBase, spec.disk);
     const std::string xml = buildDomainXml(spec);
     OwnedDomain domain(virDomainCreateXML(build.connection, xml.c_str(), build.startFlags));
-    if (!domain) throw std::runtime_error("libvirt could not start the template VM " + spec.name + ": " + lastError());
+    if (!domain) {
+        const std::string error = lastError();
+        removeDomainLog(build.connection, spec.name);
+        throw std::runtime_error("libvirt could not start the template VM " + spec.name + ": " + error);
+    }
 
     // Declared before the channel, whose handlers it holds.
     boost::asio::io_context io;

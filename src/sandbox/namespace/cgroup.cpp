@@ -273,6 +273,15 @@ std::size_t Cgroup::removeLeftovers(const std::string& group) {
                           : CgroupInternals::removeLeftoversV1(h.v1Own, group);
 }
 
+void Cgroup::releaseSupervisor(const std::string& group) {
+    try {
+        const auto h = CgroupInternals::detect();
+        if (h.version == 2) CgroupInternals::releaseSupervisorV2(h.v2Own, group);
+    } catch (const std::exception& e) {
+        spdlog::debug("cgroup: {}", e.what());
+    }
+}
+
 Cgroup::~Cgroup() {
     killAll();
     for (auto it = dirs_.rbegin(); it != dirs_.rend(); ++it) cgroupfs::removeDir(*it, 2000ms);

@@ -39,6 +39,10 @@ struct CgroupInternals {
                                             const std::vector<std::string>& controllers = {"memory", "pids",
                                                                                            "cpu"});
     static std::size_t removeLeftoversV2(const std::filesystem::path& own, const std::string& group);
+    // Moves this process from <base>/<group>-supervisor back to <base> and
+    // removes the supervisor cgroup, once no sandbox cgroup is left; true
+    // when it did.
+    static bool releaseSupervisorV2(const std::filesystem::path& own, const std::string& group);
     // The directory that holds <group> and <group>-supervisor (see cgroup_v2.cpp).
     static std::filesystem::path v2Base(const std::filesystem::path& own, const std::string& group);
 

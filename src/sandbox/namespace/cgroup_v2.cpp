@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <set>
 #include <sstream>
 #include <system_error>
 
@@ -36,9 +37,18 @@ bool hasWord(const std::string& text, const std::string& word) {
     return false;
 }
 
-void enable(const fs::path& dir, const std::string& controller) {
-    if (!hasWord(cgroupfs::readFile(dir / "cgroup.subtree_control").value_or(""), controller))
-        cgroupfs::writeFile(dir / "cgroup.subtree_control", "+" + controller);
+// True when it had to enable it.
+bool enable(const fs::path& dir, const std::string& controller) {
+    if (hasWord(cgroupfs::readFile(dir / "cgroup.subtree_control").value_or(""), controller)) return false;
+    cgroupfs::writeFile(dir / "cgroup.subtree_control", "+" + controller);
+    return true;
+}
+
+// The controllers this process enabled in <base>, which it disables again
+// before it moves back there (releaseSupervisorV2). Guarded by groupDirMutex.
+std::set<std::string>& enabledInBase() {
+    static std::set<std::string> controllers;
+    return controllers;
 }
 
 }  // namespace
@@ -77,7 +87,7 @@ std::unique_ptr<Cgroup> CgroupInternals::createV2(const fs::path& own, const std
     cgroupfs::makeDir(groupDir, false);
     for (const auto& c : usable) {
         try {
-            enable(base, c);
+            if (enable(base, c)) enabledInBase().insert(c);
         } catch (const std::system_error& e) {
             if (e.code().value() != EBUSY) throw;
             const fs::path supervisor = base / (group + "-supervisor");
@@ -86,7 +96,7 @@ std::unique_ptr<Cgroup> CgroupInternals::createV2(const fs::path& own, const std
             spdlog::info("cgroup v2: moved the daemon into {} so {} can delegate controllers", supervisor.string(),
                          base.string());
             try {
-                enable(base, c);
+                if (enable(base, c)) enabledInBase().insert(c);
             } catch (const std::system_error& again) {
                 throw std::runtime_error(std::string(again.what()) + " (other processes live in " + base.string() +
                                          "; run the daemon in a cgroup of its own)");
@@ -122,7 +132,29 @@ std::unique_ptr<Cgroup> CgroupInternals::createV2(const fs::path& own, const std
 
 std::size_t CgroupInternals::removeLeftoversV2(const fs::path& own, const std::string& group) {
     cgroupfs::checkName("group", group);
+    const fs::path supervisor = v2Base(own, group) / (group + "-supervisor");
+    // An earlier daemon's, empty since it ended (a live one's refuses rmdir).
+    if (own != supervisor && ::rmdir(supervisor.c_str()) == 0)
+        spdlog::info("cgroup v2: removed {}, left by an earlier run", supervisor.string());
     return cgroupfs::removeLeaves({v2Base(own, group) / group});
+}
+
+bool CgroupInternals::releaseSupervisorV2(const fs::path& own, const std::string& group) {
+    if (own.filename() != group + "-supervisor") return false;
+    const fs::path base = own.parent_path();
+    const std::lock_guard lock(cgroupfs::groupDirMutex());
+    if (fs::exists(base / group)) return false;  // sandboxes remain: they need the controllers
+    try {
+        // The "no internal processes" rule again: <base> takes a process
+        // back only once it delegates no controller.
+        for (const auto& c : enabledInBase()) cgroupfs::writeFile(base / "cgroup.subtree_control", "-" + c);
+        enabledInBase().clear();
+        cgroupfs::writeFile(base / "cgroup.procs", std::to_string(::getpid()));
+    } catch (const std::exception& e) {
+        spdlog::info("cgroup v2: staying in {}: {}", own.string(), e.what());
+        return false;
+    }
+    return cgroupfs::removeDir(own, std::chrono::milliseconds(2000));
 }
 
 }  // namespace sessiond

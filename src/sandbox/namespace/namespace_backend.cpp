@@ -200,6 +200,11 @@ private:
 NamespaceBackend::NamespaceBackend(boost::asio::io_context& io, const Config& config, BackendPaths paths)
     : io_(io), sandbox_(config.namespaceSandbox), cgroupName_(config.cgroupName), paths_(std::move(paths)) {}
 
+NamespaceBackend::~NamespaceBackend() {
+    zygotes_.clear();  // their cgroups go first
+    Cgroup::releaseSupervisor(cgroupName_);
+}
+
 void NamespaceBackend::cleanupLeftovers() {
     std::size_t removed = Cgroup::removeLeftovers(cgroupName_);
     if (removed) spdlog::warn("removed {} sandbox cgroups (and their processes) left by an earlier run", removed);

@@ -37,6 +37,11 @@ public:
     // their processes first). Returns how many were removed.
     static std::size_t removeLeftovers(const std::string& group);
 
+    // On cgroup v2, a daemon that had to move itself into <group>-supervisor
+    // (cgroup_v2.cpp) moves back and removes it, once its sandboxes are
+    // gone, so a stopped daemon leaves no cgroup behind. Nothing otherwise.
+    static void releaseSupervisor(const std::string& group);
+
     ~Cgroup();
     Cgroup(const Cgroup&) = delete;
     Cgroup& operator=(const Cgroup&) = delete;

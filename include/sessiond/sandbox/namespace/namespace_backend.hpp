@@ -30,6 +30,7 @@ class Zygote;
 class NamespaceBackend : public SandboxBackend {
 public:
     NamespaceBackend(boost::asio::io_context& io, const Config& config, BackendPaths paths);
+    ~NamespaceBackend() override;
 
     std::string name() const override { return "namespace"; }
     void cleanupLeftovers() override;
