@@ -104,6 +104,7 @@ TEST_F(CgroupTest, CreateWritesLimits) {
     EXPECT_TRUE(sawPids);
     EXPECT_TRUE(sawCpu);
     EXPECT_EQ(cg->oomKills(), 0u);
+    EXPECT_EQ(cg->pidsLimitHits(), 0u);
     EXPECT_THROW(Cgroup::create(group, "limits", {}), std::system_error);  // the leaf exists
 }
 
@@ -205,6 +206,7 @@ TEST_F(CgroupTest, MemoryHogInAJailIsOomKilled) {
 
 TEST_F(CgroupTest, PidsLimitStopsForks) {
     auto cg = Cgroup::create(group, "forks", {1.0, 0, 16});
+    EXPECT_EQ(cg->pidsLimitHits(), 0u);
     std::string output;
     const int rc = runPythonIn(*cg, R"(
 import os, time
@@ -220,6 +222,8 @@ except OSError as e:
     EXPECT_EQ(rc, 0) << output;
     // nsinit, its pid-1 child and python count too.
     EXPECT_NE(output.find("stopped after 13 Resource temporarily unavailable"), std::string::npos) << output;
+    // What the daemon reports a hit by (docs/hardening.md, Per-session limits).
+    EXPECT_GE(cg->pidsLimitHits(), 1u);
 }
 
 // The v2 delegation path, on a cgroup2 mount with any controller enabled for

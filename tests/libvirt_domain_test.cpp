@@ -137,6 +137,15 @@ TEST(LibvirtDomainXml, SizesAndTheEmptyPreloadList) {
               "console=ttyS0 root=/dev/vda rw init=/opt/sessiond/init quiet panic=-1 sessiond.language=python sessiond.preload=");
 }
 
+TEST(LibvirtDomainXml, LimitParametersForTheGuestsInit) {
+    sessiond::ResourceLimits limits;
+    limits.tmpfsBytes = 32ull << 20;
+    limits.openFiles = 256;
+    EXPECT_EQ(limitParameters(limits), " sessiond.disk=32 sessiond.nofile=256");
+    limits.tmpfsBytes = 1000;  // never a size of 0, which tmpfs takes for no limit
+    EXPECT_EQ(limitParameters(limits), " sessiond.disk=1 sessiond.nofile=256");
+}
+
 TEST(LibvirtDomainXml, EscapesWhatItEmbeds) {
     DomainSpec spec = exampleSpec();
     spec.disk = "/vms/it's <&> \"odd\"/disk.qcow2";

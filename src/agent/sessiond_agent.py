@@ -71,6 +71,59 @@ def set_process_name(name):
         pass
 
 
+def become_subreaper():
+    """Makes the orphans of this process's descendants (a command's
+    `setsid cmd &`, a daemon that forked twice) its children rather than
+    pid 1's, so that kill_leftovers finds them."""
+    PR_SET_CHILD_SUBREAPER = 36
+    try:
+        if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            log(f"cannot become a subreaper: {os.strerror(ctypes.get_errno())}")
+    except OSError as e:
+        log(f"cannot become a subreaper: {e}")
+
+
+def child_pids():
+    me, found = os.getpid(), []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # it ended meanwhile
+        # The command name, in parentheses, may hold spaces and parentheses.
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 1 and int(fields[1]) == me:
+            found.append(int(name))
+    return found
+
+
+def kill_leftovers(rounds=100):
+    """SIGKILLs and reaps every child of this (subreaper) process: called
+    when it has no child of its own, so each one is something an execution
+    left running. A killed process's children become this process's, hence
+    the rounds. Returns how many were killed."""
+    killed = 0
+    for _ in range(rounds):
+        children = child_pids()
+        if not children:
+            break
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for pid in children:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        killed += len(children)
+    return killed
+
+
 class ChannelClosed(Exception):
     pass
 
@@ -289,6 +342,10 @@ class Agent:
         self.worker = None
         self.warm = warm
         self.state_lost_since_last_reply = False
+        if language == "shell":
+            # A shell sandbox has no worker: every child left after a
+            # command is the command's, and is killed (execute_shell).
+            become_subreaper()
 
     # -- event loop -------------------------------------------------------
 
@@ -509,7 +566,8 @@ class Agent:
         """Runs one command with bash (or an argv) in the data directory.
         Files persist between commands; shell variables and the working
         directory do not. Whatever the command left running is killed when
-        it ends, so nothing outlives its execution."""
+        it ends, so nothing outlives its execution: its process group, and
+        then whatever left the group (setsid, a double fork)."""
         request_id = message.get("id")
         command, argv, stdin = message.get("code"), message.get("argv"), message.get("stdin", "")
         timeout_ms = message.get("timeoutMs", DEFAULT_TIMEOUT_MS)
@@ -536,6 +594,7 @@ class Agent:
                          stderr=f"{args[0]}: {e.strerror}\n")
             return reply
         exit_code, timed_out = run_command(proc, stdin.encode(), out, err, started + timeout_ms / 1000)
+        kill_leftovers()
         reply.update(status="timeout" if timed_out else ("ok" if exit_code == 0 else "error"),
                      exitCode=exit_code, stdout=out.text(),
                      stderr=_append_line(err.text(), TIMEOUT_MESSAGE) if timed_out else err.text(),

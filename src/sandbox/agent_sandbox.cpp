@@ -27,6 +27,21 @@ FileEntry entryFor(const std::string& path, std::uint64_t size, std::int64_t mod
     entry.modifiedMs = modifiedMs;
     return entry;
 }
+
+// What grew between two readings, as one line for the caller; "" if nothing did.
+std::string limitHits(const AgentSandbox::LimitCounters& before, const AgentSandbox::LimitCounters& after) {
+    std::string text;
+    const auto add = [&text](const std::string& part) { text += (text.empty() ? "sessiond: " : "; ") + part; };
+    if (after.memoryLimitBytes > 0 && after.oomKills > before.oomKills)
+        add("the session reached its memory limit (" + std::to_string(after.memoryLimitBytes >> 20) +
+            " MiB) and the kernel killed " + std::to_string(after.oomKills - before.oomKills) +
+            " of its processes");
+    if (after.pidsLimit > 0 && after.pidsLimitHits > before.pidsLimitHits)
+        add("the session reached its process limit (" + std::to_string(after.pidsLimit) + ") and " +
+            std::to_string(after.pidsLimitHits - before.pidsLimitHits) + " process creations were refused");
+    return text;
+}
+
 }  // namespace
 
 AgentSandbox::AgentSandbox(boost::asio::io_context& io, std::string id, std::chrono::milliseconds startTimeout)
@@ -84,10 +99,23 @@ void AgentSandbox::execute(ExecuteRequest request, ExecuteHandler onDone) {
         return;
     }
     auto deadline = std::chrono::duration_cast<std::chrono::milliseconds>(request.timeout + kAgentGrace);
-    channel_->request(makeExecuteMessage(request), deadline, [onDone](std::string error, nlohmann::json reply) {
-        if (!error.empty()) return onDone({error, {}, ""});
-        onDone(parseExecuteReply(reply));
-    });
+    channel_->request(makeExecuteMessage(request), deadline,
+                      [this, alive = std::weak_ptr<bool>(alive_), before = limitCounters(), onDone](
+                          std::string error, nlohmann::json reply) {
+                          const std::string hits = alive.expired() ? "" : limitHits(before, limitCounters());
+                          if (!error.empty()) return onDone({error + (hits.empty() ? "" : "; " + hits), {}, ""});
+                          auto outcome = parseExecuteReply(reply);
+                          if (!hits.empty()) {
+                              if (outcome.ok()) {
+                                  std::string& stderrText = outcome.value.stderrText;
+                                  if (!stderrText.empty() && stderrText.back() != '\n') stderrText += '\n';
+                                  stderrText += hits + "\n";
+                              } else {
+                                  outcome.error += "; " + hits;
+                              }
+                          }
+                          onDone(std::move(outcome));
+                      });
 }
 
 template <typename T>

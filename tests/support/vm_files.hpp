@@ -17,6 +17,16 @@ inline std::string guestImageDirectory() {
     return dir ? dir : "/var/lib/sessiond/images";
 }
 
+// Why VM tests cannot run here, or "".
+inline std::string missingVmPrerequisite() {
+    const std::string image = guestImageDirectory() + "/current/rootfs.qcow2";
+    if (!std::filesystem::exists(image)) return "no guest image at " + image + "; scripts/test.sh builds it";
+    virConnectPtr connection = virConnectOpen("qemu:///system");
+    if (!connection) return "libvirtd is not reachable; scripts/start-libvirt.sh starts it";
+    virConnectClose(connection);
+    return "";
+}
+
 // Every file (not directory) below `root`.
 inline std::vector<std::filesystem::path> filesUnder(const std::string& root) {
     std::vector<std::filesystem::path> files;

@@ -23,7 +23,7 @@ class VmPoolTest : public ::testing::Test {
 protected:
     // `tag` names the daemon instance: "sessiond-<tag>-<pid>".
     void prepare(const std::string& tag) {
-        if (std::string missing = missingPrerequisite(); !missing.empty()) GTEST_SKIP() << missing;
+        if (std::string missing = missingVmPrerequisite(); !missing.empty()) GTEST_SKIP() << missing;
         std::string pattern = "/tmp/sessiond-" + tag + "-XXXXXX";
         runtime_ = ::mkdtemp(pattern.data());
         std::filesystem::permissions(runtime_, std::filesystem::perms(0755));
@@ -69,16 +69,6 @@ protected:
         auto r = client.execute("vm", id, code);
         EXPECT_EQ(r.status, 200) << r.body;
         return r.json()["properties"];
-    }
-
-    // Why VM tests cannot run here, or "".
-    static std::string missingPrerequisite() {
-        const std::string image = guestImageDirectory() + "/current/rootfs.qcow2";
-        if (!std::filesystem::exists(image)) return "no guest image at " + image + "; scripts/test.sh builds it";
-        virConnectPtr connection = virConnectOpen("qemu:///system");
-        if (!connection) return "libvirtd is not reachable; scripts/start-libvirt.sh starts it";
-        virConnectClose(connection);
-        return "";
     }
 
     Config config;

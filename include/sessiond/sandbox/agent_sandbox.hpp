@@ -4,6 +4,7 @@
 // channel. Handshake, execution and exit reporting live here, once.
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -17,6 +18,17 @@ namespace sessiond {
 
 class AgentSandbox : public Sandbox {
 public:
+    // Limits a backend can tell were hit, as counters that only grow: read
+    // before and after each execution, a difference is named in the
+    // execution's stderr (or its error), so a killed or refused process is
+    // not a mystery to the caller. A limit of 0 is not counted.
+    struct LimitCounters {
+        std::uint64_t memoryLimitBytes = 0;
+        std::uint64_t oomKills = 0;       // processes the kernel killed for memory
+        std::uint64_t pidsLimit = 0;
+        std::uint64_t pidsLimitHits = 0;  // forks refused at the limit
+    };
+
     AgentSandbox(boost::asio::io_context& io, std::string id, std::chrono::milliseconds startTimeout);
     ~AgentSandbox() override;
 
@@ -51,6 +63,9 @@ protected:
     // request (a "snapshot" restore, docs/agent-protocol.md), sent once the
     // channel is up, stands in for it. nullopt: wait for the hello.
     virtual std::optional<nlohmann::json> handshakeRequest() { return std::nullopt; }
+
+    // The current counters; a backend that can tell overrides it.
+    virtual LimitCounters limitCounters() const { return {}; }
 
     boost::asio::io_context& io_;
 

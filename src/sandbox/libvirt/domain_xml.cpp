@@ -1,5 +1,6 @@
 #include "domain_xml.hpp"
 
+#include <algorithm>
 #include <sstream>
 #include <stdexcept>
 
@@ -38,6 +39,11 @@ std::string kernelCommandLine(const std::string& language, const std::vector<std
     std::string cmdline = base + " sessiond.language=" + language + " sessiond.preload=";
     for (std::size_t i = 0; i < preloadModules.size(); ++i) cmdline += (i ? "," : "") + preloadModules[i];
     return cmdline;
+}
+
+std::string limitParameters(const ResourceLimits& limits) {
+    return " sessiond.disk=" + std::to_string(std::max<std::uint64_t>(1, limits.tmpfsBytes >> 20)) +
+           " sessiond.nofile=" + std::to_string(limits.openFiles);
 }
 
 std::string buildDomainXml(const DomainSpec& spec) {

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "sessiond/config.hpp"
+
 namespace sessiond::libvirt {
 
 // Namespace of the <metadata> element that tags our domains.
@@ -52,6 +54,11 @@ inline constexpr const char* kDefaultKernelCommandLine =
 // the agent.
 std::string kernelCommandLine(const std::string& language, const std::vector<std::string>& preloadModules,
                               const std::string& base = kDefaultKernelCommandLine);
+
+// The pool's limits that the guest's init applies itself, as kernel
+// parameters: sessiond.disk=<MiB> sizes the /mnt/data, /tmp and /dev/shm tmpfs,
+// sessiond.nofile=<n> is the agent's RLIMIT_NOFILE (docs/hardening.md).
+std::string limitParameters(const ResourceLimits& limits);
 
 std::string buildDomainXml(const DomainSpec& spec);
 

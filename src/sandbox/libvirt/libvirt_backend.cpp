@@ -83,6 +83,7 @@ struct VmJob {
     std::vector<std::string> preloadModules;
     fs::path directory;
     std::chrono::milliseconds helloTimeout{};
+    std::string limitParameters;  // appended to the kernel command line
 };
 
 // A file's version: a rebuilt image or an updated QEMU gives another key.
@@ -214,7 +215,8 @@ protected:
     void launch(LaunchHandler onLaunched) override {
         libvirt::checkSocketPath(agentSocket());
         VmJob job{domainSpec(), pool_.name, agentLanguage(pool_), pool_.preloadModules, directory_,
-                  std::chrono::duration_cast<std::chrono::milliseconds>(pool_.sandboxStartTimeout)};
+                  std::chrono::duration_cast<std::chrono::milliseconds>(pool_.sandboxStartTimeout),
+                  libvirt::limitParameters(pool_.resources)};
         uuid_ = job.spec.uuid;
         state_.sandboxes[uuid_] = this;
         vm_ = std::make_shared<Vm>();
@@ -256,6 +258,14 @@ protected:
         std::string machineId = uuid_;
         std::erase(machineId, '-');
         return makeSnapshotRestoreMessage(entropy, std::chrono::system_clock::now(), machineId);
+    }
+
+    // The guest has no cgroup limits of its own: its kernel's OOM killer
+    // writes one "Killed process" line per kill to the console, which the
+    // host reads.
+    LimitCounters limitCounters() const override {
+        oomKills_ += libvirt::countNewLines(consoleLog(), "Killed process", consoleOffset_);
+        return {pool_.resources.memoryBytes, oomKills_, 0, 0};
     }
 
 private:
@@ -307,6 +317,8 @@ private:
     std::shared_ptr<Vm> vm_;
     bool restored_ = false;
     boost::asio::steady_timer retryTimer_;
+    mutable std::uint64_t consoleOffset_ = 0;  // of the console log, read up to here for OOM lines
+    mutable std::uint64_t oomKills_ = 0;
     std::shared_ptr<int> lifetime_ = std::make_shared<int>(0);
 };
 
@@ -323,6 +335,7 @@ libvirt::DomainSpec LibvirtBackend::State::completeSpec(const VmJob& job, const 
     spec.initrd = image.initrd;
     spec.cmdline = image.cmdline.empty() ? libvirt::kernelCommandLine(job.language, job.preloadModules)
                                          : libvirt::kernelCommandLine(job.language, job.preloadModules, image.cmdline);
+    spec.cmdline += job.limitParameters;
     spec.diskBase = image.rootfs;
     return spec;
 }

@@ -114,6 +114,20 @@ std::string consoleTail(const fs::path& log) {
     return tail;
 }
 
+std::uint64_t countNewLines(const fs::path& log, const std::string& needle, std::uint64_t& offset) {
+    std::ifstream in(log, std::ios::binary);
+    if (!in) return 0;
+    in.seekg(static_cast<std::streamoff>(offset));
+    std::uint64_t count = 0;
+    std::string line;
+    while (std::getline(in, line)) {
+        if (in.eof()) break;  // a line still being written: read it whole next time
+        offset += line.size() + 1;
+        if (line.find(needle) != std::string::npos) ++count;
+    }
+    return count;
+}
+
 void createOverlay(const fs::path& base, const fs::path& overlay) {
     // qemu-img rather than libvirt's storage API: it needs no storage pool
     // defined in libvirt for our directory, and behaves the same with every

@@ -41,6 +41,10 @@ void checkSocketPath(const std::filesystem::path& socket);
 // The end of a guest's console log, for error messages; "" if there is none.
 std::string consoleTail(const std::filesystem::path& log);
 
+// Counts the lines holding `needle` that the log gained after `offset`,
+// which it moves past the last whole line read. A missing log counts 0.
+std::uint64_t countNewLines(const std::filesystem::path& log, const std::string& needle, std::uint64_t& offset);
+
 // Creates a qcow2 layer at `overlay` whose reads fall through to `base`.
 // Throws std::runtime_error with qemu-img's message.
 void createOverlay(const std::filesystem::path& base, const std::filesystem::path& overlay);

@@ -330,4 +330,8 @@ std::uint64_t Cgroup::oomKills() const {
                          : cgroupfs::readKeyed(memoryDir_ / "memory.oom_control", "oom_kill");
 }
 
+std::uint64_t Cgroup::pidsLimitHits() const {
+    return pidsDir_.empty() ? 0 : cgroupfs::readKeyed(pidsDir_ / "pids.events", "max");
+}
+
 }  // namespace sessiond

@@ -58,6 +58,7 @@ struct CgroupInternals {
     }
     static void setMemoryDir(Cgroup& cg, const std::filesystem::path& dir) { cg.memoryDir_ = dir; }
     static void setCpuDir(Cgroup& cg, const std::filesystem::path& dir) { cg.cpuDir_ = dir; }
+    static void setPidsDir(Cgroup& cg, const std::filesystem::path& dir) { cg.pidsDir_ = dir; }
 };
 
 namespace cgroupfs {

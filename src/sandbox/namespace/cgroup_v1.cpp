@@ -59,6 +59,7 @@ std::unique_ptr<Cgroup> CgroupInternals::createV1(const std::map<std::string, fs
         warnAbsent("memory", "memory");
     }
     if (auto it = leafOf.find("pids"); it != leafOf.end()) {
+        setPidsDir(*cg, it->second);
         if (limits.pids > 0) cgroupfs::writeFile(it->second / "pids.max", std::to_string(limits.pids));
     } else if (limits.pids > 0) {
         warnAbsent("pids", "process count");

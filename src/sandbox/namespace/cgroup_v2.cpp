@@ -117,7 +117,10 @@ std::unique_ptr<Cgroup> CgroupInternals::createV2(const fs::path& own, const std
             if (fs::exists(dir / "memory.swap.max")) cgroupfs::writeFile(dir / "memory.swap.max", "0");
         }
     }
-    if (has("pids") && limits.pids > 0) cgroupfs::writeFile(dir / "pids.max", std::to_string(limits.pids));
+    if (has("pids")) {
+        setPidsDir(*cg, dir);
+        if (limits.pids > 0) cgroupfs::writeFile(dir / "pids.max", std::to_string(limits.pids));
+    }
     if (has("cpu")) {
         setCpuDir(*cg, dir);
         if (limits.cpus > 0) {

@@ -133,6 +133,11 @@ protected:
         onLaunched("", AgentChannel::Socket(io_, boost::asio::local::stream_protocol(), ours.release()));
     }
 
+    LimitCounters limitCounters() const override {
+        if (!cgroup_) return {};
+        return {pool_.resources.memoryBytes, cgroup_->oomKills(), pool_.resources.pids, cgroup_->pidsLimitHits()};
+    }
+
     void becameReady() override {
         try {
             cgroup_->setCpuWeight(CpuWeight::Normal);

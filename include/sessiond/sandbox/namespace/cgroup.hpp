@@ -62,6 +62,8 @@ public:
     // Current memory use in bytes, and whether the memory limit was hit (OOM kill count grew).
     std::uint64_t memoryCurrent() const;
     std::uint64_t oomKills() const;
+    // How often a fork or clone failed at the pids limit (pids.events "max"); 0 without a pids controller.
+    std::uint64_t pidsLimitHits() const;
 
 private:
     friend struct CgroupInternals;  // builds instances for one hierarchy version
@@ -71,6 +73,7 @@ private:
     std::vector<std::filesystem::path> procsFiles_;
     std::filesystem::path memoryDir_;  // empty when no memory controller is available
     std::filesystem::path cpuDir_;     // empty when no cpu controller is available
+    std::filesystem::path pidsDir_;    // empty when no pids controller is available
 };
 
 }  // namespace sessiond

@@ -197,11 +197,32 @@ void writableDirs(const JailSpec& spec, const std::string& root) {
     doMount("tmpfs", root + "/dev/shm", "tmpfs", flags, size + ",mode=1777");
 }
 
+// Files of a fresh proc that still describe the host, not the sandbox: its
+// kernel command line (which can hold boot secrets and names the host's
+// disks), kernel symbol addresses (shown to everyone when kptr_restrict is
+// 0), and kernel memory, keys and scheduler internals.
+constexpr const char* kMaskedProcFiles[] = {"cmdline",     "kallsyms",   "kcore",        "keys",
+                                            "sched_debug", "timer_list", "latency_stats"};
+
+// A new proc, with /dev/null over each masked file: reading one gives
+// nothing, writing one goes nowhere. Masks are not locked mounts (they are made in the
+// sandbox's own user namespace), so a later proc mount still sees this one
+// as fully visible.
+void mountProc(const std::string& root) {
+    const std::string proc = root + "/proc";
+    doMount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "");
+    for (const char* name : kMaskedProcFiles) {
+        const std::string target = proc + "/" + name;
+        if (::access(target.c_str(), F_OK) != 0) continue;
+        doMount(root + "/dev/null", target, nullptr, MS_BIND, "");
+    }
+}
+
 // The kernel only lets a user namespace mount proc while a fully visible proc
 // is in its mount namespace, so this runs before /oldroot goes away.
 void procFs() {
     makeDir(kNew + "/proc", 0555);
-    doMount("proc", kNew + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "");
+    mountProc(kNew);
 }
 
 void enterNewRoot() {
@@ -238,7 +259,7 @@ void buildRoot(const JailSpec& spec) {
 // is already built: only what must not be shared is mounted anew, over the
 // zygote's. The new proc shows the session's own pid namespace.
 void mountSessionDirs(const JailSpec& spec) {
-    doMount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "");
+    mountProc("");
     writableDirs(spec, "");
 }
 

@@ -4,6 +4,7 @@
 #include <seccomp.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -85,6 +86,20 @@ std::vector<sock_filter> compileFilter() {
     // clone3 passes its flags in memory, out of the filter's reach; ENOSYS
     // makes glibc fall back to clone, which is checked above.
     f.add("clone3", SCMP_ACT_ERRNO(ENOSYS));
+
+    // Socket families: local, IP and netlink (which libc asks for interface
+    // addresses) only. Packet, vsock, Bluetooth, key, alg, TIPC and the rest
+    // reach kernel code no sandbox needs, and packet sockets would let a
+    // program see and forge frames. EAFNOSUPPORT, as on a kernel without
+    // them, so programs fall back. A rule holds one comparison per argument:
+    // each denied family below AF_NETLINK is a rule of its own.
+    const auto noFamily = SCMP_ACT_ERRNO(EAFNOSUPPORT);
+    for (const char* call : {"socket", "socketpair"}) {
+        for (std::uint64_t family = 0; family < AF_NETLINK; ++family)
+            if (family != AF_UNIX && family != AF_INET && family != AF_INET6)
+                f.add(call, noFamily, {SCMP_A0(SCMP_CMP_EQ, family)});
+        f.add(call, noFamily, {SCMP_A0(SCMP_CMP_GT, AF_NETLINK)});
+    }
 
     // Device nodes: a regular file, fifo or socket node is fine.
     for (std::uint64_t type : {S_IFCHR, S_IFBLK}) {
