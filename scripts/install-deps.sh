@@ -8,6 +8,8 @@ packages=(
   build-essential cmake pkg-config
   libboost-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libssl-dev libvirt-dev libseccomp-dev
   libgtest-dev libgmock-dev
+  # scripts/fuzz.sh: the libFuzzer targets build with clang and its sanitizer runtimes
+  clang libclang-rt-14-dev llvm
   # What the namespace sandboxes find in the host's /usr: the same Debian
   # packages as src/guest/packages.txt puts in the guest image
   # (docs/environment.md). Not in Debian 12: pyarrow.

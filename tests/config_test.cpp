@@ -1,3 +1,4 @@
+#include <malloc.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -227,4 +228,49 @@ TEST(Config, AuditIsOnByDefaultAndItsFileMustBeAbsolute) {
     EXPECT_EQ(failingField(d), "audit.includeCod");
     d["audit"] = {{"enabled", "yes"}};
     EXPECT_EQ(failingField(d), "audit.enabled");
+}
+
+// Found by fuzzing (tests/fuzz/request_body): std::stod reads "nan", and NaN
+// passed the range check.
+TEST(Config, MemoryQuantitiesThatAreNotNumbersAreRefused) {
+    for (const char* bad : {"nanMi", "NaNGi", "-nanMi", "infMi", "infinityGi", "1e400Mi", "Mi", "15Mi", "16 Mi"}) {
+        auto d = minimal();
+        d["pools"][0]["resources"] = {{"memory", bad}};
+        EXPECT_EQ(failingField(d), "pools[0].resources.memory") << bad;
+    }
+    auto d = minimal();
+    d["pools"][0]["resources"] = {{"memory", "1.5Gi"}};
+    EXPECT_EQ(parseConfig(d).pools[0].resources.memoryBytes, 1536ull << 20);
+}
+
+// Found by fuzzing: a maximum below the built-in default (100 s) kept that
+// default, which poolDefinition() wrote out and parsePool() then refused.
+TEST(Config, AMaximumTimeoutBelowTheDefaultLowersTheDefault) {
+    auto d = minimal();
+    d["pools"][0]["execution"] = {{"maxTimeoutInSeconds", 30}};
+    const auto pool = parseConfig(d).pools[0];
+    EXPECT_EQ(pool.maxExecutionTimeout.count(), 30);
+    EXPECT_EQ(pool.defaultExecutionTimeout.count(), 30);
+    EXPECT_EQ(sessiond::poolDefinition(sessiond::parsePool(sessiond::poolDefinition(pool), "")),
+              sessiond::poolDefinition(pool));
+    // An explicit default over the maximum is still an error.
+    d["pools"][0]["execution"]["defaultTimeoutInSeconds"] = 31;
+    EXPECT_EQ(failingField(d), "pools[0].execution.defaultTimeoutInSeconds");
+}
+
+// Found by fuzzing (LeakSanitizer): unknown fields were refused by throwing
+// from a destructor, after the pool being returned was built, and compilers
+// then never destroy that pool (CWG 2176). Each refused definition leaked it.
+TEST(Config, ARefusedDefinitionLeaksNothing) {
+    auto d = minimal();
+    d["pools"][0]["execution"] = {{"preloadModules", {std::string(1 << 20, 'm')}}};
+    d["pools"][0]["unknownField"] = 1;
+    auto heapInUse = [] {
+        const struct mallinfo2 info = mallinfo2();
+        return info.uordblks + info.hblkhd;
+    };
+    EXPECT_EQ(failingField(d), "pools[0].unknownField");  // the first allocations of a run are not counted
+    const std::size_t before = heapInUse();
+    for (int i = 0; i < 32; ++i) EXPECT_EQ(failingField(d), "pools[0].unknownField");
+    EXPECT_LT(heapInUse(), before + (8u << 20)) << "32 refusals of a 1 MiB definition kept their memory";
 }

@@ -319,3 +319,17 @@ TEST(PoolStore, ACorruptStateFileIsRefusedNamingTheFileAndField) {
     EXPECT_THROW(PoolStore{file}, ConfigError);
     EXPECT_NO_THROW(PoolStore(directory.path() / "absent.json"));
 }
+
+// Found by fuzzing (tests/fuzz/request_body): a pool whose maximum timeout was
+// below the default one was stored with both, and the next start refused it.
+TEST(PoolStore, APoolWithAMaximumTimeoutBelowTheDefaultSurvivesARestart) {
+    TemporaryDirectory directory;
+    const auto file = directory.path() / "pools.json";
+    const PoolConfig pool = sessiond::parsePool(nlohmann::json{{"name", "short"}, {"execution", {{"maxTimeoutInSeconds", 30}}}}, "");
+    PoolStore(file).saveDefinition(pool);
+    std::vector<PoolConfig> pools;
+    ASSERT_NO_THROW(pools = PoolStore(file).overlay({}));
+    ASSERT_EQ(pools.size(), 1u);
+    EXPECT_EQ(pools[0].maxExecutionTimeout.count(), 30);
+    EXPECT_EQ(pools[0].defaultExecutionTimeout.count(), 30);
+}

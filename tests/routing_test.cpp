@@ -109,6 +109,38 @@ TEST(Router, SplitsAndDecodes) {
     EXPECT_EQ(http::percentDecode("a+b%3D", true), "a b=");
 }
 
+TEST(Router, ParsesTheTarget) {
+    http::Request request;
+    http::parseTarget("//pools///a%20b/files?identifier=x%2By+z&identifier=second&&=v&flag&path=%2Fmnt", request);
+    EXPECT_EQ(request.path, "/pools/a%20b/files");
+    EXPECT_EQ(request.query, (std::map<std::string, std::string>{{"identifier", "x+y z"}, {"flag", ""}, {"path", "/mnt"}}));
+    http::Request bare;
+    http::parseTarget("?", bare);
+    EXPECT_EQ(bare.path, "");
+    EXPECT_TRUE(bare.query.empty());
+}
+
+TEST(Router, UnmatchedRequestsGet404Or405) {
+    http::Router router;
+    router.add(beast_http::verb::get, "/pools/{pool}", [](http::Request&, http::Responder) {});
+    router.add(beast_http::verb::put, "/pools/{pool}", [](http::Request&, http::Responder) {});
+    http::Request request;
+    request.message.method(beast_http::verb::delete_);
+    request.path = "/pools/a";
+    auto answer = http::unmatchedResponse(request, router.match(request));
+    ASSERT_TRUE(answer);
+    EXPECT_EQ(answer->result(), beast_http::status::method_not_allowed);
+    EXPECT_EQ((*answer)[beast_http::field::allow], "GET, PUT");
+    request.path = "/nothing";
+    answer = http::unmatchedResponse(request, router.match(request));
+    ASSERT_TRUE(answer);
+    EXPECT_EQ(answer->result(), beast_http::status::not_found);
+    EXPECT_EQ((*answer)["x-ms-error-code"], "NotFound");
+    request.message.method(beast_http::verb::get);
+    request.path = "/pools/a";
+    EXPECT_FALSE(http::unmatchedResponse(request, router.match(request)));
+}
+
 namespace {
 PoolConfig pool() {
     PoolConfig p;

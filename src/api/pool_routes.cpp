@@ -5,6 +5,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "sessiond/api/pool_definition.hpp"
+
 #include "route_groups.hpp"
 #include "route_support.hpp"
 
@@ -12,51 +14,16 @@ namespace sessiond::api {
 
 namespace {
 
-// What GET shows but PUT does not set; a GET's body can be edited and PUT back.
-const std::set<std::string> kReadOnlyProperties = {"provisioningState", "poolManagementEndpoint", "sessions", "totals",
-                                                   "nodeCount"};
-// Around `properties` in Azure's resource shape.
-const std::set<std::string> kEnvelopeFields = {"id", "name", "type", "location", "properties"};
-
 // The answer to a definition the pool cannot take: the message starts with
 // the field, and Azure's envelope names it as the error's target.
 http::Response invalidProperty(const ConfigError& error) {
     return errorResponse(status::bad_request, "InvalidSessionPoolProperties", error.what(), error.field());
 }
 
-// The definition a PUT body gives for the pool `name`: Azure's resource shape
-// ({"properties": {...}}) or the bare properties, as the configuration file
-// has them. Throws ConfigError naming the field.
-PoolConfig parseDefinition(const std::string& name, const std::string& body) {
-    nlohmann::json document = nlohmann::json::parse(body, nullptr, false);
-    if (document.is_discarded() || !document.is_object())
-        throw ConfigError("(body)", "must be a JSON object: the pool's properties, or {\"properties\": {...}}");
-    nlohmann::json definition;
-    std::string prefix;
-    if (document.contains("properties")) {
-        for (const auto& [key, value] : document.items())
-            if (!kEnvelopeFields.count(key)) throw ConfigError(key, "unknown field (pool settings go under properties)");
-        if (document.contains("name") && document["name"] != name)
-            throw ConfigError("name", "must be the pool name in the path, '" + name + "'");
-        if (document.contains("type") && document["type"] != "Microsoft.App/sessionPools")
-            throw ConfigError("type", "must be Microsoft.App/sessionPools");
-        definition = document["properties"];
-        prefix = "properties";
-    } else {
-        definition = document;
-    }
-    if (!definition.is_object()) throw ConfigError(prefix.empty() ? "(body)" : prefix, "must be an object");
-    if (definition.contains("name") && definition["name"] != name)
-        throw ConfigError(prefix.empty() ? "name" : prefix + ".name", "must be the pool name in the path, '" + name + "'");
-    for (const auto& field : kReadOnlyProperties) definition.erase(field);
-    definition["name"] = name;
-    return parsePool(definition, prefix);
-}
-
 void putPool(PoolManager& pools, Request& request, Responder respond) {
     const std::string name = request.params.at("pool");
     try {
-        const bool created = pools.apply(parseDefinition(name, request.message.body()));
+        const bool created = pools.apply(parsePoolBody(name, request.message.body()));
         spdlog::info("pool {} {} through the API from {}", name, created ? "created" : "updated", request.remoteAddress);
         respond(jsonResponse(created ? status::created : status::ok, pools.find(name)->describe()));
     } catch (const ConfigError& e) {

@@ -1,5 +1,6 @@
 #include "sessiond/config.hpp"
 
+#include <algorithm>
 #include <fstream>
 #include <limits>
 #include <set>
@@ -12,13 +13,16 @@ using nlohmann::json;
 
 // Walks a JSON object, giving each field's full path to the error messages
 // and refusing fields it does not know, so a typo is never silently ignored.
+// The unknown fields are refused by done(), called once every field is read:
+// never from a destructor, whose exception would escape after the caller's
+// return value was built and leak it.
 class Fields {
 public:
     Fields(const json& object, std::string path) : object_(object), path_(std::move(path)) {
         if (!object_.is_object()) throw ConfigError(displayPath(), "must be an object");
     }
-    ~Fields() noexcept(false) {
-        if (std::uncaught_exceptions() > 0) return;
+
+    void done() const {
         for (const auto& [key, value] : object_.items())
             if (!seen_.count(key)) throw ConfigError(child(key), "unknown field");
     }
@@ -121,7 +125,8 @@ std::uint64_t memoryQuantityMiB(Fields& f, const std::string& key) {
     }
     const std::string unit = text.substr(used);
     const double mib = unit == "Gi" ? value * 1024 : unit == "Mi" ? value : -1;
-    if (used == 0 || mib < 16 || mib > (1u << 24))
+    // Written so that NaN ("nanMi", which stod reads) fails it too.
+    if (used == 0 || !(mib >= 16 && mib <= (1u << 24)))
         throw ConfigError(f.child(key), "must be a quantity such as \"512Mi\" or \"1.5Gi\", from 16Mi, got \"" + text + "\"");
     return static_cast<std::uint64_t>(mib);
 }
@@ -150,6 +155,7 @@ PoolConfig parsePool(const json& j, const std::string& path) {
         Fields s(*scale, f.child("scaleConfiguration"));
         pool.maxConcurrentSessions = s.integer("maxConcurrentSessions", pool.maxConcurrentSessions, 1, 100000);
         pool.readySessionInstances = s.integer("readySessionInstances", pool.readySessionInstances, 0, 10000);
+        s.done();
     }
     if (const json* dynamic = f.get("dynamicPoolConfiguration")) {
         Fields d(*dynamic, f.child("dynamicPoolConfiguration"));
@@ -172,7 +178,9 @@ PoolConfig parsePool(const json& j, const std::string& path) {
                                   "applies to lifecycleType OnContainerExit only; a Timed session ends after "
                                   "cooldownPeriodInSeconds idle");
             pool.cooldownPeriod = seconds(l, "cooldownPeriodInSeconds", pool.cooldownPeriod, 1, 86400);
+            l.done();
         }
+        d.done();
     }
     if (const json* network = f.get("sessionNetworkConfiguration")) {
         Fields n(*network, f.child("sessionNetworkConfiguration"));
@@ -180,14 +188,20 @@ PoolConfig parsePool(const json& j, const std::string& path) {
         if (status != "EgressDisabled")
             throw ConfigError(n.child("status"), "unsupported value '" + status +
                                                      "' (supported: EgressDisabled; sandboxes have no network)");
+        n.done();
     }
     if (const json* execution = f.get("execution")) {
         Fields e(*execution, f.child("execution"));
         pool.maxExecutionTimeout = seconds(e, "maxTimeoutInSeconds", pool.maxExecutionTimeout, 1, 3600);
-        pool.defaultExecutionTimeout =
-            seconds(e, "defaultTimeoutInSeconds", pool.defaultExecutionTimeout, 1, pool.maxExecutionTimeout.count());
+        // Without its own default, a pool whose maximum is below the built-in
+        // default gets its maximum: poolDefinition() writes the default out,
+        // and a default over the maximum would be refused when read back.
+        pool.defaultExecutionTimeout = seconds(e, "defaultTimeoutInSeconds",
+                                               std::min(pool.defaultExecutionTimeout, pool.maxExecutionTimeout), 1,
+                                               pool.maxExecutionTimeout.count());
         pool.maxOutputChars = e.integer("outputStreamsMaxLength", pool.maxOutputChars, 0, 16u << 20);
         pool.preloadModules = e.strings("preloadModules", pool.preloadModules);
+        e.done();
     }
     pool.sandboxStartTimeout = seconds(f, "sandboxStartTimeoutInSeconds", pool.sandboxStartTimeout, 1, 3600);
     if (const json* resources = f.get("resources")) {
@@ -202,7 +216,9 @@ PoolConfig parsePool(const json& j, const std::string& path) {
         pool.resources.pids = r.integer("pids", pool.resources.pids, 8, 1u << 22);
         pool.resources.openFiles = r.integer("openFiles", pool.resources.openFiles, 16, 1u << 20);
         pool.resources.tmpfsBytes = r.integer("diskMiB", pool.resources.tmpfsBytes >> 20, 1, 1u << 20) << 20;
+        r.done();
     }
+    f.done();
     return pool;
 }
 
@@ -272,6 +288,7 @@ std::vector<ApiKeyEntry> parseApiKeys(const json& keys, const std::string& path)
                               "must be the key's SHA-256 as 64 hexadecimal digits (sessiond --new-key makes a key "
                               "and its entry; sessiond --hash-key hashes a key you have)");
         entry.pools = k.strings("pools", {});
+        k.done();
         out.push_back(std::move(entry));
     }
     return out;
@@ -291,6 +308,7 @@ std::vector<ApiKeyEntry> loadKeyFile(const std::filesystem::path& file) {
     const json document = readJsonFile(file, "key file");
     Fields top(document, file.string());
     const json* keys = top.get("keys");
+    top.done();
     return keys ? parseApiKeys(*keys, file.string() + ": keys") : std::vector<ApiKeyEntry>{};
 }
 
@@ -310,7 +328,9 @@ Config parseConfig(const json& document) {
                 return path;
             };
             config.listen.tls = TlsConfig{requiredPath("certificateFile"), requiredPath("privateKeyFile")};
+            t.done();
         }
+        l.done();
     }
     if (const json* http = top.get("http")) {
         Fields h(*http, "http");
@@ -321,6 +341,7 @@ Config parseConfig(const json& document) {
         config.http.maxDownloadBytes = h.integer("maxDownloadBytes", config.http.maxDownloadBytes, 1024, 1ull << 32);
         config.http.readTimeout = seconds(h, "readTimeoutInSeconds", config.http.readTimeout, 1, 3600);
         config.http.keepAliveTimeout = seconds(h, "keepAliveTimeoutInSeconds", config.http.keepAliveTimeout, 1, 3600);
+        h.done();
     }
     if (const json* auth = top.get("auth")) {
         Fields a(*auth, "auth");
@@ -328,6 +349,7 @@ Config parseConfig(const json& document) {
         config.auth.keyFile = a.string("keyFile", "");
         if (!config.auth.keyFile.empty() && !config.auth.keyFile.is_absolute())
             throw ConfigError("auth.keyFile", "must be an absolute path");
+        a.done();
     }
     if (const json* audit = top.get("audit")) {
         Fields a(*audit, "audit");
@@ -336,6 +358,7 @@ Config parseConfig(const json& document) {
         if (!config.audit.file.empty() && !config.audit.file.is_absolute())
             throw ConfigError("audit.file", "must be an absolute path");
         config.audit.includeCode = a.boolean("includeCode", config.audit.includeCode);
+        a.done();
     }
     config.logLevel = top.string("logLevel", config.logLevel);
     if (!kLogLevels.count(config.logLevel))
@@ -364,6 +387,7 @@ Config parseConfig(const json& document) {
         sandbox.seccomp = n.boolean("seccomp", sandbox.seccomp);
         sandbox.zygote = n.boolean("zygote", sandbox.zygote);
         sandbox.maxConcurrentStarts = n.integer("maxConcurrentStarts", sandbox.maxConcurrentStarts, 0, 4096);
+        n.done();
     }
 
     if (const json* lv = top.get("libvirt")) {
@@ -382,6 +406,7 @@ Config parseConfig(const json& document) {
         if (libvirt.start != "restore" && libvirt.start != "boot")
             throw ConfigError("libvirt.start", "must be restore or boot");
         libvirt.maxConcurrentStarts = l.integer("maxConcurrentStarts", libvirt.maxConcurrentStarts, 0, 4096);
+        l.done();
     }
 
     const json* pools = top.get("pools");
@@ -393,6 +418,7 @@ Config parseConfig(const json& document) {
         if (!names.insert(pool.name).second) throw ConfigError(path + ".name", "duplicate pool name '" + pool.name + "'");
         config.pools.push_back(std::move(pool));
     }
+    top.done();
     return config;
 }
 

@@ -126,4 +126,38 @@ Router::Match Router::match(Request& request) const {
     return result;
 }
 
+void parseTarget(std::string_view target, Request& request) {
+    std::size_t q = target.find('?');
+    std::string_view rawPath = target.substr(0, q);
+    request.path.clear();
+    for (char c : rawPath)
+        if (!(c == '/' && !request.path.empty() && request.path.back() == '/')) request.path.push_back(c);
+    if (q == std::string_view::npos) return;
+    std::string_view query = target.substr(q + 1);
+    while (!query.empty()) {
+        std::size_t amp = query.find('&');
+        std::string_view pair = query.substr(0, amp);
+        std::size_t eq = pair.find('=');
+        std::string key = percentDecode(pair.substr(0, eq), true);
+        std::string value = eq == std::string_view::npos ? "" : percentDecode(pair.substr(eq + 1), true);
+        if (!key.empty()) request.query.emplace(std::move(key), std::move(value));
+        if (amp == std::string_view::npos) break;
+        query.remove_prefix(amp + 1);
+    }
+}
+
+std::optional<Response> unmatchedResponse(const Request& request, const Router::Match& match) {
+    if (match.handler) return std::nullopt;
+    const std::string method(request.message.method_string());
+    if (!match.allowedMethods.empty()) {
+        auto response = errorResponse(beast_http::status::method_not_allowed, "MethodNotAllowed",
+                                      "The method " + method + " is not allowed on " + request.path +
+                                          "; allowed: " + match.allowedMethods + ".");
+        response.set(beast_http::field::allow, match.allowedMethods);
+        return response;
+    }
+    return errorResponse(beast_http::status::not_found, "NotFound",
+                         "No route matches " + method + " " + request.path + ".");
+}
+
 }  // namespace sessiond::http

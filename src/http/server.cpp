@@ -60,27 +60,6 @@ struct HttpServer::State {
 
 namespace {
 
-// Splits the request target into a clean path and decoded query parameters.
-void parseTarget(std::string_view target, Request& request) {
-    std::size_t q = target.find('?');
-    std::string_view rawPath = target.substr(0, q);
-    request.path.clear();
-    for (char c : rawPath)
-        if (!(c == '/' && !request.path.empty() && request.path.back() == '/')) request.path.push_back(c);
-    if (q == std::string_view::npos) return;
-    std::string_view query = target.substr(q + 1);
-    while (!query.empty()) {
-        std::size_t amp = query.find('&');
-        std::string_view pair = query.substr(0, amp);
-        std::size_t eq = pair.find('=');
-        std::string key = percentDecode(pair.substr(0, eq), true);
-        std::string value = eq == std::string_view::npos ? "" : percentDecode(pair.substr(eq + 1), true);
-        if (!key.empty()) request.query.emplace(std::move(key), std::move(value));
-        if (amp == std::string_view::npos) break;
-        query.remove_prefix(amp + 1);
-    }
-}
-
 // How long a closing TLS connection waits for the client's close_notify.
 constexpr auto kTlsCloseTimeout = std::chrono::seconds(1);
 // How long a refused request's connection goes on reading what the client
@@ -264,19 +243,7 @@ private:
 
         auto match = std::move(match_);
         match_ = {};
-        if (!match.handler) {
-            if (!match.allowedMethods.empty()) {
-                auto response = errorResponse(beast_http::status::method_not_allowed, "MethodNotAllowed",
-                                              "The method " + std::string(request->message.method_string()) +
-                                                  " is not allowed on " + request->path + "; allowed: " +
-                                                  match.allowedMethods + ".");
-                response.set(beast_http::field::allow, match.allowedMethods);
-                return respond(*request, std::move(response));
-            }
-            return respond(*request, errorResponse(beast_http::status::not_found, "NotFound",
-                                                   "No route matches " + std::string(request->message.method_string()) +
-                                                       " " + request->path + "."));
-        }
+        if (auto unmatched = unmatchedResponse(*request, match)) return respond(*request, std::move(*unmatched));
         // The responder keeps this connection alive until the handler answers,
         // however long the execution takes; it may be called only once.
         auto answered = std::make_shared<bool>(false);

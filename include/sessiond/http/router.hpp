@@ -3,7 +3,9 @@
 // segments; a final {name*} captures the rest of the path. Each route may carry
 // options the server applies before it reads the request body.
 
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "sessiond/http/message.hpp"
@@ -61,6 +63,15 @@ private:
                         std::map<std::string, std::string>* params);
     std::vector<Route> routes_;
 };
+
+// Splits a request target into request.path (duplicate slashes collapsed,
+// not decoded) and request.query (decoded; the first of repeated keys wins).
+void parseTarget(std::string_view target, Request& request);
+
+// The server's answer to a request no route takes: 405 MethodNotAllowed (with
+// an Allow header) when the path exists with other methods, else 404
+// NotFound; nullopt when `match` has a handler.
+std::optional<Response> unmatchedResponse(const Request& request, const Router::Match& match);
 
 // Splits "/a//b/c" into {"a","b","c"}; segments are percent-decoded.
 std::vector<std::string> splitPath(const std::string& path);
