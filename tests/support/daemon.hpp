@@ -51,6 +51,11 @@ public:
             ::kill(pid_, SIGKILL);
             waitpid(pid_, nullptr, 0);
         }
+        // A sanitizer build's daemon reports on its stderr, which is this
+        // log; whatever the test checked, such a report fails it.
+        const std::string text = log();
+        if (text.find("Sanitizer:") != std::string::npos || text.find("runtime error:") != std::string::npos)
+            ADD_FAILURE() << "the daemon reported a sanitizer error:\n" << text;
         std::filesystem::remove_all(dir_);
     }
 
