@@ -262,7 +262,7 @@ TYPED_TEST(InterpreterE2E, PythonTimeoutInterruptsAndSessionStaysUsable) {
     EXPECT_GE(elapsed, 3s);
     EXPECT_LT(elapsed, 15s);
     auto after = this->run("py", id, "kept");
-    EXPECT_EQ(after["status"], "Success");
+    EXPECT_EQ(after["status"], "Success") << after;
     EXPECT_EQ(after["result"], "still here");
 }
 

@@ -573,24 +573,27 @@ void LibvirtBackend::poolRemoved(const std::string& pool) {
     state_->releaseTemplate(pool);
 }
 
-void LibvirtBackend::cleanupLeftovers() {
+namespace {
+
+std::vector<libvirt::DomainRef> listDomains(const libvirt::Connection& connection) {
     virDomainPtr* list = nullptr;
-    int count = virConnectListAllDomains(state_->connection->get(), &list, 0);
+    int count = virConnectListAllDomains(connection.get(), &list, 0);
     if (count < 0)
-        throw std::runtime_error("cannot list the domains at '" + state_->connection->uri() + "': " + libvirt::lastError());
+        throw std::runtime_error("cannot list the domains at '" + connection.uri() + "': " + libvirt::lastError());
     std::vector<libvirt::DomainRef> domains;
     for (int i = 0; i < count; ++i) domains.emplace_back(list[i]);
     std::free(list);
+    return domains;
+}
 
+}  // namespace
+
+void LibvirtBackend::cleanupLeftovers() {
     std::size_t removedDomains = 0;
     std::set<std::string> stillRunning;  // sandbox ids whose directory QEMU may still use
-    std::set<std::string> otherDomains;  // names whose libvirt logs stay
-    for (const auto& domain : domains) {
+    for (const auto& domain : listDomains(*state_->connection)) {
         auto metadata = libvirt::readSandboxMetadata(domain.get());
-        if (!metadata || metadata->instance != state_->instance) {
-            otherDomains.insert(virDomainGetName(domain.get()));
-            continue;
-        }
+        if (!metadata || metadata->instance != state_->instance) continue;
         std::string error;
         if (virDomainIsActive(domain.get()) == 1) error = libvirt::destroyDomain(domain.get());
         if (error.empty() && virDomainIsPersistent(domain.get()) == 1 &&
@@ -621,8 +624,11 @@ void LibvirtBackend::cleanupLeftovers() {
     }
     // libvirt's own logs of this instance's domains that no longer exist.
     // The name prefix alone could match another instance's (instance names
-    // may hold dashes), so no existing domain's log is touched.
-    for (const auto& sandbox : stillRunning) otherDomains.insert(libvirt::domainName(state_->instance, sandbox));
+    // may hold dashes), so no existing domain's log is touched. Listed again
+    // now: a VM of the killed run may have powered itself off meanwhile (its
+    // agent's channel closed), its metadata unreadable while it went.
+    std::set<std::string> otherDomains;  // names whose libvirt logs stay
+    for (const auto& domain : listDomains(*state_->connection)) otherDomains.insert(virDomainGetName(domain.get()));
     const std::size_t removedLogs = libvirt::removeDomainLogs(libvirt::domainLogDirectory(state_->connection->uri()),
                                                               libvirt::domainName(state_->instance, ""), otherDomains);
     if (removedDomains || removedDirectories || removedLogs)
