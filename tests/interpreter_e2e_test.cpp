@@ -19,6 +19,7 @@
 #include "sessiond/base64.hpp"
 #include "sessiond/sandbox/libvirt/libvirt_backend.hpp"
 #include "sessiond/sandbox/namespace/namespace_backend.hpp"
+#include "support/backend_daemon.hpp"
 #include "support/http_client.hpp"
 #include "support/leaks.hpp"
 #include "support/server_fixture.hpp"
@@ -36,13 +37,8 @@ constexpr std::size_t kUploadLimit = 8u << 20;
 constexpr std::size_t kDownloadLimit = 12u << 20;
 
 // One daemon with a PythonLTS, a NodeLTS and a Shell pool on one backend.
-struct Daemon {
-    Config config;
-    sessiond::testing::ServerFixture server;
-    std::string runtimeDirectory;
-    bool vm = false;
-
-    explicit Daemon(bool useVm) : vm(useVm) {
+struct Daemon : sessiond::testing::BackendDaemon {
+    explicit Daemon(bool useVm) : BackendDaemon(useVm) {
         config.cgroupName = "sessiond-interp-" + std::to_string(getpid());
         config.http.maxUploadBytes = kUploadLimit;
         config.http.maxDownloadBytes = kDownloadLimit;
@@ -62,33 +58,7 @@ struct Daemon {
         PoolConfig python = pool("py", "PythonLTS", vm ? 1 : 2);
         python.preloadModules = {"numpy", "pandas", "matplotlib"};
         config.pools = {python, pool("node", "NodeLTS", vm ? 0 : 1), pool("sh", "Shell", vm ? 0 : 1)};
-        if (vm) {
-            char dir[] = "/tmp/sessiond-interp-vm-XXXXXX";
-            runtimeDirectory = mkdtemp(dir);
-            std::filesystem::permissions(runtimeDirectory, std::filesystem::perms(0755));
-            config.libvirt.imageDirectory = sessiond::testing::guestImageDirectory();
-            config.libvirt.runtimeDirectory = runtimeDirectory;
-            server.start(config, [this](boost::asio::io_context& io) {
-                auto backend = std::make_unique<LibvirtBackend>(io, config);
-                backend->cleanupLeftovers();
-                return backend;
-            });
-        } else {
-            server.start(config, [this](boost::asio::io_context& io) {
-                return std::make_unique<NamespaceBackend>(
-                    io, config, BackendPaths{SESSIOND_BINARY_DIR "/sessiond-nsinit", SESSIOND_BINARY_DIR "/agent"});
-            });
-        }
-    }
-
-    ~Daemon() {
-        server.stop();
-        EXPECT_TRUE(sessiond::testing::processesMatching("/" + config.cgroupName + "/").empty());
-        EXPECT_TRUE(sessiond::testing::cgroupsNamed(config.cgroupName).empty());
-        if (vm) {
-            EXPECT_TRUE(sessiond::testing::filesUnder(runtimeDirectory).empty());
-            std::filesystem::remove_all(runtimeDirectory);
-        }
+        start();
     }
 };
 

@@ -27,6 +27,7 @@
 #include "sessiond/sandbox/libvirt/libvirt_backend.hpp"
 #include "sessiond/sandbox/namespace/namespace_backend.hpp"
 #include "security/attacks.hpp"
+#include "support/backend_daemon.hpp"
 #include "support/http_client.hpp"
 #include "support/leaks.hpp"
 #include "support/server_fixture.hpp"
@@ -128,13 +129,8 @@ struct HostFacts {
 };
 
 // One daemon with a PythonLTS and a Shell pool on one backend.
-struct Daemon {
-    Config config;
-    sessiond::testing::ServerFixture server;
-    std::string runtimeDirectory;
-    bool vm = false;
-
-    explicit Daemon(bool useVm) : vm(useVm) {
+struct Daemon : sessiond::testing::BackendDaemon {
+    explicit Daemon(bool useVm) : BackendDaemon(useVm) {
         config.cgroupName = "sessiond-security-" + std::to_string(getpid());
         auto pool = [&](const char* name, const char* type, std::size_t ready) {
             PoolConfig p;
@@ -153,34 +149,7 @@ struct Daemon {
         };
         // Few VMs: under TCG each boot takes many seconds of both cores.
         config.pools = {pool("py", "PythonLTS", vm ? 1 : 2), pool("sh", "Shell", vm ? 0 : 1)};
-        if (vm) {
-            char dir[] = "/tmp/sessiond-security-vm-XXXXXX";
-            runtimeDirectory = ::mkdtemp(dir);
-            fs::permissions(runtimeDirectory, fs::perms(0755));
-            config.libvirt.imageDirectory = sessiond::testing::guestImageDirectory();
-            config.libvirt.runtimeDirectory = runtimeDirectory;
-            server.start(config, [this](boost::asio::io_context& io) {
-                auto backend = std::make_unique<LibvirtBackend>(io, config);
-                backend->cleanupLeftovers();
-                return backend;
-            });
-        } else {
-            server.start(config, [this](boost::asio::io_context& io) {
-                return std::make_unique<NamespaceBackend>(
-                    io, config, BackendPaths{SESSIOND_BINARY_DIR "/sessiond-nsinit", SESSIOND_BINARY_DIR "/agent"});
-            });
-        }
-    }
-
-    ~Daemon() {
-        server.stop();
-        // Nothing an attack started outlives the daemon.
-        EXPECT_TRUE(sessiond::testing::processesMatching("/" + config.cgroupName + "/").empty());
-        EXPECT_TRUE(sessiond::testing::cgroupsNamed(config.cgroupName).empty());
-        if (vm) {
-            EXPECT_TRUE(sessiond::testing::filesUnder(runtimeDirectory).empty());
-            fs::remove_all(runtimeDirectory);
-        }
+        start();
     }
 };
 
