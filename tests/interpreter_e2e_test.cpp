@@ -62,12 +62,10 @@ struct Daemon : sessiond::testing::BackendDaemon {
     }
 };
 
-struct NamespaceKind {
-    static constexpr bool vm = false;
-};
-struct MicroVmKind {
-    static constexpr bool vm = true;
-};
+using sessiond::testing::Backends;
+using sessiond::testing::BackendNames;
+using sessiond::testing::MicroVmKind;
+using sessiond::testing::NamespaceKind;
 
 template <typename Kind>
 class InterpreterE2E : public ::testing::Test {
@@ -119,14 +117,6 @@ protected:
     std::unique_ptr<HttpClient> client_;
 };
 
-using Backends = ::testing::Types<NamespaceKind, MicroVmKind>;
-class BackendNames {
-public:
-    template <typename T>
-    static std::string GetName(int) {
-        return T::vm ? "MicroVm" : "Namespace";
-    }
-};
 TYPED_TEST_SUITE(InterpreterE2E, Backends, BackendNames);
 
 TYPED_TEST(InterpreterE2E, PythonResultsErrorsAndState) {

@@ -159,14 +159,10 @@ struct Tally {
     int blocked = 0;
 };
 
-struct NamespaceKind {
-    static constexpr bool vm = false;
-    static constexpr const char* name = "namespace";
-};
-struct MicroVmKind {
-    static constexpr bool vm = true;
-    static constexpr const char* name = "microVM";
-};
+using sessiond::testing::Backends;
+using sessiond::testing::BackendNames;
+using sessiond::testing::MicroVmKind;
+using sessiond::testing::NamespaceKind;
 
 template <typename Kind>
 class Security : public ::testing::Test {
@@ -233,14 +229,6 @@ protected:
     std::unique_ptr<HttpClient> client_;
 };
 
-using Backends = ::testing::Types<NamespaceKind, MicroVmKind>;
-class BackendNames {
-public:
-    template <typename T>
-    static std::string GetName(int) {
-        return T::vm ? "MicroVm" : "Namespace";
-    }
-};
 TYPED_TEST_SUITE(Security, Backends, BackendNames);
 
 }  // namespace

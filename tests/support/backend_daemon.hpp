@@ -63,4 +63,22 @@ struct BackendDaemon {
     }
 };
 
+// Typed test suites over both backends: TYPED_TEST_SUITE(Suite, Backends, BackendNames)
+// names their tests Suite/Namespace.* and Suite/MicroVm.*.
+struct NamespaceKind {
+    static constexpr bool vm = false;
+    static constexpr const char* name = "namespace";
+};
+struct MicroVmKind {
+    static constexpr bool vm = true;
+    static constexpr const char* name = "microVM";
+};
+using Backends = ::testing::Types<NamespaceKind, MicroVmKind>;
+struct BackendNames {
+    template <typename T>
+    static std::string GetName(int) {
+        return T::vm ? "MicroVm" : "Namespace";
+    }
+};
+
 }  // namespace sessiond::testing
