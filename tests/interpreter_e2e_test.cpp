@@ -71,15 +71,14 @@ template <typename Kind>
 class InterpreterE2E : public ::testing::Test {
 protected:
     static void SetUpTestSuite() {
-        if (Kind::vm && !std::filesystem::exists(sessiond::testing::guestImageDirectory() + "/current/rootfs.qcow2"))
+        if (Kind::vm && !sessiond::testing::missingVmPrerequisite().empty())
             return;  // SetUp fails each test with the reason
         daemon_ = std::make_unique<Daemon>(Kind::vm);
     }
     static void TearDownTestSuite() { daemon_.reset(); }
 
     void SetUp() override {
-        ASSERT_TRUE(daemon_) << "no guest image in " << sessiond::testing::guestImageDirectory()
-                             << "; scripts/test.sh builds it";
+        ASSERT_TRUE(daemon_) << sessiond::testing::missingVmPrerequisite();
         client_ = std::make_unique<HttpClient>(daemon_->server.port());
     }
 

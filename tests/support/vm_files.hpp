@@ -36,39 +36,38 @@ inline std::vector<std::filesystem::path> filesUnder(const std::string& root) {
     return files;
 }
 
-// Domains whose names carry `instance`, as libvirt sees them.
-inline std::vector<std::string> domainsNamed(const std::string& instance) {
-    std::vector<std::string> names;
+// Calls `visit` with each domain whose name carries `instance`; false when
+// libvirt cannot be reached.
+template <typename Visit>
+bool visitDomainsNamed(const std::string& instance, Visit visit) {
     virConnectPtr conn = virConnectOpen("qemu:///system");
-    if (!conn) return {"(cannot connect to libvirt)"};
+    if (!conn) return false;
     virDomainPtr* domains = nullptr;
     int n = virConnectListAllDomains(conn, &domains, 0);
     for (int i = 0; i < n; ++i) {
-        std::string name = virDomainGetName(domains[i]);
-        if (name.find(instance) != std::string::npos) names.push_back(name);
+        if (std::string(virDomainGetName(domains[i])).find(instance) != std::string::npos) visit(domains[i]);
         virDomainFree(domains[i]);
     }
     free(domains);
     virConnectClose(conn);
+    return true;
+}
+
+// Domains whose names carry `instance`, as libvirt sees them.
+inline std::vector<std::string> domainsNamed(const std::string& instance) {
+    std::vector<std::string> names;
+    if (!visitDomainsNamed(instance, [&](virDomainPtr domain) { names.push_back(virDomainGetName(domain)); }))
+        return {"(cannot connect to libvirt)"};
     return names;
 }
 
 // The UUIDs of the domains whose names carry `instance`.
 inline std::vector<std::string> domainUuidsNamed(const std::string& instance) {
     std::vector<std::string> uuids;
-    virConnectPtr conn = virConnectOpen("qemu:///system");
-    if (!conn) return {};
-    virDomainPtr* domains = nullptr;
-    int n = virConnectListAllDomains(conn, &domains, 0);
-    for (int i = 0; i < n; ++i) {
+    visitDomainsNamed(instance, [&](virDomainPtr domain) {
         char uuid[VIR_UUID_STRING_BUFLEN] = {};
-        if (std::string(virDomainGetName(domains[i])).find(instance) != std::string::npos &&
-            virDomainGetUUIDString(domains[i], uuid) == 0)
-            uuids.push_back(uuid);
-        virDomainFree(domains[i]);
-    }
-    free(domains);
-    virConnectClose(conn);
+        if (virDomainGetUUIDString(domain, uuid) == 0) uuids.push_back(uuid);
+    });
     return uuids;
 }
 
