@@ -308,6 +308,20 @@ TEST(AgentProtocol, ParsesStatuses) {
     EXPECT_FALSE(parseExecuteReply(resultReply("maybe")).ok());
 }
 
+TEST(AgentProtocol, ReadsTheLimitHitsAGuestCounted) {
+    json reply = resultReply("ok");
+    EXPECT_EQ(parseGuestLimitHits(reply).pidsRefused, 0u);
+    reply["limits"] = {{"pidsLimit", 64}, {"pidsRefused", 3}};
+    const GuestLimitHits hits = parseGuestLimitHits(reply);
+    EXPECT_EQ(hits.pidsLimit, 64u);
+    EXPECT_EQ(hits.pidsRefused, 3u);
+    for (const json& malformed : {json("3"), json({{"pidsLimit", -1}, {"pidsRefused", 3}}),
+                                  json({{"pidsLimit", 64}, {"pidsRefused", "3"}}), json({{"pidsRefused", 3}})}) {
+        reply["limits"] = malformed;
+        EXPECT_EQ(parseGuestLimitHits(reply).pidsRefused, 0u) << malformed;
+    }
+}
+
 TEST(AgentProtocol, RejectsIncompleteOrErrorReplies) {
     for (const char* field : {"status", "stdout", "stderr", "result", "durationMs", "stateLost", "type"}) {
         json reply = resultReply("ok");

@@ -299,6 +299,37 @@ TEST_F(AgentTest, ExitsWithItsWorkerWhenChannelCloses) {
     expectExitWithWorkerOnClose("import os\nos.getpid()");
 }
 
+// A microVM guest's init runs the agent in a cgroup under the pool's process
+// limit. Here the cgroup is a directory the test owns, and the cell moves its
+// counter as refused forks would.
+class LimitsCgroupAgentTest : public AgentTest {
+protected:
+    void SetUp() override {
+        cgroup_ = std::filesystem::temp_directory_path() / ("sessiond-agent-cgroup-" + std::to_string(::getpid()));
+        std::filesystem::create_directories(cgroup_);
+        std::ofstream(cgroup_ / "pids.max") << "64\n";
+        std::ofstream(cgroup_ / "pids.events") << "max 2\n";
+        startAgent({"--limits-cgroup", cgroup_.string()});
+    }
+    void TearDown() override {
+        AgentTest::TearDown();
+        std::filesystem::remove_all(cgroup_);
+    }
+    json execute(const std::string& code) { return request(makeExecuteMessage({code, 20s, 4096})); }
+    std::filesystem::path cgroup_;
+};
+
+TEST_F(LimitsCgroupAgentTest, ReportsTheForksRefusedDuringAnExecution) {
+    EXPECT_FALSE(execute("1 + 1").contains("limits")) << "nothing was refused";
+    const json reply = execute("open('" + (cgroup_ / "pids.events").string() + "', 'w').write('max 5\\n')");
+    EXPECT_EQ(reply["status"], "ok") << reply;
+    EXPECT_EQ(reply["limits"], json({{"pidsLimit", 64}, {"pidsRefused", 3}})) << reply;
+    const GuestLimitHits hits = parseGuestLimitHits(reply);
+    EXPECT_EQ(hits.pidsLimit, 64u);
+    EXPECT_EQ(hits.pidsRefused, 3u);
+    EXPECT_FALSE(execute("2 + 2").contains("limits")) << "a hit is reported once";
+}
+
 class PreloadedAgentTest : public AgentTest {
 protected:
     void SetUp() override {

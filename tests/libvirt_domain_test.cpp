@@ -1,6 +1,6 @@
 // The libvirt backend's pure parts: the domain XML, our metadata (also
-// through libvirt's test driver, which needs no daemon), and the accelerator
-// choice on this host.
+// through libvirt's test driver, which needs no daemon), the accelerator
+// choice on this host, and the reading of a guest's console log.
 
 #include <unistd.h>
 
@@ -16,6 +16,7 @@
 #include "../src/sandbox/libvirt/connection.hpp"
 #include "../src/sandbox/libvirt/domain_xml.hpp"
 #include "../src/sandbox/libvirt/saved_state.hpp"
+#include "../src/sandbox/libvirt/vm_files.hpp"
 
 using namespace sessiond::libvirt;
 namespace pt = boost::property_tree;
@@ -141,8 +142,10 @@ TEST(LibvirtDomainXml, LimitParametersForTheGuestsInit) {
     sessiond::ResourceLimits limits;
     limits.tmpfsBytes = 32ull << 20;
     limits.openFiles = 256;
-    EXPECT_EQ(limitParameters(limits), " sessiond.disk=32 sessiond.nofile=256");
+    limits.pids = 64;
+    EXPECT_EQ(limitParameters(limits), " sessiond.disk=32 sessiond.nofile=256 sessiond.pids=64");
     limits.tmpfsBytes = 1000;  // never a size of 0, which tmpfs takes for no limit
+    limits.pids = 0;           // no limit
     EXPECT_EQ(limitParameters(limits), " sessiond.disk=1 sessiond.nofile=256");
 }
 
@@ -312,4 +315,28 @@ TEST(LibvirtSavedState, RefusesWhatItCannotRestoreFrom) {
     EXPECT_NE(refusal("LibvirtQemudSave").find("truncated"), std::string::npos);
     EXPECT_EQ(refusal(saveImage("LibvirtQemudSave", 0, "<d/>", "", "s")), "accepted");
     EXPECT_THROW(readSavedState(dir.path / "missing"), std::runtime_error);
+}
+
+TEST(LibvirtConsoleLog, CountsNewWholeLinesAndStartsOverWhenTheLogWasRotated) {
+    const std::filesystem::path log =
+        std::filesystem::temp_directory_path() / ("sessiond-console-" + std::to_string(::getpid()) + ".log");
+    std::uint64_t offset = 0;
+    EXPECT_EQ(countNewLines(log, "Killed process", offset), 0u);  // no log yet
+    {
+        std::ofstream out(log, std::ios::binary);
+        out << "boot\nOut of memory: Killed process 12 (python3)\nKilled process 13 (python3";
+    }
+    EXPECT_EQ(countNewLines(log, "Killed process", offset), 1u);
+    EXPECT_EQ(countNewLines(log, "Killed process", offset), 0u) << "a line is counted once";
+    {
+        std::ofstream out(log, std::ios::binary | std::ios::app);
+        out << ")\n";
+    }
+    EXPECT_EQ(countNewLines(log, "Killed process", offset), 1u) << "a line is counted once it is whole";
+    {
+        std::ofstream out(log, std::ios::binary | std::ios::trunc);  // rotated: a new, shorter log
+        out << "Killed process 14\n";
+    }
+    EXPECT_EQ(countNewLines(log, "Killed process", offset), 1u);
+    std::filesystem::remove(log);
 }

@@ -36,7 +36,10 @@ DEFAULT_TIMEOUT_MS = 100_000
 DEFAULT_MAX_OUTPUT_CHARS = 4096
 # Two capped streams must fit in one 64 MiB frame, escapes included.
 MAX_OUTPUT_CHARS = 8 << 20
-INTERRUPT_GRACE_S = 2.0      # a cell gets this long to stop after SIGINT
+# A cell gets this long to stop after SIGINT before its interpreter is
+# replaced. Seconds, not less: a microVM without KVM on a busy host may run
+# the cell's signal handler that late.
+INTERRUPT_GRACE_S = 5.0
 SENTINEL_GRACE_S = 2.0       # output still in the pipes after "done"
 EXIT_DRAIN_S = 0.5           # output still in the pipes after the worker died
 WORKER_START_TIMEOUT_S = 120.0
@@ -122,6 +125,39 @@ def kill_leftovers(rounds=100):
                 pass
         killed += len(children)
     return killed
+
+
+class LimitsCgroup:
+    """The cgroup a microVM guest's init runs the agent in, under the pool's
+    process limit (--limits-cgroup). Forks refused there during an execution
+    go into its reply, for the host to report as it reports those of a
+    namespace sandbox, whose cgroup it reads itself (docs/agent-protocol.md)."""
+
+    def __init__(self, directory):
+        self.directory = directory
+
+    def _read(self, name):
+        if not self.directory:
+            return ""
+        try:
+            with open(os.path.join(self.directory, name)) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def refused_forks(self):
+        for line in self._read("pids.events").splitlines():
+            key, _, value = line.partition(" ")
+            if key == "max" and value.strip().isdigit():
+                return int(value)
+        return 0
+
+    def annotate(self, reply, refused_before):
+        refused = self.refused_forks() - refused_before
+        limit = self._read("pids.max").strip()
+        if refused > 0 and limit.isdigit() and reply.get("type") == "result":
+            reply["limits"] = {"pidsLimit": int(limit), "pidsRefused": refused}
+        return reply
 
 
 class ChannelClosed(Exception):
@@ -329,7 +365,8 @@ class Worker:
 
 
 class Agent:
-    def __init__(self, channel_fd, language, preload, data_directory, host_connected=True, warm=None):
+    def __init__(self, channel_fd, language, preload, data_directory, host_connected=True, warm=None,
+                 limits_cgroup=None):
         self.channel_fd = channel_fd
         # A virtio-serial port reads as end of file and polls as hung up
         # until the host opens its end, which may be long after boot; only
@@ -342,6 +379,7 @@ class Agent:
         self.worker = None
         self.warm = warm
         self.state_lost_since_last_reply = False
+        self.limits = LimitsCgroup(limits_cgroup)
         if language == "shell":
             # A shell sandbox has no worker: every child left after a
             # command is the command's, and is killed (execute_shell).
@@ -486,7 +524,9 @@ class Agent:
         if kind == "ping":
             self.send({"type": "pong", "id": request_id})
         elif kind == "execute":
-            self.send(self.execute_shell(message) if self.language == "shell" else self.execute(message))
+            refused = self.limits.refused_forks()
+            reply = self.execute_shell(message) if self.language == "shell" else self.execute(message)
+            self.send(self.limits.annotate(reply, refused))
         elif kind == "describe":
             self.send(dict(describe(self.language), type="description", id=request_id))
         elif kind in FILE_OPERATIONS:
@@ -839,25 +879,28 @@ def main():
                         help="the interpreter sessions run code in")
     parser.add_argument("--preload", default="", help="comma-separated modules to import before hello")
     parser.add_argument("--workdir", help="working directory for user code, if it exists")
+    parser.add_argument("--limits-cgroup", help="the cgroup v2 directory holding the agent under the "
+                                                "pool's process limit, whose refused forks it reports")
     args = parser.parse_args()
 
     if args.workdir and os.path.isdir(args.workdir):
         os.chdir(args.workdir)
     channel_fd, host_connected = open_transport(args)
-    return run(channel_fd, host_connected, args.language, parse_modules(args.preload))
+    return run(channel_fd, host_connected, args.language, parse_modules(args.preload),
+               limits_cgroup=args.limits_cgroup)
 
 
 def parse_modules(text):
     return [m.strip() for m in text.split(",") if m.strip()]
 
 
-def run(channel_fd, host_connected, language, preload, warm=None):
+def run(channel_fd, host_connected, language, preload, warm=None, limits_cgroup=None):
     """Serves the channel until it closes; the exit code. `warm`: the
     interpreter a zygote prepared, which workers are forked from."""
     # SIGTERM must still kill the worker, which runs in its own session.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
-    agent = Agent(channel_fd, language, preload, os.getcwd(), host_connected, warm)
+    agent = Agent(channel_fd, language, preload, os.getcwd(), host_connected, warm, limits_cgroup)
     try:
         return agent.serve()
     except ChannelClosed:

@@ -2,6 +2,7 @@
 
 #include "sessiond/base64.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <string>
 
@@ -192,6 +193,19 @@ Outcome<ExecuteResult> parseExecuteReply(const json& reply) {
     if (auto exitCode = reply.find("exitCode"); exitCode != reply.end() && exitCode->is_number_integer())
         result.exitCode = exitCode->get<int>();
     return {"", std::move(result)};
+}
+
+GuestLimitHits parseGuestLimitHits(const json& reply) {
+    const auto limits = reply.is_object() ? reply.find("limits") : reply.end();
+    if (limits == reply.end() || !limits->is_object()) return {};
+    const auto count = [&limits](const char* key) -> std::uint64_t {
+        const auto value = limits->find(key);
+        if (value == limits->end() || !value->is_number_integer()) return 0;
+        return value->is_number_unsigned() ? value->get<std::uint64_t>()
+                                           : static_cast<std::uint64_t>(std::max<std::int64_t>(0, value->get<std::int64_t>()));
+    };
+    GuestLimitHits hits{count("pidsLimit"), count("pidsRefused")};
+    return hits.pidsLimit > 0 ? hits : GuestLimitHits{};
 }
 
 json makeSnapshotSaveMessage() { return {{"type", "snapshot"}, {"phase", "save"}}; }

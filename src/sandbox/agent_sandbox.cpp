@@ -102,7 +102,16 @@ void AgentSandbox::execute(ExecuteRequest request, ExecuteHandler onDone) {
     channel_->request(makeExecuteMessage(request), deadline,
                       [this, alive = std::weak_ptr<bool>(alive_), before = limitCounters(), onDone](
                           std::string error, nlohmann::json reply) {
-                          const std::string hits = alive.expired() ? "" : limitHits(before, limitCounters());
+                          std::string hits;
+                          if (!alive.expired()) {
+                              LimitCounters after = limitCounters();
+                              // A guest that enforces the limit itself counts its hits.
+                              if (const auto guest = parseGuestLimitHits(reply); guest.pidsRefused > 0) {
+                                  after.pidsLimit = guest.pidsLimit;
+                                  after.pidsLimitHits = before.pidsLimitHits + guest.pidsRefused;
+                              }
+                              hits = limitHits(before, after);
+                          }
                           if (!error.empty()) return onDone({error + (hits.empty() ? "" : "; " + hits), {}, ""});
                           auto outcome = parseExecuteReply(reply);
                           if (!hits.empty()) {

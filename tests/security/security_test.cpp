@@ -298,7 +298,7 @@ TYPED_TEST(Security, ResourceLimitsHoldAndAreReported) {
     EXPECT_EQ(this->run("py", "hogger", "6 * 7")["result"], 42) << "the session is usable after its OOM kill";
 
     // Processes: a fork bomb whose children wait on a pipe, so they can be ended.
-    if (!vm) {
+    {
         nlohmann::json bomb = this->run("py", "hogger",
                               "import os\nr, w = os.pipe()\nforked = 0\n"
                               "try:\n"
@@ -317,7 +317,8 @@ TYPED_TEST(Security, ResourceLimitsHoldAndAreReported) {
         const bool held = bomb["result"].is_number() && bomb["result"].get<int>() < static_cast<int>(kPids);
         const bool reported = this->text(bomb["stderr"]).find("reached its process limit") != std::string::npos;
         EXPECT_TRUE(this->count(family, held && reported)) << bomb;
-        std::printf("[security] fork bomb: %s %s", this->text(bomb["stdout"]).c_str(), this->text(bomb["stderr"]).c_str());
+        std::printf("[security] %s: fork bomb: %s %s", TypeParam::name, this->text(bomb["stdout"]).c_str(),
+                    this->text(bomb["stderr"]).c_str());
     }
 
     // Disk: every writable directory until it is full; the host's disk is untouched.
@@ -380,9 +381,12 @@ TYPED_TEST(Security, ResourceLimitsHoldAndAreReported) {
                          "round((t.children_user + t.children_system) / (time.monotonic() - start), 2)",
                          60);
     const double share = cpu["result"].is_number() ? cpu["result"].get<double>() : 99;
-    EXPECT_TRUE(this->count(family, share <= 1.25)) << cpu;
-    std::printf("[security] %s: two spinning processes got %.2f cores; fork bomb: %s; disk: %s; files: %s%s\n",
-                TypeParam::name, share, vm ? "not run" : "refused", this->text(fill["stdout"]).c_str(),
+    // In a VM the figure is the guest kernel's tick accounting, which under
+    // TCG on a busy host overcounts (1.28 has been seen with one vCPU); the
+    // bound still tells one core from two.
+    EXPECT_TRUE(this->count(family, share <= (vm ? 1.5 : 1.25))) << cpu;
+    std::printf("[security] %s: two spinning processes got %.2f cores; disk: %s; files: %s%s\n",
+                TypeParam::name, share, this->text(fill["stdout"]).c_str(),
                 this->text(files["stdout"]).c_str(), files["result"].dump().c_str());
 
     // Time: a loop that never ends is stopped at the execution's timeout.

@@ -25,6 +25,15 @@ nlohmann::json makeExecuteMessage(const ExecuteRequest& request);
 // missing a required field is an Outcome error.
 Outcome<ExecuteResult> parseExecuteReply(const nlohmann::json& reply);
 
+// A limit the agent itself saw hit during an execution (an execute reply's
+// "limits"): forks refused at the process limit of its guest cgroup. Zero
+// when the reply names none or names it malformed.
+struct GuestLimitHits {
+    std::uint64_t pidsLimit = 0;
+    std::uint64_t pidsRefused = 0;
+};
+GuestLimitHits parseGuestLimitHits(const nlohmann::json& reply);
+
 // The largest file chunk in one readFile or writeFile frame.
 inline constexpr std::size_t kFileChunkBytes = 4u << 20;
 

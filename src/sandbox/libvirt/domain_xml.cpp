@@ -43,7 +43,8 @@ std::string kernelCommandLine(const std::string& language, const std::vector<std
 
 std::string limitParameters(const ResourceLimits& limits) {
     return " sessiond.disk=" + std::to_string(std::max<std::uint64_t>(1, limits.tmpfsBytes >> 20)) +
-           " sessiond.nofile=" + std::to_string(limits.openFiles);
+           " sessiond.nofile=" + std::to_string(limits.openFiles) +
+           (limits.pids > 0 ? " sessiond.pids=" + std::to_string(limits.pids) : "");
 }
 
 std::string buildDomainXml(const DomainSpec& spec) {

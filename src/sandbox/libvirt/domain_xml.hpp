@@ -57,7 +57,8 @@ std::string kernelCommandLine(const std::string& language, const std::vector<std
 
 // The pool's limits that the guest's init applies itself, as kernel
 // parameters: sessiond.disk=<MiB> sizes the /mnt/data, /tmp and /dev/shm tmpfs,
-// sessiond.nofile=<n> is the agent's RLIMIT_NOFILE (docs/hardening.md).
+// sessiond.nofile=<n> is the agent's RLIMIT_NOFILE, sessiond.pids=<n> the
+// process limit of the agent's cgroup, left out for no limit (docs/hardening.md).
 std::string limitParameters(const ResourceLimits& limits);
 
 std::string buildDomainXml(const DomainSpec& spec);

@@ -260,9 +260,9 @@ protected:
         return makeSnapshotRestoreMessage(entropy, std::chrono::system_clock::now(), machineId);
     }
 
-    // The guest has no cgroup limits of its own: its kernel's OOM killer
-    // writes one "Killed process" line per kill to the console, which the
-    // host reads.
+    // The guest's memory limit is the VM's: its kernel's OOM killer writes
+    // one "Killed process" line per kill to the console, which the host
+    // reads. Refused forks come in the agent's replies instead.
     LimitCounters limitCounters() const override {
         oomKills_ += libvirt::countNewLines(consoleLog(), "Killed process", consoleOffset_);
         return {pool_.resources.memoryBytes, oomKills_, 0, 0};

@@ -117,6 +117,10 @@ std::string consoleTail(const fs::path& log) {
 std::uint64_t countNewLines(const fs::path& log, const std::string& needle, std::uint64_t& offset) {
     std::ifstream in(log, std::ios::binary);
     if (!in) return 0;
+    // virtlogd rotates a log at its max_size: a log shorter than the offset
+    // is a new one (lines between the offset and the rotation are missed).
+    in.seekg(0, std::ios::end);
+    if (static_cast<std::uint64_t>(in.tellg()) < offset) offset = 0;
     in.seekg(static_cast<std::streamoff>(offset));
     std::uint64_t count = 0;
     std::string line;

@@ -42,7 +42,8 @@ void checkSocketPath(const std::filesystem::path& socket);
 std::string consoleTail(const std::filesystem::path& log);
 
 // Counts the lines holding `needle` that the log gained after `offset`,
-// which it moves past the last whole line read. A missing log counts 0.
+// which it moves past the last whole line read. A missing log counts 0; a
+// log shorter than `offset` (rotated) is counted from its start.
 std::uint64_t countNewLines(const std::filesystem::path& log, const std::string& needle, std::uint64_t& offset);
 
 // Creates a qcow2 layer at `overlay` whose reads fall through to `base`.
