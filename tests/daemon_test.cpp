@@ -14,6 +14,7 @@
 #include "support/http_client.hpp"
 #include "support/leaks.hpp"
 #include "support/vm_files.hpp"
+#include "support/walk.hpp"
 
 using sessiond::testing::Daemon;
 using sessiond::testing::freePort;
@@ -120,10 +121,10 @@ TEST(Daemon, SigtermLeavesNoDomainDiskLayerOrSocketBehind) {
     daemon.signal(SIGTERM);
     EXPECT_EQ(daemon.wait(60s), 0) << daemon.log();
     std::size_t left = 0;
-    for (const auto& entry : std::filesystem::recursive_directory_iterator(runtime)) {
+    sessiond::testing::walkTree(runtime, [&](const std::filesystem::directory_entry& entry) {
         ADD_FAILURE() << "left behind: " << entry.path();
         ++left;
-    }
+    });
     EXPECT_EQ(left, 0u);
     EXPECT_TRUE(sessiond::testing::processesMatching("guest=sessiond-" + instance).empty()) << "a QEMU process is left";
     std::filesystem::remove_all(runtime);

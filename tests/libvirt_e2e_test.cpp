@@ -18,6 +18,7 @@
 #include "support/http_client.hpp"
 #include "support/server_fixture.hpp"
 #include "support/vm_files.hpp"
+#include "support/walk.hpp"
 #include "support/vm_pool_fixture.hpp"
 
 using namespace sessiond;
@@ -49,9 +50,10 @@ protected:
 
     std::size_t sandboxDirectories() {
         std::size_t n = 0;
-        std::error_code ec;
-        for (const auto& entry : std::filesystem::recursive_directory_iterator(runtime_, ec))
+        sessiond::testing::walkTree(runtime_, [&n](const std::filesystem::directory_entry& entry) {
+            std::error_code ec;
             if (entry.is_directory(ec)) ++n;
+        });
         return n;
     }
 };

@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "walk.hpp"
+
 namespace sessiond::testing {
 
 // Host pids whose command line or cgroup membership mentions `needle`.
@@ -42,12 +44,10 @@ inline std::vector<int> processesMatching(const std::string& needle) {
 // Cgroup directories named `group` in any hierarchy, with what they still contain.
 inline std::vector<std::string> cgroupsNamed(const std::string& group) {
     std::vector<std::string> found;
-    std::error_code ec;
-    for (const auto& entry : std::filesystem::recursive_directory_iterator(
-             "/sys/fs/cgroup", std::filesystem::directory_options::skip_permission_denied, ec)) {
-        if (entry.is_directory(ec) && entry.path().filename().string() == group)
-            found.push_back(entry.path().string());
-    }
+    walkTree("/sys/fs/cgroup", [&](const std::filesystem::directory_entry& entry) {
+        std::error_code ec;
+        if (entry.is_directory(ec) && entry.path().filename().string() == group) found.push_back(entry.path().string());
+    });
     return found;
 }
 
@@ -121,10 +121,11 @@ inline std::vector<ProcessIdentity> stillRunning(const std::set<ProcessIdentity>
 // number to the next one at once, so a same-named cgroup made later differs).
 inline std::set<std::pair<std::string, unsigned long long>> cgroupTree(const std::string& group) {
     std::set<std::pair<std::string, unsigned long long>> tree;
-    std::error_code ec;
     for (const auto& top : cgroupsNamed(group)) {
-        for (const auto& entry : std::filesystem::recursive_directory_iterator(top, ec))
+        walkTree(top, [&](const std::filesystem::directory_entry& entry) {
+            std::error_code ec;
             if (entry.is_directory(ec)) tree.insert({entry.path().string(), inodeOf(entry.path().string())});
+        });
     }
     return tree;
 }

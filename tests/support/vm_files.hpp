@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "walk.hpp"
+
 namespace sessiond::testing {
 
 // scripts/test.sh builds the guest image here; SESSIOND_IMAGE_DIR overrides it.
@@ -30,9 +32,10 @@ inline std::string missingVmPrerequisite() {
 // Every file (not directory) below `root`.
 inline std::vector<std::filesystem::path> filesUnder(const std::string& root) {
     std::vector<std::filesystem::path> files;
-    std::error_code ec;
-    for (const auto& entry : std::filesystem::recursive_directory_iterator(root, ec))
+    walkTree(root, [&](const std::filesystem::directory_entry& entry) {
+        std::error_code ec;
         if (!entry.is_directory(ec)) files.push_back(entry.path());
+    });
     return files;
 }
 
