@@ -2,7 +2,6 @@
 
 #include "sessiond/base64.hpp"
 
-#include <algorithm>
 #include <chrono>
 #include <string>
 
@@ -200,9 +199,8 @@ GuestLimitHits parseGuestLimitHits(const json& reply) {
     if (limits == reply.end() || !limits->is_object()) return {};
     const auto count = [&limits](const char* key) -> std::uint64_t {
         const auto value = limits->find(key);
-        if (value == limits->end() || !value->is_number_integer()) return 0;
-        return value->is_number_unsigned() ? value->get<std::uint64_t>()
-                                           : static_cast<std::uint64_t>(std::max<std::int64_t>(0, value->get<std::int64_t>()));
+        if (value == limits->end() || !value->is_number_integer() || *value < 0) return 0;
+        return value->get<std::uint64_t>();
     };
     GuestLimitHits hits{count("pidsLimit"), count("pidsRefused")};
     return hits.pidsLimit > 0 ? hits : GuestLimitHits{};

@@ -298,28 +298,26 @@ TYPED_TEST(Security, ResourceLimitsHoldAndAreReported) {
     EXPECT_EQ(this->run("py", "hogger", "6 * 7")["result"], 42) << "the session is usable after its OOM kill";
 
     // Processes: a fork bomb whose children wait on a pipe, so they can be ended.
-    {
-        nlohmann::json bomb = this->run("py", "hogger",
-                              "import os\nr, w = os.pipe()\nforked = 0\n"
-                              "try:\n"
-                              "    while forked < 100000:\n"
-                              "        if os.fork() == 0:\n"
-                              "            os.close(w); os.read(r, 1); os._exit(0)\n"
-                              "        forked += 1\n"
-                              "except OSError as e:\n"
-                              "    print('refused after', forked, e.errno)\n"
-                              "os.close(w)\n"
-                              "while True:\n"
-                              "    try: os.wait()\n"
-                              "    except ChildProcessError: break\n"
-                              "forked",
-                              60);
-        const bool held = bomb["result"].is_number() && bomb["result"].get<int>() < static_cast<int>(kPids);
-        const bool reported = this->text(bomb["stderr"]).find("reached its process limit") != std::string::npos;
-        EXPECT_TRUE(this->count(family, held && reported)) << bomb;
-        std::printf("[security] %s: fork bomb: %s %s", TypeParam::name, this->text(bomb["stdout"]).c_str(),
-                    this->text(bomb["stderr"]).c_str());
-    }
+    nlohmann::json bomb = this->run("py", "hogger",
+                          "import os\nr, w = os.pipe()\nforked = 0\n"
+                          "try:\n"
+                          "    while forked < 100000:\n"
+                          "        if os.fork() == 0:\n"
+                          "            os.close(w); os.read(r, 1); os._exit(0)\n"
+                          "        forked += 1\n"
+                          "except OSError as e:\n"
+                          "    print('refused after', forked, e.errno)\n"
+                          "os.close(w)\n"
+                          "while True:\n"
+                          "    try: os.wait()\n"
+                          "    except ChildProcessError: break\n"
+                          "forked",
+                          60);
+    const bool held = bomb["result"].is_number() && bomb["result"].get<int>() < static_cast<int>(kPids);
+    const bool reported = this->text(bomb["stderr"]).find("reached its process limit") != std::string::npos;
+    EXPECT_TRUE(this->count(family, held && reported)) << bomb;
+    std::printf("[security] %s: fork bomb: %s %s", TypeParam::name, this->text(bomb["stdout"]).c_str(),
+                this->text(bomb["stderr"]).c_str());
 
     // Disk: every writable directory until it is full; the host's disk is untouched.
     struct statvfs before {};
