@@ -124,7 +124,9 @@ inline std::set<std::pair<std::string, unsigned long long>> cgroupTree(const std
     for (const auto& top : cgroupsNamed(group)) {
         walkTree(top, [&](const std::filesystem::directory_entry& entry) {
             std::error_code ec;
-            if (entry.is_directory(ec)) tree.insert({entry.path().string(), inodeOf(entry.path().string())});
+            if (!entry.is_directory(ec)) return;
+            // A cgroup removed while the tree is read has no inode left to compare.
+            if (const auto inode = inodeOf(entry.path().string())) tree.insert({entry.path().string(), inode});
         });
     }
     return tree;
