@@ -27,6 +27,8 @@ packages=(
   libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils debootstrap e2fsprogs
   # running and testing
   curl procps util-linux
+  # sessions with egress (docs/networking.md): the bridge, veth pairs and their rules
+  iproute2 nftables
   # bench/run.sh: wrk, the HTTP load generator
   wrk
   # tests/conformance: the HTTP libraries Semantic Kernel Python (httpx) and

@@ -274,3 +274,39 @@ TEST(Config, ARefusedDefinitionLeaksNothing) {
     for (int i = 0; i < 32; ++i) EXPECT_EQ(failingField(d), "pools[0].unknownField");
     EXPECT_LT(heapInUse(), before + (8u << 20)) << "32 refusals of a 1 MiB definition kept their memory";
 }
+
+TEST(Config, EgressIsPerPoolAndItsNetworkIsChecked) {
+    auto d = minimal();
+    d["pools"][0]["sessionNetworkConfiguration"] = {{"status", "EgressEnabled"}};
+    d["network"] = {{"bridge", "sessiond1"}, {"subnet", "10.99.0.0/24"}};
+    auto config = parseConfig(d);
+    EXPECT_TRUE(config.pools[0].egressEnabled);
+    EXPECT_EQ(config.network.bridge, "sessiond1");
+    EXPECT_EQ(config.network.subnet, "10.99.0.0/24");
+    EXPECT_EQ(sessiond::poolDefinition(config.pools[0])["sessionNetworkConfiguration"]["status"], "EgressEnabled");
+    EXPECT_FALSE(parseConfig(minimal()).pools[0].egressEnabled);
+
+    d = minimal();
+    d["pools"][0]["sessionNetworkConfiguration"] = {{"status", "Egress"}};
+    EXPECT_EQ(failingField(d), "pools[0].sessionNetworkConfiguration.status");
+    // Not yet for VMs, nor for sandboxes started without a zygote.
+    d = minimal();
+    d["pools"][0]["backend"] = "libvirt";
+    d["pools"][0]["sessionNetworkConfiguration"] = {{"status", "EgressEnabled"}};
+    EXPECT_EQ(failingField(d), "pools[0].sessionNetworkConfiguration.status");
+    d = minimal();
+    d["namespaceSandbox"] = {{"zygote", false}};
+    d["pools"][0]["sessionNetworkConfiguration"] = {{"status", "EgressEnabled"}};
+    EXPECT_EQ(failingField(d), "pools[0].sessionNetworkConfiguration.status");
+
+    for (const char* bridge : {"", "Sessiond0", "a-bridge", "sessiond-bridge-0"}) {
+        d = minimal();
+        d["network"] = {{"bridge", bridge}};
+        EXPECT_EQ(failingField(d), "network.bridge") << bridge;
+    }
+    for (const char* subnet : {"10.99.0.1/24", "10.99.0.0", "fd00::/64"}) {
+        d = minimal();
+        d["network"] = {{"subnet", subnet}};
+        EXPECT_EQ(failingField(d), "network.subnet") << subnet;
+    }
+}

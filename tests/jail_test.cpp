@@ -162,12 +162,16 @@ TEST(JailSpecJson, RoundTrips) {
     s.zygote = true;
     s.seccomp = false;
     s.tmpfsBytes = 12345;
+    s.network = {"eth0", "10.213.0.2", 16, "10.213.0.1"};
     const JailSpec back = JailSpec::fromJson(nlohmann::json::parse(s.toJson().dump()));
     EXPECT_EQ(back.toJson(), s.toJson());
     EXPECT_EQ(back.mounts.back().writable, true);
     EXPECT_EQ(back.keepFds, (std::vector<int>{3, 7}));
     EXPECT_TRUE(back.zygote);
     EXPECT_EQ(back.uid, kUid);
+    EXPECT_EQ(back.network.address, "10.213.0.2");
+    EXPECT_EQ(back.network.prefixLength, 16);
+    EXPECT_FALSE(sh("true").toJson().contains("network"));  // loopback only
     // Straight from the in-memory json too (signed integers there).
     EXPECT_EQ(JailSpec::fromJson(s.toJson()).toJson(), s.toJson());
 }
@@ -192,6 +196,17 @@ TEST(JailSpecJson, RejectsUnknownAndWrongTypedFields) {
                  std::invalid_argument);
     EXPECT_THROW(JailSpec::fromJson(with("mounts", {{{"source", "/a"}}})), std::invalid_argument);
     EXPECT_THROW(JailSpec::fromJson(nlohmann::json::array()), std::invalid_argument);
+    const nlohmann::json network = {{"interface", "eth0"}, {"address", "10.0.0.2"}, {"prefixLength", 24}, {"gateway", "10.0.0.1"}};
+    EXPECT_NO_THROW(JailSpec::fromJson(with("network", network)));
+    auto without = network;
+    without.erase("gateway");
+    EXPECT_THROW(JailSpec::fromJson(with("network", without)), std::invalid_argument);
+    auto longName = network;
+    longName["interface"] = "an-interface-name";
+    EXPECT_THROW(JailSpec::fromJson(with("network", longName)), std::invalid_argument);
+    auto prefix = network;
+    prefix["prefixLength"] = 33;
+    EXPECT_THROW(JailSpec::fromJson(with("network", prefix)), std::invalid_argument);
 }
 
 TEST_F(JailTest, CommandIsPid2AndSeesOnlyItsNamespace) {

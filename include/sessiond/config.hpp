@@ -86,7 +86,8 @@ struct NamespaceSandboxConfig {
     std::vector<std::string> readOnlyPaths = {
         "/usr",               "/etc/alternatives", "/etc/ld.so.cache", "/etc/ld.so.conf",
         "/etc/ld.so.conf.d",  "/etc/localtime",    "/etc/matplotlibrc", "/etc/mime.types",
-        "/etc/ssl/certs",     "/etc/python3",      "/etc/python3.11",   "/etc/fonts"};
+        "/etc/ssl/certs",     "/etc/python3",      "/etc/python3.11",   "/etc/fonts",
+        "/etc/resolv.conf",   "/etc/nsswitch.conf"};
     std::uint32_t sandboxUid = 1000;   // inside the sandbox
     std::uint32_t hostUidBase = 600000; // inside uids 0..65535 map to base.. on the host
     bool seccomp = true;
@@ -114,6 +115,15 @@ struct LibvirtConfig {
     std::size_t maxConcurrentStarts = 0;
 };
 
+// The host side of sessions with egress (docs/networking.md): a bridge with
+// the subnet's first address, NAT to the host's routes, and nftables rules
+// that keep sessions from each other and from the host. Made when the first
+// such session starts.
+struct NetworkConfig {
+    std::string bridge = "sessiond0";   // also names the nftables table
+    std::string subnet = "10.213.0.0/16";  // IPv4; the first address is the bridge's
+};
+
 struct PoolConfig {
     std::string name;
     std::string containerType = "PythonLTS";
@@ -128,6 +138,9 @@ struct PoolConfig {
     // Modules the interpreter imports before the session counts as ready.
     std::vector<std::string> preloadModules;
     ResourceLimits resources;
+    // sessionNetworkConfiguration.status EgressEnabled: sessions reach
+    // outside hosts through the egress network (docs/networking.md).
+    bool egressEnabled = false;
 };
 
 // The interpreter the agent runs for a pool's containerType: "python"
@@ -161,6 +174,7 @@ struct Config {
     std::filesystem::path stateDirectory;
     NamespaceSandboxConfig namespaceSandbox;
     LibvirtConfig libvirt;
+    NetworkConfig network;
     std::vector<PoolConfig> pools;
 };
 

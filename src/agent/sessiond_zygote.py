@@ -69,7 +69,8 @@ class Zygote:
             try:
                 if len(fds) != 2:
                     raise RuntimeError(f"a spawn needs 2 fds, got {len(fds)}")
-                pidfd = self.spawn(json.dumps(request["spec"]).encode(), *fds)
+                spec = request["spec"]
+                pidfd = self.spawn(json.dumps(spec).encode(), "network" in spec, *fds)
                 try:
                     socket.send_fds(self.control, [json.dumps({"type": "spawned", "id": request["id"]}).encode()],
                                     [pidfd])
@@ -82,7 +83,7 @@ class Zygote:
                 for fd in fds:
                     os.close(fd)
 
-    def spawn(self, spec, channel, go):
+    def spawn(self, spec, connect, channel, go):
         """Forks the session; a pidfd of its pid 1."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         sys.stdout.flush()
@@ -96,7 +97,7 @@ class Zygote:
                 session = os.fork()
                 if session == 0:
                     theirs.close()
-                    self.run_session(spec, channel, go)
+                    self.run_session(spec, connect, channel, go)
                 pidfd = os.pidfd_open(session)
                 socket.send_fds(theirs, [b"spawned"], [pidfd])
             except BaseException:
@@ -113,7 +114,7 @@ class Zygote:
         finally:
             ours.close()
 
-    def run_session(self, spec, channel, go):
+    def run_session(self, spec, connect, channel, go):
         """The session's pid 1; never returns."""
         try:
             sessiond_agent.set_process_name("sessiond-init")
@@ -121,6 +122,8 @@ class Zygote:
             if os.read(go, 1) != b"x":
                 os._exit(125)  # the daemon gave up on this session
             os.close(go)
+            if connect:  # the daemon has moved the session's network interface in
+                self.jail.sessiond_session_connect(spec)
             self.jail.sessiond_session_enter_cgroup()
             agent = os.fork()
             if agent == 0:
@@ -164,7 +167,7 @@ def main():
 
     sessiond_agent.set_process_name("sessiond-zygote")
     jail = ctypes.CDLL(args.jail_library)
-    for name in ("sessiond_session_enter", "sessiond_session_become_command"):
+    for name in ("sessiond_session_enter", "sessiond_session_connect", "sessiond_session_become_command"):
         getattr(jail, name).argtypes = [ctypes.c_char_p]
     jail.sessiond_session_reap.argtypes = [ctypes.c_int]
     jail.sessiond_session_exec_reaper.argtypes = [ctypes.c_char_p, ctypes.c_int]

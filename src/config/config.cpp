@@ -1,5 +1,7 @@
 #include "sessiond/config.hpp"
 
+#include "sessiond/ipv4_subnet.hpp"
+
 #include <algorithm>
 #include <fstream>
 #include <limits>
@@ -185,9 +187,14 @@ PoolConfig parsePool(const json& j, const std::string& path) {
     if (const json* network = f.get("sessionNetworkConfiguration")) {
         Fields n(*network, f.child("sessionNetworkConfiguration"));
         const std::string status = n.string("status", "EgressDisabled");
-        if (status != "EgressDisabled")
-            throw ConfigError(n.child("status"), "unsupported value '" + status +
-                                                     "' (supported: EgressDisabled; sandboxes have no network)");
+        if (status != "EgressDisabled" && status != "EgressEnabled")
+            throw ConfigError(n.child("status"),
+                              "unsupported value '" + status + "' (supported: EgressDisabled, EgressEnabled)");
+        pool.egressEnabled = status == "EgressEnabled";
+        if (pool.egressEnabled && pool.backend == "libvirt")
+            throw ConfigError(n.child("status"),
+                              "EgressEnabled is not available on the libvirt backend yet; its VMs have no network "
+                              "interface (docs/networking.md)");
         n.done();
     }
     if (const json* execution = f.get("execution")) {
@@ -232,7 +239,7 @@ json poolDefinition(const PoolConfig& pool) {
             {"dynamicPoolConfiguration",
              {{"lifecycleConfiguration",
                {{"lifecycleType", "Timed"}, {"cooldownPeriodInSeconds", pool.cooldownPeriod.count()}}}}},
-            {"sessionNetworkConfiguration", {{"status", "EgressDisabled"}}},
+            {"sessionNetworkConfiguration", {{"status", pool.egressEnabled ? "EgressEnabled" : "EgressDisabled"}}},
             {"execution",
              {{"defaultTimeoutInSeconds", pool.defaultExecutionTimeout.count()},
               {"maxTimeoutInSeconds", pool.maxExecutionTimeout.count()},
@@ -390,6 +397,23 @@ Config parseConfig(const json& document) {
         n.done();
     }
 
+    if (const json* net = top.get("network")) {
+        Fields n(*net, "network");
+        config.network.bridge = n.string("bridge", config.network.bridge);
+        // An interface name (at most 15 bytes) that is also an nftables table name.
+        const auto& bridge = config.network.bridge;
+        if (bridge.empty() || bridge.size() > 15 ||
+            bridge.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") != std::string::npos)
+            throw ConfigError("network.bridge", "must be 1 to 15 lower-case letters, digits or underscores");
+        config.network.subnet = n.string("subnet", config.network.subnet);
+        try {
+            (void)Ipv4Subnet::parse(config.network.subnet);
+        } catch (const std::invalid_argument& e) {
+            throw ConfigError("network.subnet", e.what());
+        }
+        n.done();
+    }
+
     if (const json* lv = top.get("libvirt")) {
         Fields l(*lv, "libvirt");
         auto& libvirt = config.libvirt;
@@ -416,6 +440,9 @@ Config parseConfig(const json& document) {
         std::string path = "pools[" + std::to_string(i) + "]";
         PoolConfig pool = parsePool((*pools)[i], path);
         if (!names.insert(pool.name).second) throw ConfigError(path + ".name", "duplicate pool name '" + pool.name + "'");
+        if (pool.egressEnabled && !config.namespaceSandbox.zygote)
+            throw ConfigError(path + ".sessionNetworkConfiguration.status",
+                              "EgressEnabled needs namespaceSandbox.zygote on (docs/networking.md)");
         config.pools.push_back(std::move(pool));
     }
     top.done();

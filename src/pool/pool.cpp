@@ -500,7 +500,8 @@ nlohmann::json Pool::describe() const {
 
 void Pool::reconfigure(PoolConfig config) {
     const bool templateChanged =
-        config.resources != config_.resources || config.preloadModules != config_.preloadModules;
+        config.resources != config_.resources || config.preloadModules != config_.preloadModules ||
+        config.egressEnabled != config_.egressEnabled;
     config_ = std::move(config);
     std::size_t replaced = 0;
     if (templateChanged) {

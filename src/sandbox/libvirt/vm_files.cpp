@@ -1,9 +1,6 @@
 #include "vm_files.hpp"
 
-#include <fcntl.h>
-#include <spawn.h>
 #include <sys/un.h>
-#include <sys/wait.h>
 
 #include <cerrno>
 #include <cstring>
@@ -15,7 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
-extern char** environ;
+#include "sessiond/host_tool.hpp"
 
 namespace sessiond::libvirt {
 
@@ -34,18 +31,6 @@ std::string slurp(const fs::path& path) {
     text << in.rdbuf();
     return text.str();
 }
-
-class SpawnActions {
-public:
-    SpawnActions() { posix_spawn_file_actions_init(&actions_); }
-    ~SpawnActions() { posix_spawn_file_actions_destroy(&actions_); }
-    SpawnActions(const SpawnActions&) = delete;
-    SpawnActions& operator=(const SpawnActions&) = delete;
-    posix_spawn_file_actions_t* get() { return &actions_; }
-
-private:
-    posix_spawn_file_actions_t actions_;
-};
 
 }  // namespace
 
@@ -136,30 +121,10 @@ void createOverlay(const fs::path& base, const fs::path& overlay) {
     // qemu-img rather than libvirt's storage API: it needs no storage pool
     // defined in libvirt for our directory, and behaves the same with every
     // libvirt driver, including the test driver.
-    const fs::path log = overlay.string() + ".log";
-    std::vector<std::string> args = {"qemu-img", "create", "-q",           "-f", "qcow2", "-F", "qcow2",
-                                     "-b",       base.string(), overlay.string()};
-    std::vector<char*> argv;
-    for (auto& arg : args) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-
-    SpawnActions actions;
-    posix_spawn_file_actions_addopen(actions.get(), 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(actions.get(), 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    posix_spawn_file_actions_adddup2(actions.get(), 1, 2);
-    pid_t pid = -1;
-    int error = posix_spawnp(&pid, "qemu-img", actions.get(), nullptr, argv.data(), environ);
-    if (error != 0) throw std::runtime_error(std::string("cannot run qemu-img: ") + std::strerror(error));
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    std::string output = slurp(log);
-    std::error_code ignored;
-    fs::remove(log, ignored);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        while (!output.empty() && output.back() == '\n') output.pop_back();
-        throw std::runtime_error("qemu-img could not create the disk layer " + overlay.string() + ": " +
-                                 (output.empty() ? "status " + std::to_string(status) : output));
+    try {
+        runHostTool({"qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base.string(), overlay.string()});
+    } catch (const std::runtime_error& e) {
+        throw std::runtime_error("qemu-img could not create the disk layer " + overlay.string() + ": " + e.what());
     }
 }
 

@@ -56,7 +56,7 @@ nlohmann::json JailSpec::toJson() const {
         mountsJson.push_back({{"source", m.source}, {"target", m.target}, {"writable", m.writable}});
     json procs = json::array();
     for (const auto& p : cgroupProcsFiles) procs.push_back(p.string());
-    return {
+    json out = {
         {"hostname", hostname},
         {"mounts", mountsJson},
         {"tmpfsBytes", tmpfsBytes},
@@ -71,12 +71,18 @@ nlohmann::json JailSpec::toJson() const {
         {"keepFds", keepFds},
         {"zygote", zygote},
     };
+    if (!network.address.empty())
+        out["network"] = {{"interface", network.interface},
+                          {"address", network.address},
+                          {"prefixLength", network.prefixLength},
+                          {"gateway", network.gateway}};
+    return out;
 }
 
 JailSpec JailSpec::fromJson(const nlohmann::json& j) {
     checkKeys(j, "spec",
               {"hostname", "mounts", "tmpfsBytes", "uid", "hostUidBase", "openFiles", "seccomp",
-               "cgroupProcsFiles", "argv", "env", "workingDirectory", "keepFds", "zygote"});
+               "cgroupProcsFiles", "argv", "env", "workingDirectory", "keepFds", "zygote", "network"});
     JailSpec s;
     const auto u32 = std::numeric_limits<std::uint32_t>::max();
     for (const auto& [key, v] : j.items()) {
@@ -114,6 +120,16 @@ JailSpec JailSpec::fromJson(const nlohmann::json& j) {
             s.workingDirectory = getString(v, key);
         } else if (key == "zygote") {
             s.zygote = getBool(v, key);
+        } else if (key == "network") {
+            checkKeys(v, key, {"interface", "address", "prefixLength", "gateway"});
+            for (const char* field : {"interface", "address", "prefixLength", "gateway"})
+                if (!v.contains(field)) bad(key, std::string("needs ") + field);
+            s.network.interface = getString(v["interface"], "network.interface");
+            s.network.address = getString(v["address"], "network.address");
+            s.network.prefixLength = static_cast<int>(getUnsigned(v["prefixLength"], "network.prefixLength", 32));
+            s.network.gateway = getString(v["gateway"], "network.gateway");
+            if (s.network.interface.empty() || s.network.interface.size() > 15 || s.network.address.empty())
+                bad(key, "needs an interface name of 1 to 15 bytes and an address");
         } else if (key == "keepFds") {
             for (const auto& fd : array(v, key))
                 s.keepFds.push_back(static_cast<int>(getUnsigned(fd, key + "[]", std::numeric_limits<int>::max())));

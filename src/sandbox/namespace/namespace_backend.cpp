@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "sessiond/sandbox/agent_sandbox.hpp"
+#include "sessiond/sandbox/egress_network.hpp"
 #include "sessiond/sandbox/namespace/cgroup.hpp"
 #include "sessiond/sandbox/namespace/jail.hpp"
 #include "sessiond/unique_fd.hpp"
@@ -26,6 +27,7 @@ constexpr int kAgentFd = 3;
 constexpr const char* kAgentMountPoint = "/opt/sessiond/agent";
 constexpr const char* kJailLibraryMountPoint = "/opt/sessiond/lib/libsessiond-jail.so";
 constexpr const char* kReaperMountPoint = "/opt/sessiond/lib/sessiond-reap";
+constexpr const char* kSessionInterface = "eth0";
 
 // The most a pool can get: the daemon's own hard limit, which nsinit (root,
 // but perhaps without CAP_SYS_RESOURCE) cannot raise.
@@ -94,9 +96,9 @@ class NamespaceSandbox : public AgentSandbox {
 public:
     NamespaceSandbox(boost::asio::io_context& io, const PoolConfig& pool, const std::string& id,
                      const NamespaceSandboxConfig& sandbox, const std::string& cgroupName, const BackendPaths& paths,
-                     std::shared_ptr<Zygote> zygote)
+                     std::shared_ptr<Zygote> zygote, std::function<std::shared_ptr<EgressNetwork>()> egressNetwork)
         : AgentSandbox(io, id, pool.sandboxStartTimeout), pool_(pool), sandbox_(sandbox), cgroupName_(cgroupName),
-          paths_(paths), zygote_(std::move(zygote)) {}
+          paths_(paths), zygote_(std::move(zygote)), egressNetwork_(std::move(egressNetwork)) {}
 
     ~NamespaceSandbox() override {
         if (exitWatch_) exitWatch_->cancel();
@@ -104,6 +106,7 @@ public:
         process_.reset();  // SIGKILL and reap the jail
         forked_.reset();   // or SIGKILL the forked session's pid 1
         cgroup_.reset();   // kill anything left in the cgroup, remove it
+        egress_.reset();   // its veth pair, and its address back
     }
 
 protected:
@@ -116,6 +119,8 @@ protected:
         if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
             throw std::runtime_error(std::string("socketpair: ") + std::strerror(errno));
         UniqueFd ours(fds[0]), theirs(fds[1]);
+        if (pool_.egressEnabled && !zygote_)
+            throw std::runtime_error("sessionNetworkConfiguration EgressEnabled needs namespaceSandbox.zygote on");
         if (zygote_) return fork(std::move(ours), std::move(theirs), std::move(onLaunched));
 
         std::vector<std::string> args = {"--fd", std::to_string(kAgentFd), "--workdir", "/mnt/data"};
@@ -153,8 +158,13 @@ private:
         UniqueFd goRead(pipeFds[0]);
         auto goWrite = std::make_shared<UniqueFd>(pipeFds[1]);
         auto channel = std::make_shared<UniqueFd>(std::move(ours));
+        JailSpec spec = commonSpec(pool_, sandbox_);
+        if (pool_.egressEnabled) {
+            egress_ = egressNetwork_()->reserve();
+            spec.network = {kSessionInterface, egress_->address(), egress_->prefixLength(), egress_->gateway()};
+        }
         zygote_->spawn(
-            commonSpec(pool_, sandbox_), std::move(theirs), std::move(goRead),
+            spec, std::move(theirs), std::move(goRead),
             [this, alive = std::weak_ptr<void>(lifetime_), channel, goWrite, onLaunched = std::move(onLaunched)](
                 std::string error, UniqueFd pidfd) {
                 if (alive.expired()) return;
@@ -165,6 +175,7 @@ private:
                 if (pid == 0) return onLaunched("the sandbox process ended before it started", std::nullopt);
                 try {
                     cgroup_->attach(pid);
+                    if (egress_) egress_->connect(pid, kSessionInterface);
                 } catch (const std::exception& e) {
                     return onLaunched(e.what(), std::nullopt);
                 }
@@ -196,6 +207,8 @@ private:
     std::unique_ptr<Cgroup> cgroup_;
     std::unique_ptr<JailedProcess> process_;
     std::unique_ptr<ZygoteSession> forked_;
+    std::function<std::shared_ptr<EgressNetwork>()> egressNetwork_;
+    std::unique_ptr<EgressPort> egress_;
     std::optional<boost::asio::posix::stream_descriptor> exitWatch_;
     std::shared_ptr<int> lifetime_ = std::make_shared<int>(0);
 };
@@ -203,7 +216,8 @@ private:
 }  // namespace
 
 NamespaceBackend::NamespaceBackend(boost::asio::io_context& io, const Config& config, BackendPaths paths)
-    : io_(io), sandbox_(config.namespaceSandbox), cgroupName_(config.cgroupName), paths_(std::move(paths)) {}
+    : io_(io), sandbox_(config.namespaceSandbox), network_(config.network), cgroupName_(config.cgroupName),
+      paths_(std::move(paths)) {}
 
 NamespaceBackend::~NamespaceBackend() {
     zygotes_.clear();  // their cgroups go first
@@ -213,11 +227,24 @@ NamespaceBackend::~NamespaceBackend() {
 void NamespaceBackend::cleanupLeftovers() {
     std::size_t removed = Cgroup::removeLeftovers(cgroupName_);
     if (removed) spdlog::warn("removed {} sandbox cgroups (and their processes) left by an earlier run", removed);
+    // After the sessions: their veth pairs went with their namespaces.
+    try {
+        if (EgressNetwork::removeLeftovers(network_))
+            spdlog::warn("removed the egress bridge {} and its nftables table left by an earlier run", network_.bridge);
+    } catch (const std::exception& e) {
+        spdlog::error("cannot remove the egress network left by an earlier run: {}", e.what());
+    }
 }
 
 std::unique_ptr<Sandbox> NamespaceBackend::create(const PoolConfig& pool, const std::string& sandboxId) {
     return std::make_unique<NamespaceSandbox>(io_, pool, sandboxId, sandbox_, cgroupName_, paths_,
-                                              sandbox_.zygote ? zygoteFor(pool) : nullptr);
+                                              sandbox_.zygote ? zygoteFor(pool) : nullptr,
+                                              [this] { return egressNetwork(); });
+}
+
+std::shared_ptr<EgressNetwork> NamespaceBackend::egressNetwork() {
+    if (!egress_) egress_ = EgressNetwork::create(network_);
+    return egress_;
 }
 
 std::shared_ptr<Zygote> NamespaceBackend::zygoteFor(const PoolConfig& pool) {

@@ -3,7 +3,8 @@
 // is spawned with a JailSpec. It joins the sandbox's cgroup, clones a child into
 // new user, pid, mount, net, ipc and uts namespaces, builds a read-only root
 // from an allow-list of host paths, gives it private tmpfs /mnt/data and /tmp,
-// brings up loopback only, drops to an unprivileged uid with no capabilities,
+// brings up loopback (and the interface the daemon moves in for a session
+// with egress; docs/networking.md), drops to an unprivileged uid with no capabilities,
 // applies rlimits and a seccomp filter, and executes the command. The child
 // stays as pid 1 of the namespace, reaping orphans, until the command exits.
 
@@ -24,6 +25,16 @@ struct JailMount {
     std::string source;       // host path
     std::string target;       // path inside the sandbox
     bool writable = false;
+};
+
+// A session with egress (docs/networking.md): the daemon moves one end of
+// a veth pair into the session's network namespace as `interface`, and the
+// session's pid 1 gives it this address and a default route.
+struct JailNetwork {
+    std::string interface = "eth0";
+    std::string address;  // IPv4; empty: loopback only
+    int prefixLength = 0;
+    std::string gateway;
 };
 
 struct JailSpec {
@@ -47,6 +58,7 @@ struct JailSpec {
     // last process exits rather than the command, so the sessions it forked
     // outlive it.
     bool zygote = false;
+    JailNetwork network;
 
     nlohmann::json toJson() const;
     static JailSpec fromJson(const nlohmann::json& j);

@@ -26,6 +26,7 @@ struct BackendPaths {
 };
 
 class Zygote;
+class EgressNetwork;
 
 class NamespaceBackend : public SandboxBackend {
 public:
@@ -40,10 +41,13 @@ public:
 
 private:
     std::shared_ptr<Zygote> zygoteFor(const PoolConfig& pool);
+    // Made when the first session with egress starts; kept until the backend goes.
+    std::shared_ptr<EgressNetwork> egressNetwork();
     void retireUnusedZygotes();
 
     boost::asio::io_context& io_;
     NamespaceSandboxConfig sandbox_;
+    NetworkConfig network_;
     std::string cgroupName_;
     BackendPaths paths_;
     // Keyed by what a zygote has loaded (language and preload modules), so
@@ -51,6 +55,7 @@ private:
     std::map<std::string, std::shared_ptr<Zygote>> zygotes_;
     std::map<std::string, std::string> zygoteKeyOfPool_;
     std::uint64_t zygotesStarted_ = 0;
+    std::shared_ptr<EgressNetwork> egress_;
 };
 
 }  // namespace sessiond

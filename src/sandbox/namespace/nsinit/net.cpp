@@ -1,4 +1,7 @@
+#include <arpa/inet.h>
 #include <net/if.h>
+#include <net/route.h>
+#include <netinet/in.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 
@@ -8,16 +11,63 @@
 
 namespace sessiond::nsinit {
 
-// A new network namespace has only "lo", and it is down; the sandbox gets
-// loopback and nothing else, so it cannot reach any other host.
+namespace {
+
+void setUp(int sock, const std::string& name) {
+    ifreq ifr{};
+    std::strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
+    if (::ioctl(sock, SIOCGIFFLAGS, &ifr) != 0) die(name + " SIOCGIFFLAGS");
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    if (::ioctl(sock, SIOCSIFFLAGS, &ifr) != 0) die(name + " SIOCSIFFLAGS");
+}
+
+sockaddr_in ipv4(const std::string& text, const std::string& step) {
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    if (::inet_pton(AF_INET, text.c_str(), &address.sin_addr) != 1) fail(step, "'" + text + "' is not an IPv4 address");
+    return address;
+}
+
+}  // namespace
+
+// A new network namespace has only "lo", and it is down; without egress the
+// sandbox gets loopback and nothing else, so it cannot reach any other host.
 void bringUpLoopback() {
     UniqueFd sock(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
     if (sock.get() < 0) die("loopback socket");
+    setUp(sock.get(), "lo");
+}
+
+// The session's end of its veth pair, which the daemon has moved into this
+// namespace: its address, then up, then the default route through the host's
+// bridge (docs/networking.md).
+void configureInterface(const JailNetwork& network) {
+    UniqueFd sock(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (sock.get() < 0) die("network socket");
+    const std::string& name = network.interface;
+
     ifreq ifr{};
-    std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
-    if (::ioctl(sock.get(), SIOCGIFFLAGS, &ifr) != 0) die("loopback SIOCGIFFLAGS");
-    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
-    if (::ioctl(sock.get(), SIOCSIFFLAGS, &ifr) != 0) die("loopback SIOCSIFFLAGS");
+    std::strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
+    const sockaddr_in address = ipv4(network.address, "network address");
+    std::memcpy(&ifr.ifr_addr, &address, sizeof address);
+    if (::ioctl(sock.get(), SIOCSIFADDR, &ifr) != 0) die(name + " SIOCSIFADDR");
+    sockaddr_in mask{};
+    mask.sin_family = AF_INET;
+    mask.sin_addr.s_addr = htonl(network.prefixLength == 0 ? 0 : ~std::uint32_t(0) << (32 - network.prefixLength));
+    std::memcpy(&ifr.ifr_netmask, &mask, sizeof mask);
+    if (::ioctl(sock.get(), SIOCSIFNETMASK, &ifr) != 0) die(name + " SIOCSIFNETMASK");
+    setUp(sock.get(), name);
+
+    rtentry route{};
+    sockaddr_in any{};
+    any.sin_family = AF_INET;
+    const sockaddr_in gateway = ipv4(network.gateway, "network gateway");
+    std::memcpy(&route.rt_dst, &any, sizeof any);
+    std::memcpy(&route.rt_genmask, &any, sizeof any);
+    std::memcpy(&route.rt_gateway, &gateway, sizeof gateway);
+    route.rt_flags = RTF_UP | RTF_GATEWAY;
+    route.rt_dev = const_cast<char*>(name.c_str());
+    if (::ioctl(sock.get(), SIOCADDRT, &route) != 0) die("default route via " + network.gateway);
 }
 
 }  // namespace sessiond::nsinit

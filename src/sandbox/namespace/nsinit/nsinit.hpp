@@ -47,6 +47,7 @@ void mountSessionDirs(const JailSpec& spec);
 
 // net.cpp
 void bringUpLoopback();
+void configureInterface(const JailNetwork& network);
 
 // seccomp.cpp
 void installSeccompFilter();

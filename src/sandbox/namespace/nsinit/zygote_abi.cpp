@@ -43,6 +43,13 @@ __attribute__((visibility("default"))) void sessiond_session_enter(const char* s
     enterSession(parse(specJson));
 }
 
+// In the session's pid 1 of a session with egress, once the daemon has moved
+// the session's end of its veth pair into the session's network namespace.
+__attribute__((visibility("default"))) void sessiond_session_connect(const char* specJson) {
+    const JailSpec spec = parse(specJson);
+    if (!spec.network.address.empty()) configureInterface(spec.network);
+}
+
 // In the session's pid 1, once the daemon has put it into the session's
 // cgroup: from here on /proc/self/cgroup shows that cgroup as the root.
 __attribute__((visibility("default"))) void sessiond_session_enter_cgroup() {

@@ -1,0 +1,15 @@
+#pragma once
+// Host tools the backends run (ip, nft, qemu-img): no shell, so arguments
+// are never reinterpreted.
+
+#include <string>
+#include <vector>
+
+namespace sessiond {
+
+// Runs argv[0] (looked up on PATH) with `input` on its standard input and
+// its standard output discarded; throws std::runtime_error naming the
+// command, with its standard error, unless it exits with 0.
+void runHostTool(const std::vector<std::string>& argv, const std::string& input = "");
+
+}  // namespace sessiond
