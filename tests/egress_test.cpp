@@ -36,7 +36,6 @@ using namespace std::chrono_literals;
 namespace {
 
 constexpr int kOutsidePort = 8080;
-constexpr int kHostPort = 8081;
 
 // Debian's interpreter, as the sandboxes use (the first python3 on PATH may be another).
 constexpr const char* kPython = "/usr/bin/python3";
@@ -200,22 +199,25 @@ public:
         int one = 1;
         ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
         sockaddr_in address{};
-        address.sin_family = AF_INET;
-        address.sin_port = htons(kHostPort);
-        ok_ = ::bind(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 && ::listen(fd_, 16) == 0;
+        address.sin_family = AF_INET;  // port 0: any free one
+        socklen_t length = sizeof address;
+        if (::bind(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 && ::listen(fd_, 16) == 0 &&
+            ::getsockname(fd_, reinterpret_cast<sockaddr*>(&address), &length) == 0)
+            port_ = std::to_string(ntohs(address.sin_port));
     }
     ~HostListener() { ::close(fd_); }
-    bool ok() const { return ok_; }
+    // Empty if it could not listen.
+    const std::string& port() const { return port_; }
 
 private:
     int fd_ = -1;
-    bool ok_ = false;
+    std::string port_;
 };
 
 TEST_F(Egress, EnabledReachesTheOutsideDisabledNeverAndNeitherTheHostNorANeighbour) {
     OutsideWorld outside("198.18." + std::to_string(getpid() % 256));
     HostListener host;
-    ASSERT_TRUE(host.ok()) << "port " << kHostPort << " is taken";
+    ASSERT_FALSE(host.port().empty());
     start();
     ASSERT_TRUE(interfaceExists(config.network.bridge));
     ASSERT_TRUE(nftTableExists(table));
@@ -225,7 +227,7 @@ TEST_F(Egress, EnabledReachesTheOutsideDisabledNeverAndNeitherTheHostNorANeighbo
     ASSERT_TRUE(server.waitFor(
         [&] { return outside.run("import urllib.request; urllib.request.urlopen('" + url + "', timeout=1)"); }, 10s));
     EXPECT_TRUE(outside.run("import socket; socket.create_connection(('" + outside.hostAddress + "', " +
-                            std::to_string(kHostPort) + "), timeout=2)"));
+                            host.port() + "), timeout=2)"));
 
     // Enabled: an interface of its own, and out through the host, as the host (NAT).
     const std::string interfaces = "str(sorted(l.split(':')[0].strip() for l in open('/proc/net/dev').read().splitlines()[2:]))";
@@ -251,7 +253,7 @@ TEST_F(Egress, EnabledReachesTheOutsideDisabledNeverAndNeitherTheHostNorANeighbo
     // The host, at the bridge's address and at its address towards the world.
     const Ipv4Subnet subnet = Ipv4Subnet::parse(config.network.subnet);
     for (const std::string& hostAddress : {Ipv4Subnet::toString(subnet.gateway()), outside.hostAddress}) {
-        const std::string reached = in("open", "sess-b", "connect('" + hostAddress + "', " + std::to_string(kHostPort) + ")");
+        const std::string reached = in("open", "sess-b", "connect('" + hostAddress + "', " + host.port() + ")");
         EXPECT_EQ(reached.rfind("blocked", 0), 0u) << hostAddress << ": " << reached;
     }
 
