@@ -41,14 +41,29 @@ std::string ruleset(const NetworkConfig& config, const Ipv4Subnet& subnet) {
 
 bool interfaceExists(const std::string& name) { return std::filesystem::exists("/sys/class/net/" + name); }
 
+// Whether there was anything to remove.
+bool removeBridgeAndTable(const NetworkConfig& config) {
+    bool found = false;
+    try {
+        runHostTool({"nft", "delete", "table", "inet", EgressNetwork::tableName(config)});
+        found = true;
+    } catch (const std::exception&) {
+        // There was none (or nft is missing, which create() reports).
+    }
+    if (interfaceExists(config.bridge)) {
+        runHostTool({"ip", "link", "del", config.bridge});
+        found = true;
+    }
+    return found;
+}
+
 }  // namespace
 
 EgressNetwork::EgressNetwork(const NetworkConfig& config)
     : config_(config), subnet_(Ipv4Subnet::parse(config.subnet)), next_(subnet_.firstHost()) {}
 
 std::shared_ptr<EgressNetwork> EgressNetwork::create(const NetworkConfig& config) {
-    if (removeLeftovers(config))
-        spdlog::warn("removed the egress bridge {} and its nftables table left by an earlier run", config.bridge);
+    removeLeftovers(config);
     std::shared_ptr<EgressNetwork> network(new EgressNetwork(config));
     const Ipv4Subnet& subnet = network->subnet_;
     const std::string gateway = Ipv4Subnet::toString(subnet.gateway()) + "/" + std::to_string(subnet.prefixLength);
@@ -65,24 +80,14 @@ std::shared_ptr<EgressNetwork> EgressNetwork::create(const NetworkConfig& config
     return network;
 }
 
-bool EgressNetwork::removeLeftovers(const NetworkConfig& config) {
-    bool found = false;
-    try {
-        runHostTool({"nft", "delete", "table", "inet", tableName(config)});
-        found = true;
-    } catch (const std::exception&) {
-        // There was none (or nft is missing, which create() reports).
-    }
-    if (interfaceExists(config.bridge)) {
-        runHostTool({"ip", "link", "del", config.bridge});
-        found = true;
-    }
-    return found;
+void EgressNetwork::removeLeftovers(const NetworkConfig& config) {
+    if (removeBridgeAndTable(config))
+        spdlog::warn("removed the egress bridge {} and its nftables table left by an earlier run", config.bridge);
 }
 
 EgressNetwork::~EgressNetwork() {
     try {
-        removeLeftovers(config_);
+        removeBridgeAndTable(config_);
     } catch (const std::exception& e) {
         spdlog::error("egress network: {}", e.what());
     }

@@ -37,9 +37,6 @@ public:
     std::string address() const { return Ipv4Subnet::toString(address_); }
     std::string gateway() const;
     int prefixLength() const;
-    // The host's end of the veth pair (named after the address, so it is
-    // unique on the host while subnets do not overlap).
-    const std::string& hostInterface() const { return hostInterface_; }
 
     // Makes the veth pair, moves its other end into the network namespace
     // of `pid` as `interface`, and attaches this end to the bridge.
@@ -51,6 +48,8 @@ private:
 
     std::shared_ptr<EgressNetwork> network_;
     std::uint32_t address_;
+    // The host's end of the veth pair, named after the address, so it is
+    // unique on the host while subnets do not overlap.
     std::string hostInterface_;
     bool connected_ = false;
 };
@@ -60,8 +59,8 @@ public:
     // Makes the bridge and the table (replacing any left by an earlier run)
     // and turns on the host's IPv4 forwarding.
     static std::shared_ptr<EgressNetwork> create(const NetworkConfig& config);
-    // Removes the bridge and table an earlier run left behind; true if there were any.
-    static bool removeLeftovers(const NetworkConfig& config);
+    // Removes the bridge and table an earlier run left behind, saying so in the log.
+    static void removeLeftovers(const NetworkConfig& config);
     ~EgressNetwork();
     EgressNetwork(const EgressNetwork&) = delete;
     EgressNetwork& operator=(const EgressNetwork&) = delete;

@@ -229,8 +229,7 @@ void NamespaceBackend::cleanupLeftovers() {
     if (removed) spdlog::warn("removed {} sandbox cgroups (and their processes) left by an earlier run", removed);
     // After the sessions: their veth pairs went with their namespaces.
     try {
-        if (EgressNetwork::removeLeftovers(network_))
-            spdlog::warn("removed the egress bridge {} and its nftables table left by an earlier run", network_.bridge);
+        EgressNetwork::removeLeftovers(network_);
     } catch (const std::exception& e) {
         spdlog::error("cannot remove the egress network left by an earlier run: {}", e.what());
     }

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "nsinit.hpp"
+#include "sessiond/ipv4_subnet.hpp"
 
 namespace sessiond::nsinit {
 
@@ -53,7 +54,7 @@ void configureInterface(const JailNetwork& network) {
     if (::ioctl(sock.get(), SIOCSIFADDR, &ifr) != 0) die(name + " SIOCSIFADDR");
     sockaddr_in mask{};
     mask.sin_family = AF_INET;
-    mask.sin_addr.s_addr = htonl(network.prefixLength == 0 ? 0 : ~std::uint32_t(0) << (32 - network.prefixLength));
+    mask.sin_addr.s_addr = htonl((Ipv4Subnet{0, network.prefixLength}.mask()));
     std::memcpy(&ifr.ifr_netmask, &mask, sizeof mask);
     if (::ioctl(sock.get(), SIOCSIFNETMASK, &ifr) != 0) die(name + " SIOCSIFNETMASK");
     setUp(sock.get(), name);
