@@ -9,12 +9,9 @@
 using namespace sessiond;
 using namespace std::chrono_literals;
 
-namespace {
+using sessiond::testing::drain;
 
-void drain(boost::asio::io_context& io) {
-    io.restart();
-    io.poll();
-}
+namespace {
 
 PoolConfig poolConfig(std::size_t ready) {
     PoolConfig config;
