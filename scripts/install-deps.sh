@@ -29,6 +29,8 @@ packages=(
   curl procps util-linux
   # sessions with egress (docs/networking.md): the bridge, veth pairs and their rules
   iproute2 nftables
+  # custom containers: images from OCI layouts and archives
+  skopeo umoci
   # bench/run.sh: wrk, the HTTP load generator
   wrk
   # tests/conformance: the HTTP libraries Semantic Kernel Python (httpx) and

@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <functional>
 
 #include <gtest/gtest.h>
 
@@ -289,7 +290,7 @@ TEST(Config, EgressIsPerPoolAndItsNetworkIsChecked) {
     d = minimal();
     d["pools"][0]["sessionNetworkConfiguration"] = {{"status", "Egress"}};
     EXPECT_EQ(failingField(d), "pools[0].sessionNetworkConfiguration.status");
-    // Not yet for VMs, nor for sandboxes started without a zygote.
+    // Not yet for VMs; sandboxes started without a zygote have it too.
     d = minimal();
     d["pools"][0]["backend"] = "libvirt";
     d["pools"][0]["sessionNetworkConfiguration"] = {{"status", "EgressEnabled"}};
@@ -297,7 +298,7 @@ TEST(Config, EgressIsPerPoolAndItsNetworkIsChecked) {
     d = minimal();
     d["namespaceSandbox"] = {{"zygote", false}};
     d["pools"][0]["sessionNetworkConfiguration"] = {{"status", "EgressEnabled"}};
-    EXPECT_EQ(failingField(d), "pools[0].sessionNetworkConfiguration.status");
+    EXPECT_EQ(failingField(d), "");
 
     for (const char* bridge : {"", "Sessiond0", "a-bridge", "sessiond-bridge-0"}) {
         d = minimal();
@@ -309,4 +310,120 @@ TEST(Config, EgressIsPerPoolAndItsNetworkIsChecked) {
         d["network"] = {{"subnet", subnet}};
         EXPECT_EQ(failingField(d), "network.subnet") << subnet;
     }
+}
+
+namespace {
+
+json customPool() {
+    return json::parse(R"({"name": "web", "containerType": "CustomContainer",
+        "customContainerTemplate": {
+            "containers": [{"image": "oci:/srv/images/web:1.0", "name": "web",
+                            "command": ["/srv/server"], "args": ["--port", "8080"],
+                            "env": [{"name": "MODE", "value": "test"}, {"name": "TOKEN", "secretRef": "token"}],
+                            "resources": {"cpu": 0.5, "memory": "1Gi"},
+                            "probes": [{"type": "Startup", "httpGet": {"path": "/health", "port": 8080,
+                                                                        "httpHeaders": [{"name": "X-Probe", "value": "1"}]},
+                                        "periodSeconds": 1, "failureThreshold": 5},
+                                       {"type": "Liveness", "tcpSocket": {"port": 8080}}]}],
+            "ingress": {"targetPort": 8080}},
+        "secrets": [{"name": "token", "value": "s3cret"}, {"name": "db", "file": "/etc/sessiond/db"}],
+        "dynamicPoolConfiguration": {"lifecycleConfiguration": {"lifecycleType": "OnContainerExit",
+                                                                 "maxAlivePeriodInSeconds": 600}}})");
+}
+
+json withPool(const json& pool) { return json{{"pools", json::array({pool})}}; }
+
+}  // namespace
+
+TEST(Config, CustomContainerPoolsReadAzuresTemplateAndRoundTrip) {
+    const auto pool = parseConfig(withPool(customPool())).pools[0];
+    EXPECT_TRUE(pool.customContainer());
+    EXPECT_EQ(pool.container.image, "oci:/srv/images/web:1.0");
+    EXPECT_EQ(pool.container.command, (std::vector<std::string>{"/srv/server"}));
+    EXPECT_EQ(pool.container.args, (std::vector<std::string>{"--port", "8080"}));
+    ASSERT_EQ(pool.container.env.size(), 2u);
+    EXPECT_EQ(pool.container.env[1].secretRef, "token");
+    EXPECT_EQ(pool.container.targetPort, 8080);
+    EXPECT_DOUBLE_EQ(pool.resources.cpus, 0.5);
+    EXPECT_EQ(pool.resources.memoryBytes, 1024ull << 20);
+    ASSERT_EQ(pool.container.probes.size(), 2u);
+    const auto& startup = pool.container.probes[0];
+    EXPECT_EQ(startup.type, sessiond::ContainerProbe::Type::Startup);
+    EXPECT_TRUE(startup.httpGet);
+    EXPECT_EQ(startup.path, "/health");
+    EXPECT_EQ(startup.period, std::chrono::seconds(1));
+    EXPECT_EQ(startup.failureThreshold, 5u);
+    EXPECT_EQ(startup.timeout, std::chrono::seconds(1));  // Azure's default
+    EXPECT_EQ(startup.httpHeaders.size(), 1u);
+    EXPECT_FALSE(pool.container.probes[1].httpGet);
+    EXPECT_EQ(pool.container.probes[1].failureThreshold, 3u);
+    EXPECT_EQ(pool.container.probes[1].period, std::chrono::seconds(10));
+    EXPECT_TRUE(pool.endOnContainerExit);
+    EXPECT_EQ(pool.maxAlivePeriod, std::chrono::seconds(600));
+    ASSERT_EQ(pool.secrets.size(), 2u);
+    EXPECT_EQ(pool.secrets[0].value, "s3cret");
+    EXPECT_EQ(pool.secrets[1].file, "/etc/sessiond/db");
+
+    // What the pool store writes reads back to the same pool.
+    const auto definition = sessiond::poolDefinition(pool);
+    const auto again = sessiond::parsePool(definition, "");
+    EXPECT_EQ(again.container, pool.container);
+    EXPECT_EQ(again.secrets, pool.secrets);
+    EXPECT_EQ(again.endOnContainerExit, pool.endOnContainerExit);
+    EXPECT_EQ(again.maxAlivePeriod, pool.maxAlivePeriod);
+    EXPECT_EQ(sessiond::poolDefinition(again), definition);
+    // A Timed custom pool.
+    auto timed = customPool();
+    timed["dynamicPoolConfiguration"] = {{"lifecycleConfiguration", {{"lifecycleType", "Timed"}, {"cooldownPeriodInSeconds", 60}}}};
+    const auto timedPool = parseConfig(withPool(timed)).pools[0];
+    EXPECT_FALSE(timedPool.endOnContainerExit);
+    EXPECT_EQ(timedPool.cooldownPeriod, std::chrono::seconds(60));
+}
+
+TEST(Config, CustomContainerMistakesNameTheirField) {
+    const std::string c = "pools[0].customContainerTemplate";
+    const std::string c0 = c + ".containers[0]";
+    std::vector<std::pair<std::function<void(json&)>, std::string>> cases = {
+        {[](json& p) { p.erase("customContainerTemplate"); }, "pools[0].customContainerTemplate"},
+        {[](json& p) { p["customContainerTemplate"]["ingress"].erase("targetPort"); }, c + ".ingress.targetPort"},
+        {[](json& p) { p["customContainerTemplate"]["ingress"]["targetPort"] = 70000; }, c + ".ingress.targetPort"},
+        {[](json& p) { p["customContainerTemplate"]["containers"].push_back(p["customContainerTemplate"]["containers"][0]); },
+         c + ".containers"},
+        {[](json& p) { p["customContainerTemplate"]["containers"][0].erase("image"); }, c0 + ".image"},
+        {[](json& p) { p["customContainerTemplate"]["containers"][0]["env"][1]["secretRef"] = "nope"; },
+         c0 + ".env[1].secretRef"},
+        {[](json& p) { p["customContainerTemplate"]["containers"][0]["env"][0]["secretRef"] = "token"; }, c0 + ".env[0]"},
+        {[](json& p) { p["customContainerTemplate"]["containers"][0]["env"][0]["name"] = "1X"; }, c0 + ".env[0].name"},
+        {[](json& p) { p["customContainerTemplate"]["containers"][0]["probes"][0]["type"] = "Readiness"; },
+         c0 + ".probes[0].type"},
+        {[](json& p) { p["customContainerTemplate"]["containers"][0]["probes"][1]["type"] = "Startup"; },
+         c0 + ".probes[1].type"},
+        {[](json& p) { p["customContainerTemplate"]["containers"][0]["probes"][0]["failureThreshold"] = 11; },
+         c0 + ".probes[0].failureThreshold"},
+        {[](json& p) { p["customContainerTemplate"]["containers"][0]["probes"][0]["httpGet"]["scheme"] = "HTTPS"; },
+         c0 + ".probes[0].httpGet.scheme"},
+        {[](json& p) { p["customContainerTemplate"]["containers"][0]["probes"][0]["httpGet"]["host"] = "example.com"; },
+         c0 + ".probes[0].httpGet.host"},
+        {[](json& p) { p["customContainerTemplate"]["containers"][0]["probes"][1]["httpGet"] = json::object(); },
+         c0 + ".probes[1]"},
+        {[](json& p) { p["customContainerTemplate"]["registryCredentials"] = json::object(); },
+         c + ".registryCredentials"},
+        {[](json& p) { p["secrets"][1]["file"] = "relative"; }, "pools[0].secrets[1].file"},
+        {[](json& p) { p["secrets"][0]["file"] = "/also/a/file"; }, "pools[0].secrets[0]"},
+        {[](json& p) { p["secrets"][1]["name"] = "token"; }, "pools[0].secrets[1].name"},
+        {[](json& p) { p["dynamicPoolConfiguration"]["lifecycleConfiguration"]["cooldownPeriodInSeconds"] = 300; },
+         "pools[0].dynamicPoolConfiguration.lifecycleConfiguration.cooldownPeriodInSeconds"},
+        {[](json& p) { p["backend"] = "libvirt"; }, "pools[0].backend"},
+    };
+    for (const auto& [change, field] : cases) {
+        json pool = customPool();
+        change(pool);
+        EXPECT_EQ(failingField(withPool(pool)), field) << pool.dump();
+    }
+    // Code-interpreter pools take neither a container template nor OnContainerExit.
+    json python = {{"name", "py"}, {"customContainerTemplate", customPool()["customContainerTemplate"]}};
+    EXPECT_EQ(failingField(withPool(python)), "pools[0].customContainerTemplate");
+    python = {{"name", "py"},
+              {"dynamicPoolConfiguration", {{"lifecycleConfiguration", {{"lifecycleType", "OnContainerExit"}}}}}};
+    EXPECT_EQ(failingField(withPool(python)), "pools[0].dynamicPoolConfiguration.lifecycleConfiguration.lifecycleType");
 }

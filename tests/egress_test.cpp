@@ -26,6 +26,7 @@
 #include "support/http_client.hpp"
 #include "support/leaks.hpp"
 #include "support/server_fixture.hpp"
+#include "support/test_image.hpp"
 
 extern char** environ;
 
@@ -214,7 +215,20 @@ private:
     std::string port_;
 };
 
-TEST_F(Egress, EnabledReachesTheOutsideDisabledNeverAndNeitherTheHostNorANeighbour) {
+// Sessions forked from their pool's zygote, and sessions nsinit starts afresh
+// (namespaceSandbox.zygote off), which get their interface another way.
+class EgressBothWays : public Egress, public ::testing::WithParamInterface<bool> {
+protected:
+    void SetUp() override {
+        Egress::SetUp();
+        config.namespaceSandbox.zygote = GetParam();
+    }
+};
+
+INSTANTIATE_TEST_SUITE_P(Sandboxes, EgressBothWays, ::testing::Values(true, false),
+                         [](const ::testing::TestParamInfo<bool>& info) { return info.param ? "Zygote" : "Fresh"; });
+
+TEST_P(EgressBothWays, EnabledReachesTheOutsideDisabledNeverAndNeitherTheHostNorANeighbour) {
     OutsideWorld outside("198.18." + std::to_string(getpid() % 256));
     HostListener host;
     ASSERT_FALSE(host.port().empty());
@@ -266,6 +280,50 @@ TEST_F(Egress, EnabledReachesTheOutsideDisabledNeverAndNeitherTheHostNorANeighbo
     for (const auto& link : std::filesystem::directory_iterator("/sys/class/net"))
         EXPECT_NE(link.path().filename().string().rfind(prefix, 0), 0u) << link.path() << " is left";
     EXPECT_TRUE(sessiond::testing::cgroupsNamed(config.cgroupName).empty());
+}
+
+// Custom containers (docs/custom-containers.md) under the same rules: the
+// pool's status decides, and the host is out of reach.
+TEST_F(Egress, CustomContainersReachTheOutsideOnlyWithEgress) {
+    OutsideWorld outside("198.19." + std::to_string(getpid() % 256));
+    HostListener host;
+    ASSERT_FALSE(host.port().empty());
+    sessiond::testing::TestImage image;
+    sessiond::testing::ScratchDirectory cache{"sessiond-test-containers-"};
+    std::filesystem::permissions(cache.path(), std::filesystem::perms(0711));
+    config.containers.directory = cache.path();
+    for (auto& pool : config.pools) {
+        pool.containerType = "CustomContainer";
+        pool.container.image = image.ociReference();
+        pool.container.targetPort = 8080;
+        pool.container.args = {"--port", "8080"};
+    }
+    start();
+    const std::string url = "http://" + outside.address + ":" + std::to_string(kOutsidePort) + "/";
+    ASSERT_TRUE(server.waitFor(
+        [&] { return outside.run("import urllib.request; urllib.request.urlopen('" + url + "', timeout=1)"); }, 10s));
+    HttpClient client(server.port());
+    auto get = [&](const std::string& pool, const std::string& identifier, const std::string& path) {
+        auto r = client.get("/pools/" + pool + path + (path.find('?') == std::string::npos ? "?" : "&") +
+                            "identifier=" + identifier);
+        EXPECT_EQ(r.status, 200) << r.body;
+        return r.body;
+    };
+    const std::string fetchOutside = "/fetch?host=" + outside.address + "&port=" + std::to_string(kOutsidePort);
+    EXPECT_EQ(get("open", "box-a", "/interfaces"), "lo\neth0\n");
+    EXPECT_EQ(get("open", "box-a", fetchOutside), "answered " + outside.hostAddress);
+    EXPECT_EQ(get("closed", "box-c", "/interfaces"), "lo\n");
+    const std::string closed = get("closed", "box-c", fetchOutside);
+    EXPECT_EQ(closed.rfind("blocked", 0), 0u) << closed;
+    // The host, at the bridge's address and at its address towards the world.
+    const Ipv4Subnet subnet = Ipv4Subnet::parse(config.network.subnet);
+    for (const std::string& hostAddress : {Ipv4Subnet::toString(subnet.gateway()), outside.hostAddress}) {
+        const std::string reached = get("open", "box-b", "/fetch?host=" + hostAddress + "&port=" + host.port());
+        EXPECT_EQ(reached.rfind("blocked", 0), 0u) << hostAddress << ": " << reached;
+    }
+    server.stop();
+    EXPECT_FALSE(interfaceExists(config.network.bridge));
+    EXPECT_FALSE(nftTableExists(table));
 }
 
 // A daemon killed with its egress network up leaves the bridge and the

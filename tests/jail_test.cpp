@@ -71,6 +71,7 @@ int waitExit(JailedProcess& p, std::chrono::milliseconds timeout = 30s) {
 JailSpec specFor(std::vector<std::string> argv) {
     JailSpec s;
     s.uid = kUid;
+    s.gid = kUid;
     s.hostname = "jailtest";
     s.mounts = {{"/usr", "/usr", false},
                 {"/etc/alternatives", "/etc/alternatives", false},
@@ -453,3 +454,57 @@ TEST_F(JailTest, KillEndsTheSandbox) {
     ASSERT_EQ(::kill(p2->pid(), SIGTERM), 0);
     EXPECT_EQ(waitExit(*p2), 128 + SIGKILL);
 }
+
+namespace {
+
+// A custom container's root (JailSpec::imageRoot): an "image" made here of
+// symbolic links into the host's /usr, which the spec mounts over it.
+TEST_F(JailTest, ImageRootRunsItsRootWithoutCapabilitiesAndWritesOnlyToItsOwnLayer) {
+    namespace fs = std::filesystem;
+    char pattern[] = "/tmp/sessiond-jail-image-XXXXXX";
+    ASSERT_NE(::mkdtemp(pattern), nullptr);
+    const fs::path dir = pattern;
+    const fs::path rootfs = dir / "rootfs";
+    fs::permissions(dir, fs::perms(0711));
+    fs::create_directories(rootfs / "etc");
+    fs::create_directories(rootfs / "usr");
+    for (const char* link : {"bin", "lib", "lib64"}) fs::create_symlink(std::string("usr/") + link, rootfs / link);
+    std::ofstream(rootfs / "etc/image-file") << "from the image\n";
+    // Owned as an image unpacked for this jail's id range would be.
+    const std::uint32_t base = JailSpec{}.hostUidBase;
+    for (const auto& entry : fs::recursive_directory_iterator(rootfs))
+        ASSERT_EQ(::lchown(entry.path().c_str(), base, base), 0);
+    ASSERT_EQ(::chown(rootfs.c_str(), base, base), 0);
+
+    JailSpec spec = sh("id -u; id -g; grep -E '^(CapEff|CapPrm|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; "
+                       "cat /proc/sys/net/ipv4/ip_unprivileged_port_start; "
+                       "echo changed > /etc/image-file && cat /etc/image-file; echo new > /new-file && cat /new-file; "
+                       "head -c 2000000 /dev/zero > /big 2>/dev/null || echo layer full");
+    spec.uid = 0;
+    spec.gid = 0;
+    spec.imageRoot = rootfs.string();
+    spec.workingDirectory = "/";
+    spec.tmpfsBytes = 1 << 20;
+    spec.mounts = {{"/usr", "/usr", false}};
+    const auto res = run(spec);
+    ASSERT_EQ(res.exitCode, 0) << res.output;
+    EXPECT_EQ(res.output.rfind("0\n0\n", 0), 0u) << res.output;
+    for (const char* line : {"CapEff:\t0000000000000000", "CapPrm:\t0000000000000000", "CapBnd:\t0000000000000000",
+                             "NoNewPrivs:\t1", "Seccomp:\t2", "\n0\n", "changed\n", "new\n", "layer full\n"})
+        EXPECT_NE(res.output.find(line), std::string::npos) << line << "\n" << res.output;
+    // The image on the host is as it was: the writes went to the jail's layer.
+    EXPECT_EQ(slurp((rootfs / "etc/image-file").string()), "from the image\n");
+    EXPECT_FALSE(fs::exists(rootfs / "new-file"));
+    EXPECT_FALSE(fs::exists(rootfs / "big"));
+    fs::remove_all(dir);
+
+    // Outside an image root, uid 0 is refused: the root built from host paths
+    // is owned by the namespace's root.
+    JailSpec hostRoot = sh("id -u");
+    hostRoot.uid = 0;
+    const auto refused = run(hostRoot);
+    EXPECT_EQ(refused.exitCode, 125) << refused.output;
+    EXPECT_NE(refused.output.find("uid and gid must be in 1..65535"), std::string::npos) << refused.output;
+}
+
+}  // namespace

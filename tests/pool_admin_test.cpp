@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include "sessiond/pool/pool_store.hpp"
+#include "sessiond/sandbox/namespace/namespace_backend.hpp"
 #include "support/fake_backend.hpp"
 #include "support/http_client.hpp"
 #include "support/server_fixture.hpp"
@@ -332,4 +333,41 @@ TEST(PoolStore, APoolWithAMaximumTimeoutBelowTheDefaultSurvivesARestart) {
     ASSERT_EQ(pools.size(), 1u);
     EXPECT_EQ(pools[0].maxExecutionTimeout.count(), 30);
     EXPECT_EQ(pools[0].defaultExecutionTimeout.count(), 30);
+}
+
+// Pool definitions through the API on a real namespace backend.
+TEST(PoolAdminNamespace, EgressWithoutZygoteAndCustomContainerPoolsAreDefinedAndSecretsStayHidden) {
+    sessiond::Config config;
+    config.cgroupName = "sessiond-test-" + std::to_string(getpid());
+    config.namespaceSandbox.zygote = false;
+    sessiond::testing::ServerFixture server;
+    server.start(config, [&config](boost::asio::io_context& io) {
+        return std::make_unique<sessiond::NamespaceBackend>(
+            io, config, sessiond::BackendPaths{SESSIOND_BINARY_DIR "/sessiond-nsinit", SESSIOND_BINARY_DIR "/agent"});
+    });
+    sessiond::testing::HttpClient client(server.port());
+    const nlohmann::json body = {{"properties",
+                                  {{"scaleConfiguration", {{"readySessionInstances", 0}}},
+                                   {"sessionNetworkConfiguration", {{"status", "EgressEnabled"}}}}}};
+    auto r = client.request(boost::beast::http::verb::put, "/pools/web", body.dump());
+    EXPECT_EQ(r.status, 201) << r.body;
+
+    // A custom container pool: its definition comes back, its secrets' values never.
+    const nlohmann::json custom = {
+        {"properties",
+         {{"containerType", "CustomContainer"},
+          {"scaleConfiguration", {{"readySessionInstances", 0}}},
+          {"customContainerTemplate",
+           {{"containers", {{{"image", "oci:/srv/images/web"}, {"env", {{{"name", "K"}, {"secretRef", "k"}}}}}}},
+            {"ingress", {{"targetPort", 8080}}}}},
+          {"secrets", {{{"name", "k"}, {"value", "hidden-value"}}}}}}};
+    r = client.request(boost::beast::http::verb::put, "/pools/box", custom.dump());
+    ASSERT_EQ(r.status, 201) << r.body;
+    r = client.get("/pools/box");
+    ASSERT_EQ(r.status, 200);
+    EXPECT_EQ(r.body.find("hidden-value"), std::string::npos) << r.body;
+    const auto properties = r.json()["properties"];
+    EXPECT_EQ(properties["secrets"], (nlohmann::json{{{"name", "k"}}}));
+    EXPECT_EQ(properties["customContainerTemplate"]["ingress"]["targetPort"], 8080);
+    EXPECT_EQ(properties["customContainerTemplate"]["containers"][0]["image"], "oci:/srv/images/web");
 }

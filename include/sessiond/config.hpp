@@ -48,6 +48,10 @@ struct HttpConfig {
     std::size_t maxDownloadBytes = 256 * 1024 * 1024;
     std::chrono::seconds readTimeout{30};      // to receive a request's header, and again its body
     std::chrono::seconds keepAliveTimeout{60}; // idle connection between requests
+    // A request forwarded to a custom container (docs/custom-containers.md):
+    // how long either side may stay silent, mid-request or mid-answer,
+    // before the exchange is cut. Bodies stream and have no size limit.
+    std::chrono::seconds forwardIdleTimeout{240};
 };
 
 // Who may call what: a session executor uses the data plane (sessions,
@@ -124,6 +128,62 @@ struct NetworkConfig {
     std::string subnet = "10.213.0.0/16";  // IPv4; the first address is the bridge's
 };
 
+// A custom container's health check (Azure's probes[]; docs/custom-containers.md).
+struct ContainerProbe {
+    enum class Type { Startup, Liveness };
+    Type type = Type::Liveness;
+    // httpGet: passes on an answer from 200 to 399; tcpSocket: on a
+    // connection accepted.
+    bool httpGet = true;
+    std::string path = "/";
+    std::uint16_t port = 0;
+    std::vector<std::pair<std::string, std::string>> httpHeaders;
+    std::uint32_t failureThreshold = 3;
+    std::uint32_t successThreshold = 1;
+    std::chrono::seconds initialDelay{0};
+    std::chrono::seconds period{10};
+    std::chrono::seconds timeout{1};
+
+    bool operator==(const ContainerProbe&) const = default;
+};
+
+// An environment variable of a custom container: a value, or the name of one
+// of the pool's secrets.
+struct ContainerEnvVar {
+    std::string name;
+    std::string value;
+    std::string secretRef;
+
+    bool operator==(const ContainerEnvVar&) const = default;
+};
+
+// A pool's secret: a value given in the definition, or a file on the host
+// read each time a container starts, so the value stays out of the
+// configuration and can change without redefining the pool.
+struct PoolSecret {
+    std::string name;
+    std::string value;
+    std::filesystem::path file;
+
+    bool operator==(const PoolSecret&) const = default;
+};
+
+// customContainerTemplate (containerType CustomContainer): one container
+// per session, its HTTP server on targetPort receiving the pool's requests.
+struct ContainerTemplate {
+    // An OCI image layout directory or an OCI or docker archive on the host
+    // (see sandbox/container_image.hpp for the reference syntax).
+    std::string image;
+    std::string name;
+    std::vector<std::string> command;  // replaces the image's entrypoint
+    std::vector<std::string> args;     // replaces the image's cmd
+    std::vector<ContainerEnvVar> env;
+    std::uint16_t targetPort = 0;
+    std::vector<ContainerProbe> probes;
+
+    bool operator==(const ContainerTemplate&) const = default;
+};
+
 struct PoolConfig {
     std::string name;
     std::string containerType = "PythonLTS";
@@ -141,6 +201,16 @@ struct PoolConfig {
     // sessionNetworkConfiguration.status EgressEnabled: sessions reach
     // outside hosts through the egress network (docs/networking.md).
     bool egressEnabled = false;
+    // containerType CustomContainer only.
+    ContainerTemplate container;
+    std::vector<PoolSecret> secrets;
+    // lifecycleType OnContainerExit (custom containers): a session lasts
+    // until its container exits, or maxAlivePeriod after it began, however
+    // busy; Timed: until cooldownPeriod passes without a request.
+    bool endOnContainerExit = false;
+    std::chrono::seconds maxAlivePeriod{3600};
+
+    bool customContainer() const { return containerType == "CustomContainer"; }
 };
 
 // The interpreter the agent runs for a pool's containerType: "python"
@@ -149,6 +219,12 @@ std::string agentLanguage(const PoolConfig& pool);
 
 // The audit log (docs/hardening.md, "Audit log"): one JSON line per request
 // and per session lifecycle event.
+// Custom containers' images, unpacked once each, and each session's
+// writable layer over its image (docs/custom-containers.md).
+struct ContainerConfig {
+    std::filesystem::path directory = "/var/lib/sessiond/containers";
+};
+
 struct AuditConfig {
     bool enabled = true;
     // Appended to, created with mode 0600; SIGHUP reopens it (after a
@@ -175,6 +251,7 @@ struct Config {
     NamespaceSandboxConfig namespaceSandbox;
     LibvirtConfig libvirt;
     NetworkConfig network;
+    ContainerConfig containers;
     std::vector<PoolConfig> pools;
 };
 

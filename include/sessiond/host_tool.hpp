@@ -1,6 +1,6 @@
 #pragma once
-// Host tools the backends run (ip, nft, qemu-img): no shell, so arguments
-// are never reinterpreted.
+// Host tools the backends run (ip, nft, qemu-img, skopeo, umoci): no shell,
+// so arguments are never reinterpreted.
 
 #include <string>
 #include <vector>
@@ -11,5 +11,8 @@ namespace sessiond {
 // its standard output discarded; throws std::runtime_error naming the
 // command, with its standard error, unless it exits with 0.
 void runHostTool(const std::vector<std::string>& argv, const std::string& input = "");
+
+// The same, returning what the tool wrote to its standard output.
+std::string runHostToolOutput(const std::vector<std::string>& argv, const std::string& input = "");
 
 }  // namespace sessiond

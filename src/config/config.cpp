@@ -100,7 +100,7 @@ std::chrono::seconds seconds(Fields& f, const std::string& key, std::chrono::sec
     return std::chrono::seconds(f.integer(key, static_cast<std::uint64_t>(fallback.count()), min, max));
 }
 
-const std::set<std::string> kContainerTypes = {"PythonLTS", "NodeLTS", "Shell"};
+const std::set<std::string> kContainerTypes = {"PythonLTS", "NodeLTS", "Shell", "CustomContainer"};
 const std::set<std::string> kBackends = {"namespace", "libvirt"};
 const std::set<std::string> kAccelerators = {"auto", "kvm", "tcg"};
 const std::set<std::string> kLogLevels = {"trace", "debug", "info", "warn", "error", "critical", "off"};
@@ -133,6 +133,166 @@ std::uint64_t memoryQuantityMiB(Fields& f, const std::string& key) {
     return static_cast<std::uint64_t>(mib);
 }
 
+// Environment variable and secret names: what a shell can set.
+bool isValidName(const std::string& name) {
+    if (name.empty() || name.size() > 253 || (name[0] >= '0' && name[0] <= '9')) return false;
+    return name.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") ==
+           std::string::npos;
+}
+
+// A {"name", "value"} entry whose value may come another way instead
+// (`alternative`: a secret's file, a variable's secretRef): one of the two.
+struct NamedValue {
+    std::string name;
+    std::string value;
+    std::string alternative;
+};
+
+NamedValue namedValue(Fields& f, const std::string& alternative, const std::string& alternativeText) {
+    NamedValue out;
+    out.name = f.string("name", "");
+    if (!isValidName(out.name))
+        throw ConfigError(f.child("name"), "must be letters, digits, '_', '.' or '-', not starting with a digit");
+    const json* value = f.get("value");
+    out.alternative = f.string(alternative, "");
+    if ((value != nullptr) == !out.alternative.empty())
+        throw ConfigError(f.displayPath(), "needs either a value or " + alternativeText);
+    if (value) {
+        if (!value->is_string()) throw ConfigError(f.child("value"), "must be a string");
+        out.value = value->get<std::string>();
+    }
+    return out;
+}
+
+std::vector<PoolSecret> parseSecrets(const json& list, const std::string& path) {
+    if (!list.is_array()) throw ConfigError(path, "must be an array of {name, value} or {name, file}");
+    std::vector<PoolSecret> out;
+    for (std::size_t i = 0; i < list.size(); ++i) {
+        Fields s(list[i], path + "[" + std::to_string(i) + "]");
+        PoolSecret secret;
+        const NamedValue entry = namedValue(s, "file", "a file (an absolute path on the host)");
+        secret.name = entry.name;
+        for (const auto& other : out)
+            if (other.name == secret.name) throw ConfigError(s.child("name"), "duplicate secret '" + secret.name + "'");
+        secret.value = entry.value;
+        secret.file = entry.alternative;
+        if (!entry.alternative.empty() && !secret.file.is_absolute())
+            throw ConfigError(s.child("file"), "must be an absolute path");
+        s.done();
+        out.push_back(std::move(secret));
+    }
+    return out;
+}
+
+std::uint16_t port(Fields& f, const std::string& key, std::uint16_t fallback) {
+    return static_cast<std::uint16_t>(f.integer(key, fallback, 1, 65535));
+}
+
+ContainerProbe parseProbe(const json& j, const std::string& path, std::uint16_t targetPort) {
+    Fields p(j, path);
+    ContainerProbe probe;
+    const std::string type = p.string("type", "");
+    if (type != "Startup" && type != "Liveness")
+        throw ConfigError(p.child("type"), "must be Startup or Liveness, got '" + type + "'");
+    probe.type = type == "Startup" ? ContainerProbe::Type::Startup : ContainerProbe::Type::Liveness;
+    const json* httpGet = p.get("httpGet");
+    const json* tcpSocket = p.get("tcpSocket");
+    if ((httpGet != nullptr) == (tcpSocket != nullptr)) throw ConfigError(p.displayPath(), "needs either httpGet or tcpSocket");
+    probe.httpGet = httpGet != nullptr;
+    Fields h(httpGet ? *httpGet : *tcpSocket, p.child(httpGet ? "httpGet" : "tcpSocket"));
+    probe.port = port(h, "port", targetPort);
+    const std::string host = h.string("host", "");
+    if (!host.empty() && host != "localhost" && host != "127.0.0.1")
+        throw ConfigError(h.child("host"), "must be localhost: a probe reaches the session's own container");
+    if (httpGet) {
+        probe.path = h.string("path", "/");
+        if (probe.path.empty() || probe.path[0] != '/' ||
+            probe.path.find_first_of(" \r\n") != std::string::npos)
+            throw ConfigError(h.child("path"), "must be a path starting with '/'");
+        const std::string scheme = h.string("scheme", "HTTP");
+        if (scheme != "HTTP")
+            throw ConfigError(h.child("scheme"), "must be HTTP: the container is reached on its own loopback");
+        if (const json* headers = h.get("httpHeaders")) {
+            if (!headers->is_array()) throw ConfigError(h.child("httpHeaders"), "must be an array of {name, value}");
+            for (std::size_t i = 0; i < headers->size(); ++i) {
+                Fields hh((*headers)[i], h.child("httpHeaders") + "[" + std::to_string(i) + "]");
+                std::string name = hh.string("name", ""), value = hh.string("value", "");
+                if (name.empty() || name.find_first_of(" :\r\n") != std::string::npos ||
+                    value.find_first_of("\r\n") != std::string::npos)
+                    throw ConfigError(hh.displayPath(), "needs a header name and a value on one line");
+                hh.done();
+                probe.httpHeaders.emplace_back(std::move(name), std::move(value));
+            }
+        }
+    }
+    h.done();
+    // Azure's ranges and defaults.
+    probe.failureThreshold = static_cast<std::uint32_t>(p.integer("failureThreshold", 3, 1, 10));
+    probe.successThreshold = static_cast<std::uint32_t>(p.integer("successThreshold", 1, 1, 1));
+    probe.initialDelay = seconds(p, "initialDelaySeconds", probe.initialDelay, 0, 60);
+    probe.period = seconds(p, "periodSeconds", probe.period, 1, 240);
+    probe.timeout = seconds(p, "timeoutSeconds", probe.timeout, 1, 240);
+    (void)p.integer("terminationGracePeriodSeconds", 0, 0, 3600);  // a session is killed at once
+    p.done();
+    return probe;
+}
+
+ContainerTemplate parseContainerTemplate(const json& j, const std::string& path, const std::vector<PoolSecret>& secrets,
+                                         const json*& resources) {
+    Fields t(j, path);
+    ContainerTemplate out;
+    if (t.get("registryCredentials"))
+        throw ConfigError(t.child("registryCredentials"),
+                          "is not supported: images come from OCI layouts or archives on the host");
+    const json* ingress = t.get("ingress");
+    if (!ingress) throw ConfigError(t.child("ingress"), "is required: {\"targetPort\": the port the container serves}");
+    Fields in(*ingress, t.child("ingress"));
+    if (!in.get("targetPort")) throw ConfigError(in.child("targetPort"), "is required");
+    out.targetPort = port(in, "targetPort", 0);
+    in.done();
+    const json* containers = t.get("containers");
+    if (!containers || !containers->is_array() || containers->size() != 1)
+        throw ConfigError(t.child("containers"), "must hold exactly one container");
+    const std::string where = t.child("containers") + "[0]";
+    Fields c((*containers)[0], where);
+    out.image = c.string("image", "");
+    if (out.image.empty()) throw ConfigError(c.child("image"), "is required (an OCI layout or archive on the host)");
+    out.name = c.string("name", "main");
+    out.command = c.strings("command", {});
+    out.args = c.strings("args", {});
+    if (const json* env = c.get("env")) {
+        if (!env->is_array()) throw ConfigError(c.child("env"), "must be an array of {name, value} or {name, secretRef}");
+        for (std::size_t i = 0; i < env->size(); ++i) {
+            Fields e((*env)[i], c.child("env") + "[" + std::to_string(i) + "]");
+            ContainerEnvVar variable;
+            const NamedValue entry = namedValue(e, "secretRef", "a secretRef");
+            variable.name = entry.name;
+            variable.value = entry.value;
+            variable.secretRef = entry.alternative;
+            if (!variable.secretRef.empty() && std::none_of(secrets.begin(), secrets.end(),
+                                    [&](const PoolSecret& s) { return s.name == variable.secretRef; })) {
+                throw ConfigError(e.child("secretRef"), "names no secret of the pool: '" + variable.secretRef + "'");
+            }
+            e.done();
+            out.env.push_back(std::move(variable));
+        }
+    }
+    resources = c.get("resources");
+    if (const json* probes = c.get("probes")) {
+        if (!probes->is_array()) throw ConfigError(c.child("probes"), "must be an array");
+        for (std::size_t i = 0; i < probes->size(); ++i) {
+            ContainerProbe probe = parseProbe((*probes)[i], c.child("probes") + "[" + std::to_string(i) + "]", out.targetPort);
+            for (const auto& other : out.probes)
+                if (other.type == probe.type)
+                    throw ConfigError(c.child("probes") + "[" + std::to_string(i) + "].type", "one probe of each type at most");
+            out.probes.push_back(std::move(probe));
+        }
+    }
+    c.done();
+    t.done();
+    return out;
+}
+
 }  // namespace
 
 PoolConfig parsePool(const json& j, const std::string& path) {
@@ -145,7 +305,7 @@ PoolConfig parsePool(const json& j, const std::string& path) {
     pool.containerType = f.string("containerType", pool.containerType);
     if (!kContainerTypes.count(pool.containerType))
         throw ConfigError(f.child("containerType"), "unsupported value '" + pool.containerType +
-                                                            "' (supported: PythonLTS, NodeLTS, Shell)");
+                                                            "' (supported: PythonLTS, NodeLTS, Shell, CustomContainer)");
     const std::string management = f.string("poolManagementType", "Dynamic");
     if (management != "Dynamic")
         throw ConfigError(f.child("poolManagementType"), "unsupported value '" + management + "' (supported: Dynamic)");
@@ -170,16 +330,25 @@ PoolConfig parsePool(const json& j, const std::string& path) {
         if (const json* lifecycle = d.get("lifecycleConfiguration")) {
             Fields l(*lifecycle, d.child("lifecycleConfiguration"));
             std::string type = l.string("lifecycleType", "Timed");
-            if (type != "Timed")
+            if (type != "Timed" && type != "OnContainerExit")
                 throw ConfigError(l.child("lifecycleType"),
-                                  "unsupported value '" + type +
-                                      "' (supported: Timed; OnContainerExit is for custom-container pools, which sessiond "
-                                      "does not run yet)");
-            if (l.get("maxAlivePeriodInSeconds"))
-                throw ConfigError(l.child("maxAlivePeriodInSeconds"),
-                                  "applies to lifecycleType OnContainerExit only; a Timed session ends after "
-                                  "cooldownPeriodInSeconds idle");
-            pool.cooldownPeriod = seconds(l, "cooldownPeriodInSeconds", pool.cooldownPeriod, 1, 86400);
+                                  "unsupported value '" + type + "' (supported: Timed, OnContainerExit)");
+            pool.endOnContainerExit = type == "OnContainerExit";
+            if (pool.endOnContainerExit && !pool.customContainer())
+                throw ConfigError(l.child("lifecycleType"), "OnContainerExit is for CustomContainer pools only");
+            if (pool.endOnContainerExit) {
+                if (l.get("cooldownPeriodInSeconds"))
+                    throw ConfigError(l.child("cooldownPeriodInSeconds"),
+                                      "applies to lifecycleType Timed only; an OnContainerExit session ends when its "
+                                      "container exits or after maxAlivePeriodInSeconds");
+                pool.maxAlivePeriod = seconds(l, "maxAlivePeriodInSeconds", pool.maxAlivePeriod, 1, 86400);
+            } else {
+                if (l.get("maxAlivePeriodInSeconds"))
+                    throw ConfigError(l.child("maxAlivePeriodInSeconds"),
+                                      "applies to lifecycleType OnContainerExit only; a Timed session ends after "
+                                      "cooldownPeriodInSeconds idle");
+                pool.cooldownPeriod = seconds(l, "cooldownPeriodInSeconds", pool.cooldownPeriod, 1, 86400);
+            }
             l.done();
         }
         d.done();
@@ -211,6 +380,28 @@ PoolConfig parsePool(const json& j, const std::string& path) {
         e.done();
     }
     pool.sandboxStartTimeout = seconds(f, "sandboxStartTimeoutInSeconds", pool.sandboxStartTimeout, 1, 3600);
+    if (const json* secrets = f.get("secrets")) pool.secrets = parseSecrets(*secrets, f.child("secrets"));
+    const json* containerResources = nullptr;
+    if (const json* containerTemplate = f.get("customContainerTemplate")) {
+        if (!pool.customContainer())
+            throw ConfigError(f.child("customContainerTemplate"), "is for containerType CustomContainer only");
+        pool.container = parseContainerTemplate(*containerTemplate, f.child("customContainerTemplate"), pool.secrets,
+                                                containerResources);
+    } else if (pool.customContainer()) {
+        throw ConfigError(f.child("customContainerTemplate"),
+                          "is required for containerType CustomContainer (the image and ingress.targetPort)");
+    }
+    if (pool.customContainer()) {
+        if (pool.backend != "namespace")
+            throw ConfigError(f.child("backend"), "CustomContainer pools run on the namespace backend only, so far");
+    }
+    if (containerResources) {
+        // Azure's place for a custom container's cpu and memory.
+        Fields r(*containerResources, f.child("customContainerTemplate.containers[0].resources"));
+        pool.resources.cpus = r.number("cpu", pool.resources.cpus, 0.01, 1024);
+        if (r.get("memory")) pool.resources.memoryBytes = memoryQuantityMiB(r, "memory") << 20;
+        r.done();
+    }
     if (const json* resources = f.get("resources")) {
         Fields r(*resources, f.child("resources"));
         pool.resources.cpus = r.number("cpu", pool.resources.cpus, 0.01, 1024);
@@ -229,8 +420,46 @@ PoolConfig parsePool(const json& j, const std::string& path) {
     return pool;
 }
 
+namespace {
+
+json probeDefinition(const ContainerProbe& probe) {
+    json action = {{"port", probe.port}};
+    if (probe.httpGet) {
+        action["path"] = probe.path;
+        json headers = json::array();
+        for (const auto& [name, value] : probe.httpHeaders) headers.push_back({{"name", name}, {"value", value}});
+        action["httpHeaders"] = headers;
+    }
+    return {{"type", probe.type == ContainerProbe::Type::Startup ? "Startup" : "Liveness"},
+            {probe.httpGet ? "httpGet" : "tcpSocket", action},
+            {"failureThreshold", probe.failureThreshold},
+            {"successThreshold", probe.successThreshold},
+            {"initialDelaySeconds", probe.initialDelay.count()},
+            {"periodSeconds", probe.period.count()},
+            {"timeoutSeconds", probe.timeout.count()}};
+}
+
+json containerDefinition(const PoolConfig& pool) {
+    const ContainerTemplate& c = pool.container;
+    json env = json::array();
+    for (const auto& variable : c.env)
+        env.push_back(variable.secretRef.empty() ? json{{"name", variable.name}, {"value", variable.value}}
+                                                 : json{{"name", variable.name}, {"secretRef", variable.secretRef}});
+    json probes = json::array();
+    for (const auto& probe : c.probes) probes.push_back(probeDefinition(probe));
+    return {{"containers", json::array({{{"image", c.image},
+                                         {"name", c.name},
+                                         {"command", c.command},
+                                         {"args", c.args},
+                                         {"env", env},
+                                         {"probes", probes}}})},
+            {"ingress", {{"targetPort", c.targetPort}}}};
+}
+
+}  // namespace
+
 json poolDefinition(const PoolConfig& pool) {
-    return {{"name", pool.name},
+    json definition = {{"name", pool.name},
             {"containerType", pool.containerType},
             {"poolManagementType", "Dynamic"},
             {"backend", pool.backend},
@@ -238,7 +467,9 @@ json poolDefinition(const PoolConfig& pool) {
              {{"maxConcurrentSessions", pool.maxConcurrentSessions}, {"readySessionInstances", pool.readySessionInstances}}},
             {"dynamicPoolConfiguration",
              {{"lifecycleConfiguration",
-               {{"lifecycleType", "Timed"}, {"cooldownPeriodInSeconds", pool.cooldownPeriod.count()}}}}},
+               pool.endOnContainerExit
+                   ? json{{"lifecycleType", "OnContainerExit"}, {"maxAlivePeriodInSeconds", pool.maxAlivePeriod.count()}}
+                   : json{{"lifecycleType", "Timed"}, {"cooldownPeriodInSeconds", pool.cooldownPeriod.count()}}}}},
             {"sessionNetworkConfiguration", {{"status", pool.egressEnabled ? "EgressEnabled" : "EgressDisabled"}}},
             {"execution",
              {{"defaultTimeoutInSeconds", pool.defaultExecutionTimeout.count()},
@@ -252,6 +483,15 @@ json poolDefinition(const PoolConfig& pool) {
               {"pids", pool.resources.pids},
               {"openFiles", pool.resources.openFiles},
               {"diskMiB", pool.resources.tmpfsBytes >> 20}}}};
+    if (pool.customContainer()) definition["customContainerTemplate"] = containerDefinition(pool);
+    if (!pool.secrets.empty()) {
+        json secrets = json::array();
+        for (const auto& secret : pool.secrets)
+            secrets.push_back(secret.file.empty() ? json{{"name", secret.name}, {"value", secret.value}}
+                                                  : json{{"name", secret.name}, {"file", secret.file.string()}});
+        definition["secrets"] = secrets;
+    }
+    return definition;
 }
 
 std::string agentLanguage(const PoolConfig& pool) {
@@ -348,6 +588,8 @@ Config parseConfig(const json& document) {
         config.http.maxDownloadBytes = h.integer("maxDownloadBytes", config.http.maxDownloadBytes, 1024, 1ull << 32);
         config.http.readTimeout = seconds(h, "readTimeoutInSeconds", config.http.readTimeout, 1, 3600);
         config.http.keepAliveTimeout = seconds(h, "keepAliveTimeoutInSeconds", config.http.keepAliveTimeout, 1, 3600);
+        config.http.forwardIdleTimeout =
+            seconds(h, "forwardIdleTimeoutInSeconds", config.http.forwardIdleTimeout, 1, 86400);
         h.done();
     }
     if (const json* auth = top.get("auth")) {
@@ -414,6 +656,14 @@ Config parseConfig(const json& document) {
         n.done();
     }
 
+    if (const json* containers = top.get("containers")) {
+        Fields c(*containers, "containers");
+        config.containers.directory = c.string("directory", config.containers.directory.string());
+        if (!config.containers.directory.is_absolute())
+            throw ConfigError("containers.directory", "must be an absolute path");
+        c.done();
+    }
+
     if (const json* lv = top.get("libvirt")) {
         Fields l(*lv, "libvirt");
         auto& libvirt = config.libvirt;
@@ -440,9 +690,6 @@ Config parseConfig(const json& document) {
         std::string path = "pools[" + std::to_string(i) + "]";
         PoolConfig pool = parsePool((*pools)[i], path);
         if (!names.insert(pool.name).second) throw ConfigError(path + ".name", "duplicate pool name '" + pool.name + "'");
-        if (pool.egressEnabled && !config.namespaceSandbox.zygote)
-            throw ConfigError(path + ".sessionNetworkConfiguration.status",
-                              "EgressEnabled needs namespaceSandbox.zygote on (docs/networking.md)");
         config.pools.push_back(std::move(pool));
     }
     top.done();

@@ -244,6 +244,7 @@ int main(int argc, char** argv) {
                                       },
                                       sessiond::api::bothObservers(sessiond::api::recordAnswers(metrics),
                                                                    sessiond::api::auditAnswers(*audit)));
+    server.setForwarder(sessiond::api::containerForwarder(*pools, io));
     try {
         server.listen(config.listen.address, config.listen.port, config.listen.tls);
     } catch (const std::exception& e) {

@@ -17,6 +17,8 @@
 #include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
 
+#include "relay.hpp"
+
 namespace sessiond::http {
 
 namespace asio = boost::asio;
@@ -38,6 +40,7 @@ struct HttpServer::State {
     const Router& router;
     Admission admission;
     AnswerObserver observer;
+    Forwarder forwarder;
     std::optional<ssl::context> tls;  // set: the listener speaks HTTPS only
     tcp::acceptor acceptor;
     std::set<ConnectionBase*> connections;
@@ -154,6 +157,8 @@ private:
         // it with the whole message.
         request_->message.base() = header.base();
         parseTarget(header.target(), *request_);
+        if (server_->forwarder)
+            if (auto forward = server_->forwarder(*request_)) return startForward(std::move(*forward));
         match_ = server_->router.match(*request_);
         routePattern_ = match_.pattern;
         // Unknown routes and wrong methods get the defaults: they read their
@@ -182,6 +187,51 @@ private:
             return;
         }
         readBody();
+    }
+
+    // A forwarded request (forward.hpp): admitted like a routed one, then,
+    // once the upstream is connected, relayed with its body unread so far.
+    void startForward(Forward forward) {
+        routePattern_ = forward.routePattern;
+        if (server_->admission)
+            if (auto refusal = server_->admission(*request_, forward.options)) return refuse(std::move(*refusal));
+        busy_ = true;
+        // Finding the session may wait for its sandbox to start.
+        tcp().expires_never();
+        forward.connect(*request_, [self = this->shared_from_this(), target = std::move(forward.target)](
+                                       std::variant<Upstream, Response> outcome) mutable {
+            asio::dispatch(self->stream_.get_executor(), [self, target = std::move(target),
+                                                          outcome = std::move(outcome)]() mutable {
+                self->onUpstream(std::move(target), std::move(outcome));
+            });
+        });
+    }
+
+    void onUpstream(std::string target, std::variant<Upstream, Response> outcome) {
+        if (auto* answer = std::get_if<Response>(&outcome)) return answerForwarded(std::move(*answer));
+        auto relay = std::make_shared<Relay<Stream>>(
+            stream_, buffer_, std::move(*parser_), std::move(target), remote_, kTls, keepAlive_ && !server_->stopping,
+            server_->config.forwardIdleTimeout, std::move(std::get<Upstream>(outcome)),
+            [self = this->shared_from_this()](RelayEnd end) { self->onRelayEnd(std::move(end)); });
+        relay->start();
+    }
+
+    void onRelayEnd(RelayEnd end) {
+        if (end.answer) {
+            if (!end.requestBodyRead) return sendAndClose(std::move(*end.answer));
+            keepAlive_ = false;  // the parser that knew where the request ended is gone
+            return respond(*request_, std::move(*end.answer));
+        }
+        logAnswer(*request_, end.status);
+        busy_ = false;
+        if (!end.reusable || server_->stopping) return close();
+        readRequest(server_->config.keepAliveTimeout);
+    }
+
+    // An answer in place of the upstream's; the body, if any, is not read.
+    void answerForwarded(Response response) {
+        if (!parser_->is_done()) return sendAndClose(std::move(response));
+        respond(*request_, std::move(response));
     }
 
     void readBody() {
@@ -470,6 +520,8 @@ void HttpServer::listen(const std::string& address, std::uint16_t port, const st
 }
 
 std::uint16_t HttpServer::port() const { return state_->acceptor.local_endpoint().port(); }
+
+void HttpServer::setForwarder(Forwarder forwarder) { state_->forwarder = std::move(forwarder); }
 
 std::size_t HttpServer::openConnections() const { return state_->connections.size(); }
 

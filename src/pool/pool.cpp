@@ -204,7 +204,8 @@ SessionInfo Pool::info(const Session& session) const {
     out.etag = session.member ? session.member->sandboxId : "";
     out.createdAt = wall(session.createdAt);
     out.lastAccessedAt = wall(session.lastActivity);
-    out.expiresAt = out.lastAccessedAt + config_.cooldownPeriod;
+    out.expiresAt = config_.endOnContainerExit ? out.createdAt + config_.maxAlivePeriod
+                                               : out.lastAccessedAt + config_.cooldownPeriod;
     return out;
 }
 
@@ -443,7 +444,8 @@ void Pool::retire(std::unique_ptr<Member> member) {
 }
 
 void Pool::scheduleReaper() {
-    reaperTimer_.expires_after(reaperTick(config_.cooldownPeriod));
+    reaperTimer_.expires_after(
+        reaperTick(config_.endOnContainerExit ? std::min(config_.cooldownPeriod, config_.maxAlivePeriod) : config_.cooldownPeriod));
     reaperTimer_.async_wait([this, alive = std::weak_ptr<bool>(alive_)](boost::system::error_code ec) {
         if (ec || alive.expired() || stopped_) return;
         reap();
@@ -455,6 +457,17 @@ void Pool::reap() {
     auto now = Clock::now();
     std::erase_if(ended_, [&](const auto& entry) { return now - entry.second.at >= config_.cooldownPeriod; });
     std::vector<std::string> idle;
+    // OnContainerExit: a session ends at its maximum age, busy or not (its
+    // container's own exit ends it sooner, as a sandbox exit).
+    if (config_.endOnContainerExit) {
+        for (const auto& [identifier, session] : sessions_)
+            if (session.member && now - session.createdAt >= config_.maxAlivePeriod) idle.push_back(identifier);
+        for (const auto& identifier : idle)
+            destroySession(identifier,
+                           "alive for " + std::to_string(config_.maxAlivePeriod.count()) + " s (maxAlivePeriodInSeconds)",
+                           DestroyReason::Cooldown);
+        return;
+    }
     for (const auto& [identifier, session] : sessions_)
         if (session.member && session.inFlight == 0 && now - session.lastActivity >= config_.cooldownPeriod)
             idle.push_back(identifier);
@@ -483,6 +496,9 @@ nlohmann::json Pool::describe() const {
     PoolCounts c = counts();
     nlohmann::json properties = poolDefinition(config_);
     properties.erase("name");
+    // Secrets' values are written to the pool store, never shown.
+    if (properties.contains("secrets"))
+        for (auto& secret : properties["secrets"]) secret.erase("value");
     properties["provisioningState"] = stopped_ || draining_ ? "Deleting" : "Succeeded";
     properties["sessions"] = {{"pending", c.pending},
                               {"unallocated", c.unallocated},
@@ -501,7 +517,8 @@ nlohmann::json Pool::describe() const {
 void Pool::reconfigure(PoolConfig config) {
     const bool templateChanged =
         config.resources != config_.resources || config.preloadModules != config_.preloadModules ||
-        config.egressEnabled != config_.egressEnabled;
+        config.egressEnabled != config_.egressEnabled || config.container != config_.container ||
+        config.secrets != config_.secrets;
     config_ = std::move(config);
     std::size_t replaced = 0;
     if (templateChanged) {

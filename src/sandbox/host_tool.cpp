@@ -1,6 +1,7 @@
 #include "sessiond/host_tool.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -8,8 +9,12 @@
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
+#include <string>
+#include <tuple>
+#include <vector>
 
 #include "sessiond/unique_fd.hpp"
+#include "spawn_actions.hpp"
 
 extern char** environ;
 
@@ -17,26 +22,48 @@ namespace sessiond {
 
 namespace {
 
-struct SpawnActions {
-    posix_spawn_file_actions_t actions;
-    SpawnActions() { posix_spawn_file_actions_init(&actions); }
-    ~SpawnActions() { posix_spawn_file_actions_destroy(&actions); }
-};
-
 std::pair<UniqueFd, UniqueFd> makePipe() {
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error(std::string("pipe: ") + std::strerror(errno));
     return {UniqueFd(fds[0]), UniqueFd(fds[1])};
 }
 
-}  // namespace
+// Appends what each pipe delivers to its string until every pipe is at its
+// end. The pipes are drained together so a tool that fills one while we
+// wait on the other cannot stall.
+void readAll(std::vector<std::pair<int, std::string*>> pipes) {
+    char buffer[16384];
+    while (!pipes.empty()) {
+        std::vector<pollfd> fds;
+        for (const auto& [fd, _] : pipes) fds.push_back({fd, POLLIN, 0});
+        if (::poll(fds.data(), fds.size(), -1) < 0) {
+            if (errno == EINTR) continue;
+            throw std::runtime_error(std::string("poll: ") + std::strerror(errno));
+        }
+        for (std::size_t i = fds.size(); i-- > 0;) {
+            if (fds[i].revents == 0) continue;
+            ssize_t n = ::read(fds[i].fd, buffer, sizeof buffer);
+            if (n > 0)
+                pipes[i].second->append(buffer, static_cast<std::size_t>(n));
+            else if (n == 0 || errno != EINTR)
+                pipes.erase(pipes.begin() + static_cast<std::ptrdiff_t>(i));
+        }
+    }
+}
 
-void runHostTool(const std::vector<std::string>& args, const std::string& input) {
+// Runs the tool; with `output`, collects its standard output there,
+// otherwise sends it to /dev/null.
+void run(const std::vector<std::string>& args, const std::string& input, std::string* output) {
     auto [inRead, inWrite] = makePipe();
     auto [errRead, errWrite] = makePipe();
+    UniqueFd outRead, outWrite;
+    if (output) std::tie(outRead, outWrite) = makePipe();
     SpawnActions fa;
     posix_spawn_file_actions_adddup2(&fa.actions, inRead.get(), STDIN_FILENO);
-    posix_spawn_file_actions_addopen(&fa.actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+    if (output)
+        posix_spawn_file_actions_adddup2(&fa.actions, outWrite.get(), STDOUT_FILENO);
+    else
+        posix_spawn_file_actions_addopen(&fa.actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
     posix_spawn_file_actions_adddup2(&fa.actions, errWrite.get(), STDERR_FILENO);
     std::vector<char*> argv;
     for (const auto& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
@@ -46,6 +73,7 @@ void runHostTool(const std::vector<std::string>& args, const std::string& input)
         throw std::runtime_error("cannot run " + args[0] + ": " + std::strerror(error));
     inRead.reset();
     errWrite.reset();
+    outWrite.reset();
     // The tools here read all their input before they write much, so
     // writing it all first cannot deadlock on a full stderr pipe.
     for (std::size_t done = 0; done < input.size();) {
@@ -56,12 +84,10 @@ void runHostTool(const std::vector<std::string>& args, const std::string& input)
     }
     inWrite.reset();
     std::string error;
-    char buffer[4096];
-    for (ssize_t n; (n = ::read(errRead.get(), buffer, sizeof buffer)) != 0;) {
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) break;
-        error.append(buffer, static_cast<std::size_t>(n));
-    }
+    if (output)
+        readAll({{outRead.get(), output}, {errRead.get(), &error}});
+    else
+        readAll({{errRead.get(), &error}});
     int status = 0;
     while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
@@ -70,6 +96,16 @@ void runHostTool(const std::vector<std::string>& args, const std::string& input)
     std::string command;
     for (const auto& arg : args) command += (command.empty() ? "" : " ") + arg;
     throw std::runtime_error(command + " failed: " + (error.empty() ? "status " + std::to_string(status) : error));
+}
+
+}  // namespace
+
+void runHostTool(const std::vector<std::string>& args, const std::string& input) { run(args, input, nullptr); }
+
+std::string runHostToolOutput(const std::vector<std::string>& args, const std::string& input) {
+    std::string output;
+    run(args, input, &output);
+    return output;
 }
 
 }  // namespace sessiond

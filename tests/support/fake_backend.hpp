@@ -3,6 +3,13 @@
 // delay (or fail), answer executions with their own id and a counter, and can
 // be made to die. It counts live sandboxes so tests can check nothing leaks.
 
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <set>
@@ -30,6 +37,11 @@ public:
     int failNextStarts = 0;
     bool startsHang = false;
     std::chrono::milliseconds executeDelay{0};  // how long each execution runs
+    // connect() reaches this port on the host's loopback, whatever port it
+    // is asked for (0: the one asked for): a server the test runs stands in
+    // for a custom container.
+    std::uint16_t connectPort = 0;
+    std::size_t connects = 0;
 
     std::size_t created = 0;
     std::size_t describes = 0;
@@ -113,6 +125,19 @@ public:
         answer(std::move(onDone),
                Outcome<nlohmann::json>{"", {{"runtimes", {{{"name", "fake"}, {"version", "1"}}}},
                                             {"packages", nlohmann::json::array()}, {"kernel", nlohmann::json::object()}}, ""});
+    }
+
+    void connect(std::uint16_t port, Handler<UniqueFd> onDone) override {
+        ++backend_.connects;
+        UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        sockaddr_in address{};
+        address.sin_family = AF_INET;
+        address.sin_port = htons(backend_.connectPort ? backend_.connectPort : port);
+        address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0)
+            return onDone({std::string("connect: ") + std::strerror(errno), UniqueFd(), ""});
+        ::fcntl(fd.get(), F_SETFL, O_NONBLOCK);
+        onDone({"", std::move(fd), ""});
     }
 
     void die() {

@@ -30,6 +30,7 @@ public:
         api::addRoutes(router_, *pools_, config.http, metrics_);
         server_ = std::make_unique<http::HttpServer>(io_, config_.http, router_, http::Admission{},
                                                      api::recordAnswers(metrics_));
+        server_->setForwarder(api::containerForwarder(*pools_, io_));
         server_->listen("127.0.0.1", 0);
         port_ = server_->port();
         pools_->start();

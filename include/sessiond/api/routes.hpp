@@ -15,6 +15,10 @@ namespace sessiond::api {
 // GET /metrics shows `registry`, which must outlive the router.
 void addRoutes(http::Router& router, PoolManager& pools, const HttpConfig& http, metrics::Registry& registry);
 
+// For HttpServer::setForwarder: custom container pools' requests go to
+// their sessions' containers (docs/custom-containers.md).
+http::Forwarder containerForwarder(PoolManager& pools, boost::asio::io_context& io);
+
 // For HttpServer: counts and times every answer in `registry`
 // (sessiond_http_requests_total, sessiond_http_request_seconds).
 http::AnswerObserver recordAnswers(metrics::Registry& registry);

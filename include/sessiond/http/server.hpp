@@ -15,6 +15,7 @@
 #include <boost/asio.hpp>
 
 #include "sessiond/config.hpp"
+#include "sessiond/http/forward.hpp"
 #include "sessiond/http/router.hpp"
 
 namespace sessiond::http {
@@ -57,6 +58,9 @@ public:
     // or a key that does not match throws a std::runtime_error naming the file.
     void listen(const std::string& address, std::uint16_t port, const std::optional<TlsConfig>& tls = std::nullopt);
     std::uint16_t port() const;
+
+    // Requests the forwarder claims bypass the router (forward.hpp).
+    void setForwarder(Forwarder forwarder);
 
     // Stops accepting, closes idle connections, lets in-flight requests finish
     // (their connections close after the answer) and calls `onDrained` once no

@@ -20,6 +20,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "sessiond/unique_fd.hpp"
+
 namespace sessiond {
 
 struct PoolConfig;
@@ -111,6 +113,15 @@ public:
     // What GET /metadata reports: {"runtimes":[{name,version}],
     // "packages":[{name,version}],"kernel":{name,version,projectUrl,description}}.
     virtual void describe(Handler<nlohmann::json> onDone) = 0;
+
+    // A TCP connection to `port` on the sandbox's own loopback, made from
+    // the host's side: how a custom container's server is reached, whether
+    // or not the session has a network (docs/custom-containers.md). The fd
+    // is a connected, non-blocking stream socket. Sandboxes that run no
+    // server answer with an error.
+    virtual void connect(std::uint16_t port, Handler<UniqueFd> onDone) {
+        onDone({"this sandbox serves no connections", UniqueFd(), ""});
+    }
 
     // Fires at most once, when the sandbox ends without being asked to
     // (process or VM exit, agent channel closed) after start() succeeded.

@@ -61,6 +61,7 @@ nlohmann::json JailSpec::toJson() const {
         {"mounts", mountsJson},
         {"tmpfsBytes", tmpfsBytes},
         {"uid", uid},
+        {"gid", gid},
         {"hostUidBase", hostUidBase},
         {"openFiles", openFiles},
         {"seccomp", seccomp},
@@ -76,13 +77,16 @@ nlohmann::json JailSpec::toJson() const {
                           {"address", network.address},
                           {"prefixLength", network.prefixLength},
                           {"gateway", network.gateway}};
+    if (!imageRoot.empty()) out["imageRoot"] = imageRoot;
+    if (setupFd >= 0) out["setupFd"] = setupFd;
     return out;
 }
 
 JailSpec JailSpec::fromJson(const nlohmann::json& j) {
     checkKeys(j, "spec",
               {"hostname", "mounts", "tmpfsBytes", "uid", "hostUidBase", "openFiles", "seccomp",
-               "cgroupProcsFiles", "argv", "env", "workingDirectory", "keepFds", "zygote", "network"});
+               "cgroupProcsFiles", "argv", "env", "workingDirectory", "keepFds", "zygote", "network", "gid",
+               "imageRoot", "setupFd"});
     JailSpec s;
     const auto u32 = std::numeric_limits<std::uint32_t>::max();
     for (const auto& [key, v] : j.items()) {
@@ -103,6 +107,15 @@ JailSpec JailSpec::fromJson(const nlohmann::json& j) {
             s.tmpfsBytes = getUnsigned(v, key);
         } else if (key == "uid") {
             s.uid = static_cast<std::uint32_t>(getUnsigned(v, key, u32));
+        } else if (key == "gid") {
+            s.gid = static_cast<std::uint32_t>(getUnsigned(v, key, u32));
+        } else if (key == "setupFd") {
+            s.setupFd = static_cast<int>(getUnsigned(v, key, std::numeric_limits<int>::max()));
+        } else if (key == "imageRoot") {
+            s.imageRoot = getString(v, key);
+            // It becomes part of overlayfs's option string.
+            if (s.imageRoot.empty() || s.imageRoot[0] != '/' || s.imageRoot.find_first_of(",:\\") != std::string::npos)
+                bad(key, "must be an absolute path without ',', ':' or '\\'");
         } else if (key == "hostUidBase") {
             s.hostUidBase = static_cast<std::uint32_t>(getUnsigned(v, key, u32));
         } else if (key == "openFiles") {

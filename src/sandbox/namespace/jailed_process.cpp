@@ -20,6 +20,7 @@
 
 #include "sessiond/sandbox/namespace/jail.hpp"
 #include "sessiond/unique_fd.hpp"
+#include "../spawn_actions.hpp"
 
 namespace sessiond {
 
@@ -29,12 +30,6 @@ namespace {
     throw std::system_error(err, std::generic_category(), what);
 }
 
-
-struct SpawnActions {
-    posix_spawn_file_actions_t actions;
-    SpawnActions() { posix_spawn_file_actions_init(&actions); }
-    ~SpawnActions() { posix_spawn_file_actions_destroy(&actions); }
-};
 
 struct SpawnAttr {
     posix_spawnattr_t attr;

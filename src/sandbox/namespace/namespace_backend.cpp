@@ -17,6 +17,8 @@
 #include "sessiond/sandbox/namespace/cgroup.hpp"
 #include "sessiond/sandbox/namespace/jail.hpp"
 #include "sessiond/unique_fd.hpp"
+#include "container_sandbox.hpp"
+#include "jail_egress.hpp"
 #include "zygote.hpp"
 
 namespace sessiond {
@@ -24,10 +26,11 @@ namespace sessiond {
 namespace {
 
 constexpr int kAgentFd = 3;
+constexpr int kSetupFd = 4;
 constexpr const char* kAgentMountPoint = "/opt/sessiond/agent";
 constexpr const char* kJailLibraryMountPoint = "/opt/sessiond/lib/libsessiond-jail.so";
 constexpr const char* kReaperMountPoint = "/opt/sessiond/lib/sessiond-reap";
-constexpr const char* kSessionInterface = "eth0";
+constexpr const char* kSessionInterface = JailEgress::kInterface;
 
 // The most a pool can get: the daemon's own hard limit, which nsinit (root,
 // but perhaps without CAP_SYS_RESOURCE) cannot raise.
@@ -53,6 +56,7 @@ JailSpec commonSpec(const PoolConfig& pool, const NamespaceSandboxConfig& sandbo
     spec.hostname = "sandbox";
     spec.tmpfsBytes = pool.resources.tmpfsBytes;
     spec.uid = sandbox.sandboxUid;
+    spec.gid = sandbox.sandboxUid;
     spec.hostUidBase = sandbox.hostUidBase;
     spec.openFiles = pool.resources.openFiles;
     spec.seccomp = sandbox.seccomp;
@@ -107,6 +111,7 @@ public:
         forked_.reset();   // or SIGKILL the forked session's pid 1
         cgroup_.reset();   // kill anything left in the cgroup, remove it
         egress_.reset();   // its veth pair, and its address back
+        jailEgress_.reset();
     }
 
 protected:
@@ -119,8 +124,6 @@ protected:
         if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
             throw std::runtime_error(std::string("socketpair: ") + std::strerror(errno));
         UniqueFd ours(fds[0]), theirs(fds[1]);
-        if (pool_.egressEnabled && !zygote_)
-            throw std::runtime_error("sessionNetworkConfiguration EgressEnabled needs namespaceSandbox.zygote on");
         if (zygote_) return fork(std::move(ours), std::move(theirs), std::move(onLaunched));
 
         std::vector<std::string> args = {"--fd", std::to_string(kAgentFd), "--workdir", "/mnt/data"};
@@ -128,14 +131,21 @@ protected:
         args.insert(args.end(), language.begin(), language.end());
         JailSpec spec = processSpec(pool_, sandbox_, paths_, "sessiond_agent.py", args);
         spec.cgroupProcsFiles = cgroup_->procsFiles();
-        process_ = JailedProcess::spawn(paths_.nsinit, spec, {{theirs.get(), kAgentFd}});
+        std::map<int, int> passed = {{theirs.get(), kAgentFd}};
+        if (pool_.egressEnabled) jailEgress_.emplace(io_, *egressNetwork_(), spec, kSetupFd, passed);
+        process_ = JailedProcess::spawn(paths_.nsinit, spec, passed);
         theirs.reset();
         watchExit(process_->pidfd(), [this] {
             int status = 0;
             process_->tryReap(&status);
             return describeWaitStatus(status);
         });
-        onLaunched("", AgentChannel::Socket(io_, boost::asio::local::stream_protocol(), ours.release()));
+        auto channel = std::make_shared<AgentChannel::Socket>(io_, boost::asio::local::stream_protocol(), ours.release());
+        if (!jailEgress_) return onLaunched("", std::move(*channel));
+        jailEgress_->connectWhenReported([channel, onLaunched = std::move(onLaunched)](std::string error) {
+            if (!error.empty()) return onLaunched(error, std::nullopt);
+            onLaunched("", std::move(*channel));
+        });
     }
 
     LimitCounters limitCounters() const override {
@@ -208,7 +218,8 @@ private:
     std::unique_ptr<JailedProcess> process_;
     std::unique_ptr<ZygoteSession> forked_;
     std::function<std::shared_ptr<EgressNetwork>()> egressNetwork_;
-    std::unique_ptr<EgressPort> egress_;
+    std::unique_ptr<EgressPort> egress_;       // forked from the zygote
+    std::optional<JailEgress> jailEgress_;     // started by nsinit
     std::optional<boost::asio::posix::stream_descriptor> exitWatch_;
     std::shared_ptr<int> lifetime_ = std::make_shared<int>(0);
 };
@@ -217,7 +228,7 @@ private:
 
 NamespaceBackend::NamespaceBackend(boost::asio::io_context& io, const Config& config, BackendPaths paths)
     : io_(io), sandbox_(config.namespaceSandbox), network_(config.network), cgroupName_(config.cgroupName),
-      paths_(std::move(paths)) {}
+      paths_(std::move(paths)), containerDirectory_(config.containers.directory) {}
 
 NamespaceBackend::~NamespaceBackend() {
     zygotes_.clear();  // their cgroups go first
@@ -236,6 +247,12 @@ void NamespaceBackend::cleanupLeftovers() {
 }
 
 std::unique_ptr<Sandbox> NamespaceBackend::create(const PoolConfig& pool, const std::string& sandboxId) {
+    if (pool.customContainer()) {
+        if (!planner_)
+            planner_ = std::make_unique<ContainerPlanner>(io_, containerDirectory_ / "images", sandbox_.hostUidBase);
+        return makeNamespaceContainerSandbox(io_, pool, sandboxId, sandbox_, cgroupName_, paths_.nsinit, *planner_,
+                                             [this] { return egressNetwork(); });
+    }
     return std::make_unique<NamespaceSandbox>(io_, pool, sandboxId, sandbox_, cgroupName_, paths_,
                                               sandbox_.zygote ? zygoteFor(pool) : nullptr,
                                               [this] { return egressNetwork(); });

@@ -41,7 +41,8 @@ struct JailSpec {
     std::string hostname = "sandbox";
     std::vector<JailMount> mounts;               // bind mounts; missing sources are skipped
     std::uint64_t tmpfsBytes = 256ull << 20;     // size of /mnt/data and of /tmp
-    std::uint32_t uid = 1000;                    // uid and gid inside
+    std::uint32_t uid = 1000;                    // inside; 0 only with an imageRoot
+    std::uint32_t gid = 1000;
     std::uint32_t hostUidBase = 600000;          // inside 0..65535 -> base.. on the host
     std::uint64_t openFiles = 1024;              // RLIMIT_NOFILE
     bool seccomp = true;
@@ -59,6 +60,17 @@ struct JailSpec {
     // outlive it.
     bool zygote = false;
     JailNetwork network;
+    // A custom container's root (docs/custom-containers.md): the host path
+    // of its unpacked image, read-only and shared by the pool, under a
+    // writable layer of tmpfsBytes of the session's own memory. It replaces
+    // the root built from host paths, /mnt/data and /tmp. Empty: no image.
+    std::string imageRoot;
+    // An fd the daemon passes in (not one of keepFds) for the setup only the
+    // host can do (a session's network interface): once the sandbox's
+    // namespaces exist, nsinit writes its pid 1's host pid on it, as decimal
+    // text ending with a newline, and waits for one byte back before anything
+    // runs in the sandbox. -1: nothing to wait for.
+    int setupFd = -1;
 
     nlohmann::json toJson() const;
     static JailSpec fromJson(const nlohmann::json& j);

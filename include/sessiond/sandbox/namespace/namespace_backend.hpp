@@ -27,6 +27,7 @@ struct BackendPaths {
 
 class Zygote;
 class EgressNetwork;
+class ContainerPlanner;
 
 class NamespaceBackend : public SandboxBackend {
 public:
@@ -56,6 +57,9 @@ private:
     std::map<std::string, std::string> zygoteKeyOfPool_;
     std::uint64_t zygotesStarted_ = 0;
     std::shared_ptr<EgressNetwork> egress_;
+    std::filesystem::path containerDirectory_;
+    // Custom container pools' images; made when the first such pool starts.
+    std::unique_ptr<ContainerPlanner> planner_;
 };
 
 }  // namespace sessiond

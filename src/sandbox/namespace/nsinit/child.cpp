@@ -23,6 +23,7 @@ void runNamespaceChild(const JailSpec& spec, UniqueFd syncRead) {
     do n = ::read(syncRead.get(), &byte, 1);
     while (n < 0 && errno == EINTR);
     if (n != 1) _exit(kFailureExit);
+    if (spec.setupFd >= 0) ::close(spec.setupFd);
 
     becomeNamespaceRoot();
     // Set after the credential change, which would clear it. The parent keeps
@@ -36,6 +37,8 @@ void runNamespaceChild(const JailSpec& spec, UniqueFd syncRead) {
     buildRoot(spec);
     if (::sethostname(spec.hostname.data(), spec.hostname.size()) != 0) die("sethostname");
     bringUpLoopback();
+    if (!spec.network.address.empty()) configureInterface(spec.network);
+    if (!spec.imageRoot.empty()) allowAllPortsUnprivileged();
 
     const pid_t command = ::fork();
     if (command < 0) die("fork");

@@ -20,7 +20,7 @@ void becomeCommand(const JailSpec& spec) {
     }
     // A zygote keeps namespace root's capabilities, which building its
     // sessions' namespaces needs; each session drops them for itself.
-    if (!spec.zygote) dropToUser(spec.uid);
+    if (!spec.zygote) dropToUser(spec.uid, spec.gid);
     if (::chdir(spec.workingDirectory.c_str()) != 0) die("chdir " + spec.workingDirectory);
     if (spec.seccomp && !spec.zygote) installSeccompFilter();
 }

@@ -42,6 +42,19 @@ std::string readStdin() {
     return text;
 }
 
+// The daemon's part of the setup (jail.hpp, setupFd), done while the
+// child still waits on its sync pipe.
+void awaitHostSetup(int fd, pid_t child) {
+    const std::string pid = std::to_string(child) + "\n";
+    if (::write(fd, pid.data(), pid.size()) != static_cast<ssize_t>(pid.size())) die("report the sandbox's pid");
+    char byte = 0;
+    ssize_t n;
+    do n = ::read(fd, &byte, 1);
+    while (n < 0 && errno == EINTR);
+    if (n != 1) fail("host setup", "the daemon gave up on the sandbox");
+    ::close(fd);
+}
+
 JailSpec parseSpec(int argc, char**) {
     if (argc != 1) fail("usage", "sessiond-nsinit < jail-spec.json");
     JailSpec spec;
@@ -52,7 +65,11 @@ JailSpec parseSpec(int argc, char**) {
     }
     if (spec.argv.empty() || spec.argv[0].empty() || spec.argv[0][0] != '/')
         fail("spec", "argv[0] must be an absolute path");
-    if (spec.uid == 0 || spec.uid > 65535) fail("spec", "uid must be in 1..65535");
+    // Root of the namespace is unprivileged on the host, but it owns the
+    // root built from host paths: only a container's own root may run as it.
+    const std::uint32_t lowest = spec.imageRoot.empty() ? 1 : 0;
+    if (spec.uid < lowest || spec.uid > 65535 || spec.gid < lowest || spec.gid > 65535)
+        fail("spec", "uid and gid must be in " + std::to_string(lowest) + "..65535");
     if (spec.tmpfsBytes == 0) fail("spec", "tmpfsBytes must be > 0");
     if (spec.hostname.empty() || spec.hostname.size() > 64) fail("spec", "hostname must have 1..64 characters");
     return spec;
@@ -63,7 +80,9 @@ JailSpec parseSpec(int argc, char**) {
 int main(int argc, char** argv) {
     ::signal(SIGCHLD, SIG_DFL);
     const JailSpec spec = parseSpec(argc, argv);
-    closeFdsExcept(spec.keepFds);
+    std::vector<int> open = spec.keepFds;
+    if (spec.setupFd >= 0) open.push_back(spec.setupFd);
+    closeFdsExcept(open);
     joinCgroups(spec);
     applyRlimits(spec);
 
@@ -99,6 +118,7 @@ int main(int argc, char** argv) {
     syncRead.reset();
     closeFds(spec.keepFds);
     writeIdMaps(static_cast<pid_t>(child), spec.hostUidBase);
+    if (spec.setupFd >= 0) awaitHostSetup(spec.setupFd, static_cast<pid_t>(child));
     if (::write(syncWrite.get(), "x", 1) != 1) die("sync child");
 
     int status = 0;

@@ -189,7 +189,7 @@ void devFiles(const JailSpec& spec) {
 // What a session writes: /mnt/data, /tmp and /dev/shm, each a tmpfs of its
 // own under `root`, where the directories already exist.
 void writableDirs(const JailSpec& spec, const std::string& root) {
-    const std::string owner = ",uid=" + std::to_string(spec.uid) + ",gid=" + std::to_string(spec.uid);
+    const std::string owner = ",uid=" + std::to_string(spec.uid) + ",gid=" + std::to_string(spec.gid);
     const std::string size = "size=" + std::to_string(spec.tmpfsBytes);
     const unsigned long flags = MS_NOSUID | MS_NODEV;
     doMount("tmpfs", root + "/mnt/data", "tmpfs", flags, size + ",mode=0755" + owner);
@@ -225,7 +225,8 @@ void procFs() {
     mountProc(kNew);
 }
 
-void enterNewRoot() {
+// A root of host paths is read-only; a container's is its writable layer.
+void enterNewRoot(bool readOnly) {
     if (::umount2(kOld.c_str(), MNT_DETACH) != 0) die("umount " + kOld);
     if (::chdir(kNew.c_str()) != 0) die("chdir " + kNew);
     // pivot_root(".", ".") stacks the staging root on top of the new one;
@@ -233,7 +234,32 @@ void enterNewRoot() {
     if (::syscall(SYS_pivot_root, ".", ".") != 0) die("pivot_root");
     if (::umount2(".", MNT_DETACH) != 0) die("umount staging root");
     if (::chdir("/") != 0) die("chdir /");
-    doMount("", "/", nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, "");
+    if (readOnly) doMount("", "/", nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, "");
+}
+
+// A custom container's root: the image's unpacked root under a writable
+// layer, both on a tmpfs of the session's own, so what the container writes
+// is limited to tmpfsBytes and vanishes with its mount namespace; nothing is
+// written to the host's disk. userxattr keeps overlayfs's own attributes in
+// the user.* namespace, which a user namespace may set; where the upper
+// filesystem has none (tmpfs before Linux 6.6), overlayfs still mounts and
+// only cannot mark a directory opaque (recreated where the image had one).
+void imageRoot(const JailSpec& spec) {
+    const std::string layer = "/layer";
+    tmpfs(layer, MS_NOSUID | MS_NODEV, "mode=0755,size=" + std::to_string(spec.tmpfsBytes));
+    makeDir(layer + "/upper", 0755);
+    makeDir(layer + "/work", 0755);
+    // The writable layer's root directory is the container root's own; its
+    // owner is the namespace's root, as the image's root directory is.
+    makeDir(kNew, 0755);
+    doMount("overlay", kNew, "overlay", MS_NOSUID | MS_NODEV,
+            "lowerdir=" + kOld + spec.imageRoot + ",upperdir=" + layer + "/upper,workdir=" + layer + "/work,userxattr");
+    makeDir(kNew + "/etc", 0755);
+    writeFile(kNew + "/etc/hostname", spec.hostname + "\n", 0644);
+    writeFile(kNew + "/etc/hosts", "127.0.0.1\tlocalhost " + spec.hostname + "\n::1\tlocalhost\n", 0644);
+    devFiles(spec);
+    doMount("tmpfs", kNew + "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV,
+            "size=" + std::to_string(spec.tmpfsBytes) + ",mode=1777");
 }
 
 }  // namespace
@@ -243,16 +269,20 @@ void buildRoot(const JailSpec& spec) {
     doMount("", "/", nullptr, MS_REC | MS_PRIVATE, "");
     const auto mounts = resolveMounts(spec);
     enterStagingRoot();
-    tmpfs(kNew, MS_NOSUID | MS_NODEV, "mode=0755,size=1m");
-    etcFiles(spec);
-    systemDirs();
-    devFiles(spec);
-    makeDirs(kNew + "/mnt/data", 0755);
-    makeDir(kNew + "/tmp", 0755);
-    writableDirs(spec, kNew);
+    if (!spec.imageRoot.empty()) {
+        imageRoot(spec);
+    } else {
+        tmpfs(kNew, MS_NOSUID | MS_NODEV, "mode=0755,size=1m");
+        etcFiles(spec);
+        systemDirs();
+        devFiles(spec);
+        makeDirs(kNew + "/mnt/data", 0755);
+        makeDir(kNew + "/tmp", 0755);
+        writableDirs(spec, kNew);
+    }
     for (const auto& m : mounts) bindMount(kOld + m.source, kNew + m.target, m.writable);
     procFs();
-    enterNewRoot();
+    enterNewRoot(spec.imageRoot.empty());
 }
 
 // A session's mount namespace starts as a copy of its zygote's, whose root

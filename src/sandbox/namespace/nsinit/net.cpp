@@ -1,4 +1,6 @@
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <net/if.h>
 #include <net/route.h>
 #include <netinet/in.h>
@@ -69,6 +71,18 @@ void configureInterface(const JailNetwork& network) {
     route.rt_flags = RTF_UP | RTF_GATEWAY;
     route.rt_dev = const_cast<char*>(name.c_str());
     if (::ioctl(sock.get(), SIOCADDRT, &route) != 0) die("default route via " + network.gateway);
+}
+
+}  // namespace sessiond::nsinit
+
+namespace sessiond::nsinit {
+
+// Without capabilities a container's root could not bind port 80, which
+// most images' servers listen on. The setting is the namespace's own: the
+// host's ports are not touched.
+void allowAllPortsUnprivileged() {
+    UniqueFd fd(::open("/proc/sys/net/ipv4/ip_unprivileged_port_start", O_WRONLY | O_CLOEXEC));
+    if (!fd || ::write(fd.get(), "0", 1) != 1) die("ip_unprivileged_port_start");
 }
 
 }  // namespace sessiond::nsinit

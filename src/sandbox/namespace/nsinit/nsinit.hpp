@@ -39,7 +39,7 @@ void applyRlimits(const JailSpec& spec);
 // user.cpp
 void writeIdMaps(pid_t child, std::uint32_t hostBase);
 void becomeNamespaceRoot();
-void dropToUser(std::uint32_t uid);
+void dropToUser(std::uint32_t uid, std::uint32_t gid);
 
 // mounts.cpp
 void buildRoot(const JailSpec& spec);
@@ -48,6 +48,7 @@ void mountSessionDirs(const JailSpec& spec);
 // net.cpp
 void bringUpLoopback();
 void configureInterface(const JailNetwork& network);
+void allowAllPortsUnprivileged();
 
 // seccomp.cpp
 void installSeccompFilter();

@@ -47,7 +47,7 @@ void becomeNamespaceRoot() {
     if (::setresuid(0, 0, 0) != 0) die("setresuid 0");
 }
 
-void dropToUser(std::uint32_t uid) {
+void dropToUser(std::uint32_t uid, std::uint32_t gid) {
     // The bounding set and inheritable/ambient sets are cleared while
     // CAP_SETPCAP is still held, so that even a file with capabilities
     // cannot return any after exec.
@@ -67,9 +67,15 @@ void dropToUser(std::uint32_t uid) {
     if (::syscall(SYS_capset, &header, data) != 0) die("capset");
 
     if (::setgroups(0, nullptr) != 0) die("setgroups");
-    if (::setresgid(uid, uid, uid) != 0) die("setresgid " + std::to_string(uid));
-    // Leaving uid 0 clears the permitted, effective and ambient sets.
+    if (::setresgid(gid, gid, gid) != 0) die("setresgid " + std::to_string(gid));
+    // Leaving uid 0 clears the permitted, effective and ambient sets; a
+    // container's root stays uid 0, so they are cleared by hand. With an
+    // empty bounding set, no later exec can give any back.
     if (::setresuid(uid, uid, uid) != 0) die("setresuid " + std::to_string(uid));
+    if (uid == 0) {
+        for (auto& d : data) d.effective = d.permitted = d.inheritable = 0;
+        if (::syscall(SYS_capset, &header, data) != 0) die("capset (clear)");
+    }
     if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die("PR_SET_NO_NEW_PRIVS");
 }
 
