@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "sessiond/sandbox/namespace/namespace_backend.hpp"
+#include "support/captured_log.hpp"
 #include "support/http_client.hpp"
 #include "support/leaks.hpp"
 #include "support/server_fixture.hpp"
@@ -263,6 +264,30 @@ TEST_F(ContainerE2E, AnImageCacheSandboxesCannotSearchFailsTheStartSayingSo) {
     auto r = client.get("/pools/web/hello?identifier=never");
     EXPECT_EQ(r.status, 503) << r.body;
     EXPECT_NE(r.body.find("is not searchable by others"), std::string::npos) << r.body;
+}
+
+}  // namespace
+
+namespace {
+
+TEST_F(ContainerE2E, AChattyContainerDoesNotDrownTheLog) {
+    sessiond::testing::CapturedLog log;
+    sessiond::testing::TestImage image;
+    pool.container.args = {"--port", "8080", "--chatter", "5000"};
+    start(image);
+    ASSERT_TRUE(waitReady());
+    HttpClient client(server.port());
+    ASSERT_EQ(client.get("/pools/web/hello?identifier=chatty").status, 200);
+    server.stop();  // the count of what was not logged is told at the end at the latest
+    const std::string text = log.text();
+    std::size_t logged = 0;
+    for (std::size_t at = 0; (at = text.find("chatter line ", at)) != std::string::npos; ++at) ++logged;
+    // Two containers (the session's and its replacement) of 5000 lines each,
+    // over about a second: a few hundred get through at most.
+    EXPECT_GE(logged, 100u);
+    EXPECT_LE(logged, 800u);
+    EXPECT_NE(text.find("chatter line 0\n"), std::string::npos);
+    EXPECT_NE(text.find("lines of output were not logged (over 100 a second)"), std::string::npos);
 }
 
 }  // namespace

@@ -14,12 +14,12 @@
 #include <vector>
 
 #include <boost/asio.hpp>
-#include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
 
 #include "sessiond/config.hpp"
 #include "sessiond/http/multipart.hpp"
 #include "sessiond/http/server.hpp"
+#include "support/captured_log.hpp"
 #include "support/http_client.hpp"
 #include "support/raw_http.hpp"
 
@@ -393,24 +393,7 @@ TEST_F(AdmissionTest, SeesTheMatchedRoutesOptionsAndDefaultsOtherwise) {
 
 namespace {
 
-// Sends the default logger, at debug, to a string for the object's lifetime.
-class CapturedLog {
-public:
-    CapturedLog() : previous_(spdlog::default_logger()) {
-        auto logger = std::make_shared<spdlog::logger>("captured", std::make_shared<spdlog::sinks::ostream_sink_mt>(out_));
-        logger->set_level(spdlog::level::debug);
-        spdlog::set_default_logger(logger);
-    }
-    ~CapturedLog() { spdlog::set_default_logger(previous_); }
-    std::string text() {
-        spdlog::default_logger()->flush();
-        return out_.str();
-    }
-
-private:
-    std::shared_ptr<spdlog::logger> previous_;
-    std::ostringstream out_;
-};
+using sessiond::testing::CapturedLog;
 
 }  // namespace
 

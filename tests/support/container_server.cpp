@@ -1,13 +1,14 @@
 // The program test container images run (tests/support/test_image.hpp): a
 // small HTTP/1.1 server, linked statically so an image needs nothing else.
 //
-//   container-server [--port N] [--exit-after-ms N] [--start-delay-ms N]
+//   container-server [--port N] [--exit-after-ms N] [--start-delay-ms N] [--chatter N]
 //
 // --port (default 8080; 0 takes a free one) is bound on 0.0.0.0, numerically
 // (a static binary cannot use glibc's resolver). Once listening it prints
 // "listening PORT" on standard output. --exit-after-ms ends it with status 3
 // that long after it started (0: at once, a container that exits);
-// --start-delay-ms waits before listening (a slow starter).
+// --start-delay-ms waits before listening (a slow starter); --chatter
+// prints that many lines on standard output first (a chatty container).
 //
 // Routes: GET /hello, GET /info, POST /echo, GET /big?bytes=N,
 // GET /status/{code}, GET /health, GET /ws (WebSocket echo), POST /exit,
@@ -286,7 +287,7 @@ void serve(tcp::socket socket) {
 
 [[noreturn]] void usage(const std::string& problem) {
     std::cerr << "container-server: " << problem
-              << "\nusage: container-server [--port N] [--exit-after-ms N] [--start-delay-ms N]\n";
+              << "\nusage: container-server [--port N] [--exit-after-ms N] [--start-delay-ms N] [--chatter N]\n";
     std::exit(2);
 }
 
@@ -296,6 +297,7 @@ int main(int argc, char** argv) {
     gArgv.assign(argv, argv + argc);
     std::uint64_t port = 8080;
     std::optional<std::uint64_t> exitAfterMs, startDelayMs;
+    std::uint64_t chatter = 0;
     for (int i = 1; i < argc; ++i) {
         const std::string option = argv[i];
         if (i + 1 == argc) usage("missing value after " + option);
@@ -307,6 +309,8 @@ int main(int argc, char** argv) {
             exitAfterMs = value;
         else if (option == "--start-delay-ms")
             startDelayMs = value;
+        else if (option == "--chatter")
+            chatter = *value;
         else
             usage("unknown option or bad value: " + option);
     }
@@ -320,6 +324,8 @@ int main(int argc, char** argv) {
             std::_Exit(3);
         }).detach();
     }
+    for (std::uint64_t i = 0; i < chatter; ++i) std::cout << "chatter line " << i << "\n";
+    std::cout.flush();
     if (startDelayMs) std::this_thread::sleep_for(std::chrono::milliseconds(*startDelayMs));
 
     asio::io_context io;

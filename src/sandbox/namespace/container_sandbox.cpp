@@ -24,6 +24,7 @@ namespace asio = boost::asio;
 
 constexpr std::size_t kOutputTail = 2048;       // kept for the error of a failed start
 constexpr std::size_t kLogLineBytes = 2048;     // a longer line is logged in pieces
+constexpr std::size_t kLogLinesPerSecond = 100;
 constexpr auto kConnectTimeout = std::chrono::seconds(5);
 constexpr int kSetupFd = 3;
 
@@ -46,6 +47,7 @@ public:
           planner_(planner), egressNetwork_(std::move(egressNetwork)), startDeadline_(io) {}
 
     ~NamespaceContainerSandbox() override {
+        reportDroppedLines();
         startDeadline_.cancel();
         health_.reset();
         if (exitWatch_) exitWatch_->cancel();
@@ -199,11 +201,34 @@ private:
             if (tail_.size() > kOutputTail) tail_.erase(0, tail_.size() - kOutputTail);
             for (std::size_t end; (end = line_.find('\n')) != std::string::npos || line_.size() >= kLogLineBytes;) {
                 const std::size_t length = end == std::string::npos ? kLogLineBytes : end;
-                spdlog::info("pool {} container {}: {}", pool_.name, id_, line_.substr(0, length));
+                logLine(line_.substr(0, length));
                 line_.erase(0, end == std::string::npos ? length : length + 1);
             }
             readOutput();
         });
+    }
+
+    // A chatty container must not drown the daemon's log: past
+    // kLogLinesPerSecond in a second, lines are counted instead, and the
+    // count is logged with the next line that gets through, or at the end.
+    void logLine(const std::string& line) {
+        const auto now = std::chrono::steady_clock::now();
+        if (now - logWindow_ >= std::chrono::seconds(1)) {
+            logWindow_ = now;
+            logged_ = 0;
+        }
+        if (++logged_ > kLogLinesPerSecond) {
+            ++dropped_;
+            return;
+        }
+        reportDroppedLines();
+        spdlog::info("pool {} container {}: {}", pool_.name, id_, line);
+    }
+
+    void reportDroppedLines() {
+        if (dropped_ > 0)
+            spdlog::warn("pool {} container {}: {} lines of output were not logged (over {} a second)", pool_.name,
+                         id_, std::exchange(dropped_, 0), kLogLinesPerSecond);
     }
 
     void becameReady() {
@@ -251,6 +276,9 @@ private:
     std::optional<asio::posix::stream_descriptor> output_;
     std::array<char, 4096> chunk_{};
     std::string line_, tail_;
+    std::chrono::steady_clock::time_point logWindow_{};
+    std::size_t logged_ = 0;
+    std::uint64_t dropped_ = 0;
     std::unique_ptr<ContainerHealth> health_;
     std::shared_ptr<int> lifetime_ = std::make_shared<int>(0);
 };
