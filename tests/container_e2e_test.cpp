@@ -51,13 +51,19 @@ protected:
         pool.container.args = {"--port", "8080"};
     }
 
-    void start(const sessiond::testing::TestImage& image) {
-        pool.container.image = image.ociReference();
+    void start(const sessiond::testing::TestImage& image) { start(image.ociReference()); }
+    void start(const std::string& imageReference) {
+        pool.container.image = imageReference;
         config.pools = {pool};
-        server.start(config, [this](boost::asio::io_context& io) {
-            return std::make_unique<NamespaceBackend>(
-                io, config, BackendPaths{SESSIOND_BINARY_DIR "/sessiond-nsinit", SESSIOND_BINARY_DIR "/agent"});
-        });
+        server.startNamespace(config);
+    }
+
+    // A new session's first request is refused, with `why` in the answer.
+    void expectSessionUnavailable(const std::string& why) {
+        HttpClient client(server.port());
+        auto r = client.get("/pools/web/hello?identifier=never");
+        EXPECT_EQ(r.status, 503) << r.body;
+        EXPECT_NE(r.body.find(why), std::string::npos) << r.body;
     }
 
     bool waitReady(std::chrono::seconds limit = 60s) {
@@ -230,45 +236,22 @@ TEST_F(ContainerE2E, AContainerThatExitsAtOnceFailsItsStartWithItsExitCode) {
     start(image);
     EXPECT_TRUE(server.waitFor([&] { return server.counts("web").startFailures >= 1; }, 30s));
     EXPECT_EQ(server.counts("web").unallocated, 0u);
-    HttpClient client(server.port());
-    auto r = client.get("/pools/web/hello?identifier=never");
-    EXPECT_EQ(r.status, 503) << r.body;
-    EXPECT_NE(r.body.find("exit code 3"), std::string::npos) << r.body;
+    expectSessionUnavailable("exit code 3");
 }
 
 TEST_F(ContainerE2E, AMissingImageFailsTheStartNamingIt) {
-    sessiond::testing::TestImage image;
     pool.sandboxStartTimeout = 10s;
-    pool.container.image = "oci:/nonexistent/image:1";
-    config.pools = {pool};
-    server.start(config, [this](boost::asio::io_context& io) {
-        return std::make_unique<NamespaceBackend>(
-            io, config, BackendPaths{SESSIOND_BINARY_DIR "/sessiond-nsinit", SESSIOND_BINARY_DIR "/agent"});
-    });
-    HttpClient client(server.port());
-    auto r = client.get("/pools/web/hello?identifier=never");
-    EXPECT_EQ(r.status, 503) << r.body;
-    EXPECT_NE(r.body.find("/nonexistent/image"), std::string::npos) << r.body;
+    start("oci:/nonexistent/image:1");
+    expectSessionUnavailable("/nonexistent/image");
 }
-
-}  // namespace
-
-namespace {
 
 TEST_F(ContainerE2E, AnImageCacheSandboxesCannotSearchFailsTheStartSayingSo) {
     sessiond::testing::TestImage image;
     std::filesystem::permissions(cache.path(), std::filesystem::perms(0700));
     pool.sandboxStartTimeout = 10s;
     start(image);
-    HttpClient client(server.port());
-    auto r = client.get("/pools/web/hello?identifier=never");
-    EXPECT_EQ(r.status, 503) << r.body;
-    EXPECT_NE(r.body.find("is not searchable by others"), std::string::npos) << r.body;
+    expectSessionUnavailable("is not searchable by others");
 }
-
-}  // namespace
-
-namespace {
 
 TEST_F(ContainerE2E, AChattyContainerDoesNotDrownTheLog) {
     sessiond::testing::CapturedLog log;

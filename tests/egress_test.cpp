@@ -166,10 +166,7 @@ protected:
     }
 
     void start() {
-        server.start(config, [this](boost::asio::io_context& io) {
-            return std::make_unique<NamespaceBackend>(
-                io, config, BackendPaths{SESSIOND_BINARY_DIR "/sessiond-nsinit", SESSIOND_BINARY_DIR "/agent"});
-        });
+        server.startNamespace(config);
         ASSERT_TRUE(server.waitFor([&] { return server.counts("open").unallocated >= 2; }, 60s));
         ASSERT_TRUE(server.waitFor([&] { return server.counts("closed").unallocated >= 1; }, 60s));
     }

@@ -40,10 +40,7 @@ protected:
     }
 
     void start() {
-        server.start(config, [this](boost::asio::io_context& io) {
-            return std::make_unique<NamespaceBackend>(
-                io, config, BackendPaths{SESSIOND_BINARY_DIR "/sessiond-nsinit", SESSIOND_BINARY_DIR "/agent"});
-        });
+        server.startNamespace(config);
     }
 
     bool waitReady(std::size_t n, std::chrono::seconds limit = 60s) {

@@ -341,10 +341,7 @@ TEST(PoolAdminNamespace, EgressWithoutZygoteAndCustomContainerPoolsAreDefinedAnd
     config.cgroupName = "sessiond-test-" + std::to_string(getpid());
     config.namespaceSandbox.zygote = false;
     sessiond::testing::ServerFixture server;
-    server.start(config, [&config](boost::asio::io_context& io) {
-        return std::make_unique<sessiond::NamespaceBackend>(
-            io, config, sessiond::BackendPaths{SESSIOND_BINARY_DIR "/sessiond-nsinit", SESSIOND_BINARY_DIR "/agent"});
-    });
+    server.startNamespace(config);
     sessiond::testing::HttpClient client(server.port());
     const nlohmann::json body = {{"properties",
                                   {{"scaleConfiguration", {{"readySessionInstances", 0}}},

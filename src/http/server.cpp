@@ -208,7 +208,7 @@ private:
     }
 
     void onUpstream(std::string target, std::variant<Upstream, Response> outcome) {
-        if (auto* answer = std::get_if<Response>(&outcome)) return answerForwarded(std::move(*answer));
+        if (auto* answer = std::get_if<Response>(&outcome)) return refuse(std::move(*answer));
         auto relay = std::make_shared<Relay<Stream>>(
             stream_, buffer_, std::move(*parser_), std::move(target), remote_, kTls, keepAlive_ && !server_->stopping,
             server_->config.forwardIdleTimeout, std::move(std::get<Upstream>(outcome)),
@@ -228,18 +228,14 @@ private:
         readRequest(server_->config.keepAliveTimeout);
     }
 
-    // An answer in place of the upstream's; the body, if any, is not read.
-    void answerForwarded(Response response) {
-        if (!parser_->is_done()) return sendAndClose(std::move(response));
-        respond(*request_, std::move(response));
-    }
-
     void readBody() {
         beast_http::async_read(stream_, buffer_, *parser_,
                                [self = this->shared_from_this()](beast::error_code ec, std::size_t) { self->onRead(ec); });
     }
 
-    // An admission refusal. With no body to come the connection stays usable,
+    // An answer in place of serving the request: the admission's refusal, or
+    // a forwarded request's when no upstream could be had. With no body to
+    // come the connection stays usable,
     // as after any answer; with one, the body is not read and the connection
     // closes after the answer.
     void refuse(Response response) {

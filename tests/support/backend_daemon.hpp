@@ -44,10 +44,7 @@ struct BackendDaemon {
                 return backend;
             });
         } else {
-            server.start(config, [this](boost::asio::io_context& io) {
-                return std::make_unique<NamespaceBackend>(
-                    io, config, BackendPaths{SESSIOND_BINARY_DIR "/sessiond-nsinit", SESSIOND_BINARY_DIR "/agent"});
-            });
+            server.startNamespace(config);
         }
     }
 

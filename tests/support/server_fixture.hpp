@@ -12,6 +12,7 @@
 #include "sessiond/config.hpp"
 #include "sessiond/http/server.hpp"
 #include "sessiond/pool/pool.hpp"
+#include "sessiond/sandbox/namespace/namespace_backend.hpp"
 
 namespace sessiond::testing {
 
@@ -36,6 +37,17 @@ public:
         pools_->start();
         work_.emplace(io_.get_executor());
         thread_ = std::thread([this] { io_.run(); });
+    }
+
+    // With the namespace backend, on the jail and agent this build made.
+    void startNamespace(const Config& config, PoolStore* store = nullptr) {
+        start(
+            config,
+            [this](boost::asio::io_context& io) {
+                return std::make_unique<NamespaceBackend>(
+                    io, config_, BackendPaths{SESSIOND_BINARY_DIR "/sessiond-nsinit", SESSIOND_BINARY_DIR "/agent"});
+            },
+            store);
     }
 
     ~ServerFixture() { stop(); }

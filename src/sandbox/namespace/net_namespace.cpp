@@ -26,8 +26,9 @@ UniqueFd openNetworkNamespace(pid_t pid) {
 
 UniqueFd tcpSocketInNetworkNamespace(int netns) {
     // setns() moves only the calling thread; it moves back before anything
-    // else can run on it.
-    UniqueFd own(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+    // else can run on it. The daemon's own namespace, where it returns, is
+    // opened once: this runs for every forwarded request and probe.
+    static const UniqueFd own(::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
     if (!own) fail("open the daemon's network namespace");
     if (::setns(netns, CLONE_NEWNET) != 0) fail("enter the sandbox's network namespace");
     UniqueFd socket(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
