@@ -12,7 +12,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 seconds="${1:-60}"
 build="${SESSIOND_FUZZ_BUILD_DIR:-$root/build-fuzz}"
-targets=(http_request multipart request_body agent_channel)
+targets=(http_request multipart request_body agent_channel dns_message)
 
 launcher=()
 if command -v ccache >/dev/null; then

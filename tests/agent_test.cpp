@@ -241,6 +241,18 @@ TEST_F(AgentTest, RefusesMalformedSnapshotRestores) {
     EXPECT_TRUE(run("1").succeeded);
 }
 
+// An agent on a socket from its host is never a VM's: it must not touch the
+// interfaces of the machine it runs on, however well-formed the request.
+TEST_F(AgentTest, RefusesToConfigureANetworkCardOutsideAMicroVm) {
+    GuestNetwork network{"52:54:0a:d5:00:05", "10.213.0.5", 16, "10.213.0.1", "nameserver 10.213.0.1\n"};
+    auto refused = request(makeNetworkMessage(network));
+    EXPECT_EQ(refused["code"], "invalidRequest") << refused;
+    EXPECT_NE(refused.value("message", "").find("microVM"), std::string::npos) << refused;
+    EXPECT_FALSE(parseAcknowledgement(refused, "network").ok());
+    EXPECT_TRUE(parseAcknowledgement({{"type", "network"}, {"id", 3}}, "network").ok());
+    EXPECT_TRUE(run("1").succeeded);
+}
+
 // AutoGen's ACADynamicSessionsCodeExecutor lists packages this way and parses
 // stderr + stdout + result as one text.
 TEST_F(AgentTest, AutogenPackageListBootstrap) {

@@ -290,11 +290,11 @@ TEST(Config, EgressIsPerPoolAndItsNetworkIsChecked) {
     d = minimal();
     d["pools"][0]["sessionNetworkConfiguration"] = {{"status", "Egress"}};
     EXPECT_EQ(failingField(d), "pools[0].sessionNetworkConfiguration.status");
-    // Not yet for VMs; sandboxes started without a zygote have it too.
+    // For VMs too, and sandboxes started without a zygote.
     d = minimal();
     d["pools"][0]["backend"] = "libvirt";
     d["pools"][0]["sessionNetworkConfiguration"] = {{"status", "EgressEnabled"}};
-    EXPECT_EQ(failingField(d), "pools[0].sessionNetworkConfiguration.status");
+    EXPECT_EQ(failingField(d), "");
     d = minimal();
     d["namespaceSandbox"] = {{"zygote", false}};
     d["pools"][0]["sessionNetworkConfiguration"] = {{"status", "EgressEnabled"}};
@@ -309,6 +309,58 @@ TEST(Config, EgressIsPerPoolAndItsNetworkIsChecked) {
         d = minimal();
         d["network"] = {{"subnet", subnet}};
         EXPECT_EQ(failingField(d), "network.subnet") << subnet;
+    }
+}
+
+TEST(Config, AllowedDestinationsNeedEgressAndWellFormedEntries) {
+    auto d = minimal();
+    const json allowed = {"pypi.org", "*.pythonhosted.org", "Example.COM.", "203.0.113.7", "198.51.100.0/24",
+                          "0.0.0.0/0"};
+    d["pools"][0]["sessionNetworkConfiguration"] = {{"status", "EgressEnabled"}, {"allowedDestinations", allowed}};
+    auto config = parseConfig(d);
+    EXPECT_EQ(config.pools[0].allowedDestinations.size(), allowed.size());
+    // Through the pool store and GET /pools, and back.
+    const json definition = sessiond::poolDefinition(config.pools[0]);
+    EXPECT_EQ(definition["sessionNetworkConfiguration"]["allowedDestinations"], allowed);
+    EXPECT_EQ(sessiond::parsePool(definition, "pool").allowedDestinations, config.pools[0].allowedDestinations);
+    // Absent or empty: unrestricted, and nothing written back.
+    d["pools"][0]["sessionNetworkConfiguration"]["allowedDestinations"] = json::array();
+    config = parseConfig(d);
+    EXPECT_TRUE(config.pools[0].allowedDestinations.empty());
+    EXPECT_FALSE(sessiond::poolDefinition(config.pools[0])["sessionNetworkConfiguration"].contains(
+        "allowedDestinations"));
+
+    d = minimal();
+    d["pools"][0]["sessionNetworkConfiguration"] = {{"allowedDestinations", {"pypi.org"}}};
+    EXPECT_EQ(failingField(d), "pools[0].sessionNetworkConfiguration.allowedDestinations");
+    d["pools"][0]["sessionNetworkConfiguration"]["status"] = "EgressDisabled";
+    EXPECT_EQ(failingField(d), "pools[0].sessionNetworkConfiguration.allowedDestinations");
+    // An empty list says nothing, so it is no conflict.
+    d["pools"][0]["sessionNetworkConfiguration"]["allowedDestinations"] = json::array();
+    EXPECT_EQ(failingField(d), "");
+
+    for (const char* bad : {"", "*", "*.", "a..b", "-a.org", "a-.org", "pypi.org/simple", "https://pypi.org",
+                            "*.*.org", "a.*.org", "1.2.3.256", "1.2.3.4/33", "1.2.3.4/24", "10.0.0.0/", "fd00::1",
+                            "bad name.org"}) {
+        d = minimal();
+        d["pools"][0]["sessionNetworkConfiguration"] = {{"status", "EgressEnabled"},
+                                                        {"allowedDestinations", {"pypi.org", bad}}};
+        EXPECT_EQ(failingField(d), "pools[0].sessionNetworkConfiguration.allowedDestinations[1]") << bad;
+    }
+    d["pools"][0]["sessionNetworkConfiguration"]["allowedDestinations"] = {"pypi.org", 7};
+    EXPECT_EQ(failingField(d), "pools[0].sessionNetworkConfiguration.allowedDestinations[1]");
+}
+
+TEST(Config, NetworkResolversAreAddressesWithOptionalPorts) {
+    auto d = minimal();
+    EXPECT_TRUE(parseConfig(d).network.resolvers.empty());
+    const std::vector<std::string> good = {"192.0.2.53", "192.0.2.54:5353", "2001:db8::53", "[2001:db8::53]:53"};
+    d["network"] = {{"resolvers", good}};
+    EXPECT_EQ(parseConfig(d).network.resolvers, good);
+    for (const char* bad : {"", "dns.example", "192.0.2.53:", "192.0.2.53:0", "192.0.2.53:65536", "[192.0.2.53]:53",
+                            "2001:db8::53:53x", "[2001:db8::53]"}) {
+        d["network"] = {{"resolvers", {"192.0.2.1", bad}}};
+        EXPECT_EQ(failingField(d), "network.resolvers[1]") << bad;
     }
 }
 
@@ -338,6 +390,9 @@ json withPool(const json& pool) { return json{{"pools", json::array({pool})}}; }
 TEST(Config, CustomContainerPoolsReadAzuresTemplateAndRoundTrip) {
     const auto pool = parseConfig(withPool(customPool())).pools[0];
     EXPECT_TRUE(pool.customContainer());
+    json inVms = customPool();
+    inVms["backend"] = "libvirt";
+    EXPECT_EQ(parseConfig(withPool(inVms)).pools[0].backend, "libvirt") << "a microVM per container session";
     EXPECT_EQ(pool.container.image, "oci:/srv/images/web:1.0");
     EXPECT_EQ(pool.container.command, (std::vector<std::string>{"/srv/server"}));
     EXPECT_EQ(pool.container.args, (std::vector<std::string>{"--port", "8080"}));
@@ -413,7 +468,6 @@ TEST(Config, CustomContainerMistakesNameTheirField) {
         {[](json& p) { p["secrets"][1]["name"] = "token"; }, "pools[0].secrets[1].name"},
         {[](json& p) { p["dynamicPoolConfiguration"]["lifecycleConfiguration"]["cooldownPeriodInSeconds"] = 300; },
          "pools[0].dynamicPoolConfiguration.lifecycleConfiguration.cooldownPeriodInSeconds"},
-        {[](json& p) { p["backend"] = "libvirt"; }, "pools[0].backend"},
     };
     for (const auto& [change, field] : cases) {
         json pool = customPool();

@@ -70,10 +70,7 @@ protected:
         return server.waitFor([&] { return server.counts("web").unallocated >= 1; }, limit);
     }
 
-    std::string etag(HttpClient& client, const std::string& identifier) {
-        auto r = client.post("/pools/web/.management/getSession?api-version=2025-02-02-preview&identifier=" + identifier, "");
-        return r.status == 200 ? r.json()["etag"].get<std::string>() : "";
-    }
+    std::string etag(HttpClient& client, const std::string& identifier) { return client.sessionEtag("web", identifier); }
 
     // Starts the pool on a plain test image, then the identifier's session:
     // its etag.
@@ -105,10 +102,7 @@ protected:
 };
 
 TEST_F(ContainerE2E, RunsAsTheImageSaysAndServesThroughTheProxy) {
-    sessiond::testing::TestImageOptions options;
-    options.user = "app";
-    options.env.push_back("FROM_IMAGE=image");
-    sessiond::testing::TestImage image(options);
+    sessiond::testing::TestImage image(sessiond::testing::appUserImage());
     sessiond::testing::ScratchDirectory secrets;
     std::ofstream(secrets.path() / "token") << "from-a-file";
     pool.secrets = {{"token", "", secrets.path() / "token"}};
@@ -120,30 +114,16 @@ TEST_F(ContainerE2E, RunsAsTheImageSaysAndServesThroughTheProxy) {
     auto r = client.get("/pools/web/info?identifier=alice");
     ASSERT_EQ(r.status, 200) << r.body;
     const auto info = r.json();
-    EXPECT_EQ(info["uid"], 1000);
-    EXPECT_EQ(info["gid"], 1000);
-    EXPECT_EQ(info["cwd"], "/srv");
-    EXPECT_EQ(info["hostname"], "sandbox");
-    EXPECT_EQ(info["env"]["FROM_IMAGE"], "image");
+    sessiond::testing::expectRunsAsAppUserImageSays(info);
     EXPECT_EQ(info["env"]["MODE"], "test");
     EXPECT_EQ(info["env"]["TOKEN"], "from-a-file");
-    EXPECT_EQ(info["argv"], (nlohmann::json{"/usr/local/bin/container-server", "--port", "8080"}));
 
     std::string upload(8u << 20, 'u');
     r = client.post("/pools/web/echo?identifier=alice", upload, "application/octet-stream");
     ASSERT_EQ(r.status, 200) << r.body;
     EXPECT_EQ(r.json()["bytes"], upload.size());
 
-    boost::asio::io_context io;
-    boost::asio::ip::tcp::socket socket(io);
-    socket.connect({boost::asio::ip::address_v4::loopback(), server.port()});
-    boost::beast::websocket::stream<boost::asio::ip::tcp::socket> ws(std::move(socket));
-    ws.handshake("127.0.0.1", "/pools/web/ws?identifier=alice");
-    ws.write(boost::asio::buffer(std::string("ping")));
-    boost::beast::flat_buffer buffer;
-    ws.read(buffer);
-    EXPECT_EQ(boost::beast::buffers_to_string(buffer.data()), "ping");
-    ws.close(boost::beast::websocket::close_code::normal);
+    EXPECT_EQ(client.webSocketRoundTrip("/pools/web/ws?identifier=alice", "ping"), "ping");
 
     // Another identifier, another container.
     r = client.get("/pools/web/hello?identifier=robert");

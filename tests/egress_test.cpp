@@ -2,16 +2,10 @@
 // faked: the daemon's bridge, veth pairs and nftables rules, and a stand-in
 // for the outside world that the test makes: a network namespace of its own,
 // reached from the host through a veth pair, running an HTTP server that
-// answers with the address a request came from.
+// answers with the address a request came from, and a DNS server for a
+// few names of its own.
 
-#include <fcntl.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
-
-#include <netinet/in.h>
-#include <sys/socket.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -25,125 +19,15 @@
 #include "sessiond/sandbox/namespace/namespace_backend.hpp"
 #include "support/http_client.hpp"
 #include "support/leaks.hpp"
+#include "support/outside_world.hpp"
 #include "support/server_fixture.hpp"
 #include "support/test_image.hpp"
 
-extern char** environ;
-
 using namespace sessiond;
-using sessiond::testing::HttpClient;
+using namespace sessiond::testing;
 using namespace std::chrono_literals;
 
 namespace {
-
-constexpr int kOutsidePort = 8080;
-
-// Debian's interpreter, as the sandboxes use (the first python3 on PATH may be another).
-constexpr const char* kPython = "/usr/bin/python3";
-
-bool interfaceExists(const std::string& name) { return std::filesystem::exists("/sys/class/net/" + name); }
-
-bool nftTableExists(const std::string& table) {
-    try {
-        runHostTool({"nft", "list", "table", "inet", table});
-        return true;
-    } catch (const std::exception&) {
-        return false;
-    }
-}
-
-// A process the test started; killed and reaped when it goes.
-class Child {
-public:
-    explicit Child(const std::vector<std::string>& args) {
-        std::vector<char*> argv;
-        for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-        argv.push_back(nullptr);
-        // Not the test's output: a test that crashes would leave it open.
-        posix_spawn_file_actions_t actions;
-        posix_spawn_file_actions_init(&actions);
-        posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
-        posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
-        if (::posix_spawnp(&pid_, argv[0], &actions, nullptr, argv.data(), environ) != 0) pid_ = -1;
-        posix_spawn_file_actions_destroy(&actions);
-    }
-    ~Child() {
-        if (pid_ <= 0) return;
-        ::kill(pid_, SIGKILL);
-        ::waitpid(pid_, nullptr, 0);
-    }
-    Child(const Child&) = delete;
-    Child& operator=(const Child&) = delete;
-    bool started() const { return pid_ > 0; }
-
-private:
-    pid_t pid_ = -1;
-};
-
-// The outside world: a network namespace with one veth pair to the host.
-// The host's end has .1, the world's .2 of `subnet` (a /24).
-class OutsideWorld {
-public:
-    explicit OutsideWorld(const std::string& prefix) : hostAddress(prefix + ".1"), address(prefix + ".2") {
-        runHostTool({"ip", "netns", "add", name_});
-        runHostTool({"ip", "-batch", "-"}, "link add " + link_ + " type veth peer name eth0 netns " + name_ + "\n" +
-                                                "addr add " + hostAddress + "/24 dev " + link_ + "\n" + "link set " +
-                                                link_ + " up\n");
-        runHostTool({"ip", "-n", name_, "-batch", "-"},
-                    "addr add " + address + "/24 dev eth0\nlink set eth0 up\nlink set lo up\n");
-        const std::string server =
-            "import http.server\n"
-            "class H(http.server.BaseHTTPRequestHandler):\n"
-            "    def do_GET(self):\n"
-            "        body = self.client_address[0].encode()\n"
-            "        self.send_response(200); self.send_header('Content-Length', str(len(body)))\n"
-            "        self.end_headers(); self.wfile.write(body)\n"
-            "    def log_message(self, *args): pass\n"
-            "http.server.HTTPServer(('" + address + "', " + std::to_string(kOutsidePort) + "), H).serve_forever()\n";
-        server_.emplace(std::vector<std::string>{"ip", "netns", "exec", name_, kPython, "-c", server});
-    }
-    ~OutsideWorld() {
-        server_.reset();
-        try {
-            runHostTool({"ip", "netns", "del", name_});  // takes its end of the pair, and so the pair, with it
-        } catch (const std::exception&) {
-        }
-        if (interfaceExists(link_)) runHostTool({"ip", "link", "del", link_});
-    }
-
-    // Runs Python in the outside world; true if it exited with 0.
-    bool run(const std::string& code) {
-        try {
-            runHostTool({"ip", "netns", "exec", name_, kPython, "-c", code});
-            return true;
-        } catch (const std::exception&) {
-            return false;
-        }
-    }
-
-    const std::string hostAddress, address;
-
-private:
-    const std::string name_ = "sessiond-test-outside-" + std::to_string(getpid());
-    const std::string link_ = "so" + std::to_string(getpid());
-    std::optional<Child> server_;
-};
-
-// What the sessions run: a probe that prints what became of a connection.
-const std::string kProbe = R"(
-import socket, urllib.request
-def connect(host, port):
-    try:
-        socket.create_connection((host, port), timeout=2).close()
-        return "connected"
-    except OSError as e:
-        return "blocked: " + str(e)
-def fetch(url):
-    try:
-        return "answered " + urllib.request.urlopen(url, timeout=3).read().decode()
-    except OSError as e:
-        return "blocked: " + str(e)
-)";
 
 class Egress : public ::testing::Test {
 protected:
@@ -173,43 +57,12 @@ protected:
 
     // The session's value of `expression`, after the probe's definitions.
     std::string in(const std::string& pool, const std::string& session, const std::string& expression) {
-        HttpClient client(server.port());
-        auto defined = client.execute(pool, session, kProbe);
-        EXPECT_EQ(defined.status, 200) << defined.body;
-        auto r = client.execute(pool, session, expression);
-        EXPECT_EQ(r.status, 200) << r.body;
-        if (r.status != 200) return r.body;
-        const auto reply = r.json();
-        const auto result = reply["properties"].value("result", nlohmann::json());
-        return result.is_string() ? result.get<std::string>() : r.body;
+        return probeIn(server.port(), pool, session, expression);
     }
 
     Config config;
     std::string table;
     sessiond::testing::ServerFixture server;
-};
-
-// A listening socket of the host's on every address, which no session may reach.
-class HostListener {
-public:
-    HostListener() {
-        fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        int one = 1;
-        ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        sockaddr_in address{};
-        address.sin_family = AF_INET;  // port 0: any free one
-        socklen_t length = sizeof address;
-        if (::bind(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 && ::listen(fd_, 16) == 0 &&
-            ::getsockname(fd_, reinterpret_cast<sockaddr*>(&address), &length) == 0)
-            port_ = std::to_string(ntohs(address.sin_port));
-    }
-    ~HostListener() { ::close(fd_); }
-    // Empty if it could not listen.
-    const std::string& port() const { return port_; }
-
-private:
-    int fd_ = -1;
-    std::string port_;
 };
 
 // Sessions forked from their pool's zygote, and sessions nsinit starts afresh
@@ -232,11 +85,10 @@ TEST_P(EgressBothWays, EnabledReachesTheOutsideDisabledNeverAndNeitherTheHostNor
     start();
     ASSERT_TRUE(interfaceExists(config.network.bridge));
     ASSERT_TRUE(nftTableExists(table));
-    const std::string url = "http://" + outside.address + ":" + std::to_string(kOutsidePort) + "/";
-    // The world's server needs a moment to listen; and the host's listener
-    // is reachable from there, so only the rules keep sessions from it.
-    ASSERT_TRUE(server.waitFor(
-        [&] { return outside.run("import urllib.request; urllib.request.urlopen('" + url + "', timeout=1)"); }, 10s));
+    const std::string url = outside.url();
+    // The host's listener is reachable from the world, so only the rules
+    // keep sessions from it.
+    ASSERT_TRUE(outside.serving());
     EXPECT_TRUE(outside.run("import socket; socket.create_connection(('" + outside.hostAddress + "', " +
                             host.port() + "), timeout=2)"));
 
@@ -251,11 +103,7 @@ TEST_P(EgressBothWays, EnabledReachesTheOutsideDisabledNeverAndNeitherTheHostNor
     EXPECT_EQ(closed.rfind("blocked", 0), 0u) << closed;
 
     // A neighbour: session a listens on its address; it can reach itself, b cannot reach it.
-    const std::string address = in("open", "sess-a",
-                                   "srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
-                                   "srv.bind(('0.0.0.0', 9000)); srv.listen(8); "
-                                   "u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
-                                   "u.connect(('" + outside.address + "', 9)); u.getsockname()[0]");
+    const std::string address = in("open", "sess-a", listenAndTellAddress(outside.address));
     ASSERT_EQ(address.rfind("10.214.", 0), 0u) << address;
     EXPECT_EQ(in("open", "sess-a", "connect('" + address + "', 9000)"), "connected");
     const std::string neighbour = in("open", "sess-b", "connect('" + address + "', 9000)");
@@ -272,10 +120,8 @@ TEST_P(EgressBothWays, EnabledReachesTheOutsideDisabledNeverAndNeitherTheHostNor
     server.stop();
     EXPECT_FALSE(interfaceExists(config.network.bridge));
     EXPECT_FALSE(nftTableExists(table));
-    char prefix[16];
-    std::snprintf(prefix, sizeof prefix, "sv%06x", subnet.network >> 8);
     for (const auto& link : std::filesystem::directory_iterator("/sys/class/net"))
-        EXPECT_NE(link.path().filename().string().rfind(prefix, 0), 0u) << link.path() << " is left";
+        EXPECT_NE(link.path().filename().string().rfind(hostInterfacePrefix(subnet), 0), 0u) << link.path() << " is left";
     EXPECT_TRUE(sessiond::testing::cgroupsNamed(config.cgroupName).empty());
 }
 
@@ -296,9 +142,7 @@ TEST_F(Egress, CustomContainersReachTheOutsideOnlyWithEgress) {
         pool.container.args = {"--port", "8080"};
     }
     start();
-    const std::string url = "http://" + outside.address + ":" + std::to_string(kOutsidePort) + "/";
-    ASSERT_TRUE(server.waitFor(
-        [&] { return outside.run("import urllib.request; urllib.request.urlopen('" + url + "', timeout=1)"); }, 10s));
+    ASSERT_TRUE(outside.serving());
     HttpClient client(server.port());
     auto get = [&](const std::string& pool, const std::string& identifier, const std::string& path) {
         auto r = client.get("/pools/" + pool + path + (path.find('?') == std::string::npos ? "?" : "&") +
@@ -321,6 +165,83 @@ TEST_F(Egress, CustomContainersReachTheOutsideOnlyWithEgress) {
     server.stop();
     EXPECT_FALSE(interfaceExists(config.network.bridge));
     EXPECT_FALSE(nftTableExists(table));
+}
+
+// A pool with allowedDestinations: names through the daemon's resolver,
+// each session only the addresses it was told, and the listed CIDRs.
+TEST_F(Egress, AllowListLetsSessionsReachOnlyListedNamesAndNetworks) {
+    OutsideWorld outside("198.20." + std::to_string(getpid() % 256));
+    HostListener host;
+    ASSERT_FALSE(host.port().empty());
+    config.network.resolvers = {outside.address};
+    PoolConfig listed = config.pools[0];
+    listed.name = "listed";
+    listed.allowedDestinations = {"allowed.test", outside.third + "/32"};
+    config.pools = {config.pools[0], listed};
+    server.startNamespace(config);
+    ASSERT_TRUE(server.waitFor([&] { return server.counts("listed").unallocated >= 2; }, 60s));
+    ASSERT_TRUE(server.waitFor([&] { return server.counts("open").unallocated >= 2; }, 60s));
+    const std::string port = std::to_string(kOutsidePort);
+    ASSERT_TRUE(outside.serving());
+    const Ipv4Subnet subnet = Ipv4Subnet::parse(config.network.subnet);
+    const std::string gateway = Ipv4Subnet::toString(subnet.gateway());
+
+    // Sessions ask the daemon's resolver, whatever the host's resolv.conf says.
+    EXPECT_EQ(in("listed", "list-a", "open('/etc/resolv.conf').read()"), "nameserver " + gateway + "\n");
+    // The listed name resolves, and its address is reachable, by this session.
+    EXPECT_EQ(in("listed", "list-a", "resolve('allowed.test')"), "resolved " + outside.address);
+    EXPECT_EQ(in("listed", "list-a", "fetch('http://allowed.test:" + port + "/')"), "answered " + outside.hostAddress);
+    // A name off the list does not resolve; an address off it is not reached.
+    const std::string other = in("listed", "list-a", "resolve('other.test')");
+    EXPECT_EQ(other.rfind("unresolved", 0), 0u) << other;
+    const std::string raw = in("listed", "list-a", "connect('" + outside.second + "', " + port + ")");
+    EXPECT_EQ(raw.rfind("blocked", 0), 0u) << raw;
+    // Another session of the pool was told nothing: the address allowed.test
+    // has is not its to reach.
+    const std::string neighbourOfA = in("listed", "list-b", "connect('" + outside.address + "', " + port + ")");
+    EXPECT_EQ(neighbourOfA.rfind("blocked", 0), 0u) << neighbourOfA;
+    // The listed CIDR, without DNS.
+    EXPECT_EQ(in("listed", "list-b", "connect('" + outside.third + "', " + port + ")"), "connected");
+    // The host stays out of reach, the resolver aside.
+    const std::string toHost = in("listed", "list-b", "connect('" + gateway + "', " + host.port() + ")");
+    EXPECT_EQ(toHost.rfind("blocked", 0), 0u) << toHost;
+
+    // An unrestricted session resolves through the daemon's resolver too,
+    // and reaches everything.
+    EXPECT_EQ(in("open", "open-a", "resolve('other.test')"), "resolved " + outside.second);
+    EXPECT_EQ(in("open", "open-a", "fetch('http://other.test:" + port + "/')"), "answered " + outside.hostAddress);
+    EXPECT_EQ(in("open", "open-a", "connect('" + outside.address + "', " + port + ")"), "connected");
+    const std::string nothing = in("open", "open-a", "resolve('nothing.test')");
+    EXPECT_EQ(nothing.rfind("unresolved", 0), 0u) << nothing;
+
+    // The refusal is counted.
+    HttpClient client(server.port());
+    const auto metrics = client.get("/metrics");
+    EXPECT_NE(metrics.body.find("sessiond_egress_dns_queries_total{pool=\"listed\",result=\"refused\"}"),
+              std::string::npos)
+        << metrics.body;
+    EXPECT_NE(metrics.body.find("sessiond_egress_dns_queries_total{pool=\"open\",result=\"answered\"}"),
+              std::string::npos);
+
+    // A session's addresses leave the sets with it.
+    const std::string address = in("listed", "list-a",
+                                   "u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+                                   "u.connect(('" + outside.third + "', 9)); u.getsockname()[0]");
+    auto elementsOf = [&](const std::string& set) {
+        return runHostToolOutput({"nft", "list", "set", "inet", table, set}).find(address + " . ") !=
+               std::string::npos;
+    };
+    EXPECT_TRUE(elementsOf("allowed_addresses"));
+    EXPECT_TRUE(elementsOf("allowed_networks"));
+    const auto ended = client.request(boost::beast::http::verb::delete_, "/pools/listed/session?identifier=list-a");
+    EXPECT_LT(ended.status, 300) << ended.body;
+    EXPECT_TRUE(server.waitFor([&] { return !elementsOf("allowed_addresses") && !elementsOf("allowed_networks"); },
+                               10s));
+
+    server.stop();
+    EXPECT_FALSE(interfaceExists(config.network.bridge));
+    EXPECT_FALSE(nftTableExists(table));
+    EXPECT_TRUE(sessiond::testing::cgroupsNamed(config.cgroupName).empty());
 }
 
 // A daemon killed with its egress network up leaves the bridge and the

@@ -141,6 +141,22 @@ TEST_F(ForwardTest, LargeBodiesStreamBothWays) {
     EXPECT_EQ(r.header("Transfer-Encoding"), "chunked");
 }
 
+// A container that answers before reading the body it is sent (a 413, say)
+// is heard, not taken for a broken connection (502); the connection closes
+// after its answer, as the rest of the body was never read.
+TEST_F(ForwardTest, AnAnswerBeforeTheBodyWasReadReachesTheClient) {
+    HttpClient client(server.port());
+    const std::string upload(32u << 20, 'x');
+    auto r = client.post("/pools/web/refuse?identifier=early-one", upload, "application/octet-stream");
+    EXPECT_EQ(r.status, 413) << r.body;
+    EXPECT_EQ(r.body, "refused before reading the body");
+    // The session and its container serve the next request as before.
+    HttpClient next(server.port());
+    r = next.post("/pools/web/echo?identifier=early-one", "after", "text/plain");
+    EXPECT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.json()["bytes"], 5);
+}
+
 TEST_F(ForwardTest, WebSocketUpgradeIsTunnelled) {
     boost::asio::io_context io;
     boost::asio::ip::tcp::socket socket(io);

@@ -245,6 +245,86 @@ TEST(LibvirtDomainXml, AMemberOfASavedTemplateGetsItsOwnIdentityAndFiles) {
     EXPECT_THROW(memberDomainXml("<domain><name>x</name></domain>", "/vms", member), std::runtime_error);
 }
 
+TEST(LibvirtDomainXml, AVmWithEgressHasOneVirtioCardOnAnIsolatedBridgePort) {
+    DomainSpec spec = exampleSpec();
+    EXPECT_EQ(countChildren(parse(buildDomainXml(spec)).get_child("devices"), "interface"), 0u) << "no egress, no card";
+    spec.nic = NicSpec{"sessiond0", "sv0ad50005", "52:54:0a:d5:00:05"};
+    const pt::ptree withCard = parse(buildDomainXml(spec));
+    const pt::ptree& devices = withCard.get_child("devices");
+    ASSERT_EQ(countChildren(devices, "interface"), 1u);
+    const pt::ptree& card = devices.get_child("interface");
+    EXPECT_EQ(attr(card, "type"), "bridge");
+    EXPECT_EQ(attr(card.get_child("source"), "bridge"), "sessiond0");
+    EXPECT_EQ(attr(card.get_child("target"), "dev"), "sv0ad50005");
+    EXPECT_EQ(attr(card.get_child("mac"), "address"), "52:54:0a:d5:00:05");
+    EXPECT_EQ(attr(card.get_child("model"), "type"), "virtio");
+    EXPECT_EQ(attr(card.get_child("port"), "isolated"), "yes");
+
+    // A template's card is on no bridge, and libvirt names its tap.
+    spec.nic = NicSpec{"", "", kTemplateMac};
+    const pt::ptree templateDomain = parse(buildDomainXml(spec));
+    const pt::ptree& unattached = templateDomain.get_child("devices").get_child("interface");
+    EXPECT_EQ(attr(unattached, "type"), "ethernet");
+    EXPECT_EQ(unattached.count("source"), 0u);
+    EXPECT_EQ(unattached.count("target"), 0u);
+}
+
+TEST(LibvirtDomainXml, ACustomContainersVmHasItsImagesDiskReadOnlyAndAStreamsPort) {
+    DomainSpec spec = exampleSpec();
+    spec.imageDisk = "/containers/vm-images/ab12/disk.ext4";
+    spec.streamsSocket = "/vms/sessiond/default-3/streams.sock";
+    const std::string xml = buildDomainXml(spec);
+    const pt::ptree domain = parse(xml);
+    std::vector<std::string> disks, ports;
+    for (const auto& [name, device] : domain.get_child("devices")) {
+        if (name == "disk") disks.push_back(attr(device.get_child("target"), "dev"));
+        if (name == "channel") ports.push_back(attr(device.get_child("target"), "name"));
+        if (name == "disk" && attr(device.get_child("target"), "dev") == "vdb") {
+            EXPECT_EQ(device.count("readonly"), 1u);
+            EXPECT_EQ(attr(device.get_child("source"), "file"), spec.imageDisk.string());
+            EXPECT_EQ(attr(device.get_child("driver"), "type"), "raw");
+        }
+    }
+    EXPECT_EQ(disks, (std::vector<std::string>{"vda", "vdb"})) << "the root disk stays the first";
+    EXPECT_EQ(ports, (std::vector<std::string>{kAgentPortName, kStreamsPortName}));
+    EXPECT_EQ(countChildren(parse(buildDomainXml(exampleSpec())).get_child("devices"), "channel"), 1u);
+}
+
+TEST(LibvirtDomainXml, AMemberKeepsItsTemplatesCardButJoinsTheBridgeOnItsOwnTap) {
+    const std::string saved =
+        "<domain type='qemu'>\n  <name>t</name>\n  <uuid>11111111-2222-3333-4444-555555555555</uuid>\n"
+        "  <metadata>\n    <sessiond:sandbox xmlns:sessiond=\"urn:sessiond:sandbox:1\" instance=\"s\" pool=\"a\" "
+        "sandbox=\"_template-ab12\"/>\n  </metadata>\n  <devices>\n"
+        "    <disk type='file' device='disk'><source file='/vms/s/_templates/ab12/disk.qcow2'/></disk>\n"
+        "    <interface type='ethernet'>\n      <mac address='52:54:00:00:00:01'/>\n"
+        "      <target dev='vnet7' managed='yes'/>\n      <model type='virtio'/>\n"
+        "      <address type='pci' domain='0x0000' bus='0x01' slot='0x00' function='0x0'/>\n    </interface>\n"
+        "  </devices>\n</domain>\n";
+    DomainSpec member = exampleSpec();
+    member.disk = "/vms/s/default-3/disk.qcow2";
+    member.nic = NicSpec{"sessiond0", "sv0ad50005", "52:54:0a:d5:00:05"};
+    const std::string xml = memberDomainXml(saved, "/vms/s/_templates/ab12", member);
+    const pt::ptree domain = parse(xml);
+    const pt::ptree& card = domain.get_child("devices").get_child("interface");
+    EXPECT_EQ(attr(card, "type"), "bridge");
+    EXPECT_EQ(attr(card.get_child("source"), "bridge"), "sessiond0");
+    EXPECT_EQ(attr(card.get_child("target"), "dev"), "sv0ad50005");
+    EXPECT_EQ(attr(card.get_child("port"), "isolated"), "yes");
+    // libvirt refuses a restore that changes the card; the guest takes its
+    // own MAC from the agent's network message instead.
+    EXPECT_EQ(attr(card.get_child("mac"), "address"), "52:54:00:00:00:01");
+    EXPECT_EQ(attr(card.get_child("address"), "slot"), "0x00");
+    EXPECT_EQ(attr(card.get_child("address"), "bus"), "0x01");
+    EXPECT_EQ(xml.find("vnet7"), std::string::npos) << xml;
+
+    DomainSpec noCard = member;
+    noCard.nic.reset();
+    EXPECT_NE(memberDomainXml(saved, "/vms/s/_templates/ab12", noCard).find("vnet7"), std::string::npos)
+        << "a member without egress leaves the XML's card alone (its template has none)";
+    const std::string cardless = "<domain><name>t</name><uuid>u</uuid><metadata>\n</metadata>\n</domain>";
+    EXPECT_THROW(memberDomainXml(cardless, "/vms/s/_templates/ab12", member), std::runtime_error);
+}
+
 namespace {
 
 // A save image as libvirt's QEMU driver lays it out (qemu_saveimage.h):

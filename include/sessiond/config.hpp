@@ -126,6 +126,10 @@ struct LibvirtConfig {
 struct NetworkConfig {
     std::string bridge = "sessiond0";   // also names the nftables table
     std::string subnet = "10.213.0.0/16";  // IPv4; the first address is the bridge's
+    // Where the sessions' resolver (on the bridge's address) sends queries:
+    // "ip" or "ip:port" ("[ip]:port" for IPv6). Empty: the nameservers of
+    // the host's /etc/resolv.conf.
+    std::vector<std::string> resolvers;
 };
 
 // A custom container's health check (Azure's probes[]; docs/custom-containers.md).
@@ -201,6 +205,10 @@ struct PoolConfig {
     // sessionNetworkConfiguration.status EgressEnabled: sessions reach
     // outside hosts through the egress network (docs/networking.md).
     bool egressEnabled = false;
+    // sessionNetworkConfiguration.allowedDestinations: with entries, an
+    // enabled session reaches only these names, addresses and CIDRs
+    // (sandbox/egress_allow_list.hpp); empty: anything.
+    std::vector<std::string> allowedDestinations;
     // containerType CustomContainer only.
     ContainerTemplate container;
     std::vector<PoolSecret> secrets;

@@ -164,6 +164,10 @@ class ChannelClosed(Exception):
     pass
 
 
+class ContainerEnded(Exception):
+    """The VM's custom container exited: so does the agent, and the VM."""
+
+
 class Capture:
     """One execution's output on one pipe: kept up to `limit` characters,
     counted beyond it, and complete once the sentinel has been read (or, with
@@ -372,6 +376,12 @@ class Agent:
         # until the host opens its end, which may be long after boot; only
         # an end of file after that means the host went away.
         self.host_connected = host_connected
+        # Only a microVM's agent (on a virtio-serial port) owns the machine's
+        # network: anywhere else a "network" message is refused, so that an
+        # agent run on a host never touches the host's interfaces.
+        self.owns_machine = not host_connected
+        self.container = None  # a custom container's process, in its VM
+        self.container_fd = None  # its pidfd, polled with the channel
         self.channel_reader = FrameReader()
         self.language = language
         self.preload = preload
@@ -398,7 +408,11 @@ class Agent:
         worker_fds = self.worker.fds() if self.worker else []
         for fd in worker_fds:
             poller.register(fd, select.POLLIN)
+        if self.container_fd is not None:
+            poller.register(self.container_fd, select.POLLIN)
         for fd, _ in poller.poll(timeout * 1000):
+            if fd == self.container_fd:
+                raise ContainerEnded()
             if fd == self.channel_fd:
                 data = os.read(fd, 1 << 20)  # file chunks arrive in frames of megabytes
                 if not data:
@@ -533,6 +547,12 @@ class Agent:
             self.send(self.file_operation(kind, message))
         elif kind == "snapshot":
             self.send(self.snapshot(message))
+        elif kind == "container":
+            self.send(self.start_container(message))
+        elif kind == "network":
+            self.send(configure_network(message) if self.owns_machine else
+                      {"type": "error", "id": request_id, "code": "invalidRequest",
+                       "message": "only a microVM's agent configures a network card"})
         else:
             self.send({"type": "error", "id": request_id,
                        "message": f"unknown message type: {json.dumps(kind)}"})
@@ -725,6 +745,30 @@ class Agent:
             self.worker.send({"type": "reseed"})
         return reply
 
+    def start_container(self, message):
+        import sessiond_container
+        request_id = message.get("id")
+        if not self.owns_machine or self.container is not None:
+            return {"type": "error", "id": request_id, "code": "invalidRequest",
+                    "message": "only a microVM's agent starts a container, and only one"}
+        try:
+            self.container = sessiond_container.start(message)
+        except sessiond_container.ContainerError as e:
+            return {"type": "error", "id": request_id, "code": "invalidRequest", "message": str(e)}
+        except OSError as e:
+            return {"type": "error", "id": request_id, "code": "ioError", "message": str(e)}
+        self.container_fd = os.pidfd_open(self.container.pid)
+        log(f"container started: {message.get('argv')[0]} as {message.get('uid')}:{message.get('gid')}, "
+            f"pid {self.container.pid}")
+        return {"type": "container", "id": request_id, "pid": self.container.pid}
+
+    def container_ended(self):
+        """The container's end, logged; the agent's exit status."""
+        import sessiond_container
+        status = self.container.wait()
+        log(f"container ended: {sessiond_container.exit_description(status)}")
+        return 0
+
     def shutdown(self):
         self.files.abort_upload()
         if self.worker is not None:
@@ -735,6 +779,19 @@ class Agent:
 
 
 FILE_OPERATIONS = ("listFiles", "statFile", "readFile", "writeFile", "deleteFile")
+
+
+def configure_network(message):
+    import sessiond_network
+    request_id = message.get("id")
+    try:
+        name = sessiond_network.configure(message)
+    except sessiond_network.NetworkError as e:
+        return {"type": "error", "id": request_id, "code": "invalidRequest", "message": str(e)}
+    except OSError as e:
+        return {"type": "error", "id": request_id, "code": "ioError", "message": str(e)}
+    log(f"network: {name} is {message.get('address')}/{message.get('prefixLength')} via {message.get('gateway')}")
+    return {"type": "network", "id": request_id}
 
 
 def run_command(proc, stdin_data, out, err, deadline):
@@ -905,6 +962,8 @@ def run(channel_fd, host_connected, language, preload, warm=None, limits_cgroup=
         return agent.serve()
     except ChannelClosed:
         return 0
+    except ContainerEnded:
+        return agent.container_ended()
     except FrameError as e:
         log(f"closing: {e}")
         return 2

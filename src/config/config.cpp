@@ -1,6 +1,9 @@
 #include "sessiond/config.hpp"
 
 #include "sessiond/ipv4_subnet.hpp"
+#include "sessiond/sandbox/egress_allow_list.hpp"
+
+#include <arpa/inet.h>
 
 #include <algorithm>
 #include <fstream>
@@ -104,6 +107,28 @@ const std::set<std::string> kContainerTypes = {"PythonLTS", "NodeLTS", "Shell", 
 const std::set<std::string> kBackends = {"namespace", "libvirt"};
 const std::set<std::string> kAccelerators = {"auto", "kvm", "tcg"};
 const std::set<std::string> kLogLevels = {"trace", "debug", "info", "warn", "error", "critical", "off"};
+
+bool isIpAddress(const std::string& text, int family) {
+    unsigned char address[16];
+    return ::inet_pton(family, text.c_str(), address) == 1;
+}
+
+bool isPort(const std::string& text) {
+    return !text.empty() && text.size() <= 5 && text.find_first_not_of("0123456789") == std::string::npos &&
+           std::stoul(text) >= 1 && std::stoul(text) <= 65535;
+}
+
+// "ip", "ipv4:port" or "[ipv6]:port", as network.resolvers takes them.
+bool isResolverAddress(const std::string& text) {
+    if (isIpAddress(text, AF_INET) || isIpAddress(text, AF_INET6)) return true;
+    if (!text.empty() && text[0] == '[') {
+        const auto close = text.find("]:");
+        return close != std::string::npos && isIpAddress(text.substr(1, close - 1), AF_INET6) &&
+               isPort(text.substr(close + 2));
+    }
+    const auto colon = text.rfind(':');
+    return colon != std::string::npos && isIpAddress(text.substr(0, colon), AF_INET) && isPort(text.substr(colon + 1));
+}
 
 bool isValidPoolName(const std::string& name) {
     // Azure resource-name rules for session pools: lower case letters, digits and
@@ -360,10 +385,15 @@ PoolConfig parsePool(const json& j, const std::string& path) {
             throw ConfigError(n.child("status"),
                               "unsupported value '" + status + "' (supported: EgressDisabled, EgressEnabled)");
         pool.egressEnabled = status == "EgressEnabled";
-        if (pool.egressEnabled && pool.backend == "libvirt")
-            throw ConfigError(n.child("status"),
-                              "EgressEnabled is not available on the libvirt backend yet; its VMs have no network "
-                              "interface (docs/networking.md)");
+        pool.allowedDestinations = n.strings("allowedDestinations", {});
+        const std::string allowed = n.child("allowedDestinations");
+        if (!pool.allowedDestinations.empty() && !pool.egressEnabled)
+            throw ConfigError(allowed, "needs status EgressEnabled; a session without egress reaches nothing");
+        try {
+            (void)EgressAllowList::parse(pool.allowedDestinations);
+        } catch (const EgressAllowList::BadEntry& e) {
+            throw ConfigError(allowed + "[" + std::to_string(e.index()) + "]", e.what());
+        }
         n.done();
     }
     if (const json* execution = f.get("execution")) {
@@ -390,10 +420,6 @@ PoolConfig parsePool(const json& j, const std::string& path) {
     } else if (pool.customContainer()) {
         throw ConfigError(f.child("customContainerTemplate"),
                           "is required for containerType CustomContainer (the image and ingress.targetPort)");
-    }
-    if (pool.customContainer()) {
-        if (pool.backend != "namespace")
-            throw ConfigError(f.child("backend"), "CustomContainer pools run on the namespace backend only, so far");
     }
     if (containerResources) {
         // Azure's place for a custom container's cpu and memory.
@@ -483,6 +509,8 @@ json poolDefinition(const PoolConfig& pool) {
               {"pids", pool.resources.pids},
               {"openFiles", pool.resources.openFiles},
               {"diskMiB", pool.resources.tmpfsBytes >> 20}}}};
+    if (!pool.allowedDestinations.empty())
+        definition["sessionNetworkConfiguration"]["allowedDestinations"] = pool.allowedDestinations;
     if (pool.customContainer()) definition["customContainerTemplate"] = containerDefinition(pool);
     if (!pool.secrets.empty()) {
         json secrets = json::array();
@@ -653,6 +681,12 @@ Config parseConfig(const json& document) {
         } catch (const std::invalid_argument& e) {
             throw ConfigError("network.subnet", e.what());
         }
+        config.network.resolvers = n.strings("resolvers", {});
+        for (std::size_t i = 0; i < config.network.resolvers.size(); ++i)
+            if (!isResolverAddress(config.network.resolvers[i]))
+                throw ConfigError("network.resolvers[" + std::to_string(i) + "]",
+                                  "must be an IP address, \"ipv4:port\" or \"[ipv6]:port\", got '" +
+                                      config.network.resolvers[i] + "'");
         n.done();
     }
 

@@ -184,6 +184,7 @@ int main(int argc, char** argv) {
     raiseOpenFileLimit();
 
     boost::asio::io_context io(1);
+    sessiond::metrics::Registry metrics;
     sessiond::BackendPaths paths{executableDirectory() / "sessiond-nsinit", findAgentDirectory(config)};
     // A backend is made when a pool first needs it, so a host without libvirt
     // runs namespace pools, and the reverse.
@@ -193,10 +194,10 @@ int main(int argc, char** argv) {
         sessiond::SandboxBackend* backend = nullptr;
         if (name == "namespace") {
             if (namespaceBackend) return *namespaceBackend;
-            backend = &namespaceBackend.emplace(io, config, paths);
+            backend = &namespaceBackend.emplace(io, config, paths, &metrics);
         } else if (name == "libvirt") {
             if (libvirtBackend) return *libvirtBackend;
-            backend = &libvirtBackend.emplace(io, config);
+            backend = &libvirtBackend.emplace(io, config, &metrics);
         } else {
             throw std::runtime_error("no backend named '" + name + "'");
         }
@@ -225,7 +226,6 @@ int main(int argc, char** argv) {
         return 1;
     }
 
-    sessiond::metrics::Registry metrics;
     std::optional<sessiond::PoolManager> pools;
     try {
         pools.emplace(io, poolConfigs, backendFor, metrics, store ? &*store : nullptr, &*audit);

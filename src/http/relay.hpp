@@ -5,6 +5,11 @@
 // neither is ever held whole. The upstream connection serves this one
 // request ("Connection: close"); the client's stays open for its next one
 // when both sides allow it.
+//
+// The upstream's answer is read while the request body is still being
+// relayed: a server may answer before it has read the body (a 413, a 401)
+// and close. Its answer then goes to the client, the rest of the body is
+// not relayed, and the client's connection closes after the answer.
 
 #include <array>
 #include <chrono>
@@ -128,30 +133,43 @@ private:
         beast_http::async_write_header(upstream_, *requestSerializer_,
                                        [self = this->shared_from_this()](boost::beast::error_code ec, std::size_t) {
                                            if (ec) return self->upstreamFailed(ec);
+                                           // A tunnel's bytes must not meet a request still being written.
+                                           if (!self->upgrade_) self->readResponseHeader();
                                            self->relayRequestBody();
                                        });
     }
 
+    // The request body stops once the answer began, or when writing it
+    // failed: the pending read of the answer decides what the client gets
+    // (the answer, or 502/504 when there is none).
+    bool requestStopped() const { return answerStarted_ || requestWriteFailed_ || ending_; }
+
     // One round: read what the client sent into the buffer, write it on.
     void relayRequestBody() {
+        if (requestStopped()) return;
         if (requestParser_.is_done() || requestSerializer_->is_done()) {
-            if (requestSerializer_->is_done()) return readResponseHeader();
+            // All sent: the answer's read is pending, or starts now.
+            if (requestSerializer_->is_done()) return upgrade_ ? readResponseHeader() : void();
             request_.body().data = nullptr;
             request_.body().size = 0;
             request_.body().more = false;
             return writeRequestBody();
         }
-        requestParser_.get().body().data = buffer_.data();
-        requestParser_.get().body().size = buffer_.size();
+        requestParser_.get().body().data = requestBuffer_.data();
+        requestParser_.get().body().size = requestBuffer_.size();
         clientTcp().expires_after(idle_);
+        clientReading_ = true;
         beast_http::async_read(client_, clientBuffer_, requestParser_,
                                [self = this->shared_from_this()](boost::beast::error_code ec, std::size_t) {
+                                   self->clientReading_ = false;
+                                   if (self->deferredEnd_) return self->deliver(*std::exchange(self->deferredEnd_, {}));
                                    if (ec == beast_http::error::need_buffer) ec = {};
+                                   if (self->requestStopped()) return;
                                    if (ec) return self->end(false);
                                    self->requestBodyRead_ = self->requestParser_.is_done();
-                                   self->request_.body().data = self->buffer_.data();
+                                   self->request_.body().data = self->requestBuffer_.data();
                                    self->request_.body().size =
-                                       self->buffer_.size() - self->requestParser_.get().body().size;
+                                       self->requestBuffer_.size() - self->requestParser_.get().body().size;
                                    self->request_.body().more = !self->requestParser_.is_done();
                                    self->writeRequestBody();
                                });
@@ -162,7 +180,9 @@ private:
         beast_http::async_write(upstream_, *requestSerializer_,
                                 [self = this->shared_from_this()](boost::beast::error_code ec, std::size_t) {
                                     if (ec == beast_http::error::need_buffer) ec = {};
-                                    if (ec) return self->upstreamFailed(ec);
+                                    // The upstream stopped reading: whatever it answered
+                                    // before that is still to be read.
+                                    if (ec) self->requestWriteFailed_ = true;
                                     self->relayRequestBody();
                                 });
     }
@@ -184,6 +204,7 @@ private:
         const unsigned status = in.result_int();
         // Interim answers (103 Early Hints) are the upstream's business.
         if (status >= 100 && status < 200 && status != 101) return readResponseHeader();
+        answerStarted_ = true;
         status_ = status;
         response_.base() = in.base();
         if (status == 101 && upgrade_) return switchProtocols();
@@ -334,9 +355,21 @@ private:
     }
 
     void finish(RelayEnd result) {
-        if (!onEnd_) return;
+        if (ending_) return;
+        ending_ = true;
         boost::system::error_code ignored;
         upstream_.socket().close(ignored);
+        // The client's stream and buffer are its connection's, which may go
+        // once told: a read of the request body still pending ends first.
+        if (clientReading_) {
+            deferredEnd_ = std::move(result);
+            clientTcp().socket().cancel(ignored);
+            return;
+        }
+        deliver(std::move(result));
+    }
+
+    void deliver(RelayEnd result) {
         if (finished_) std::exchange(finished_, nullptr)();
         std::exchange(onEnd_, nullptr)(std::move(result));
     }
@@ -359,12 +392,18 @@ private:
     std::optional<beast_http::response_parser<beast_http::buffer_body>> responseParser_;
     beast_http::response<beast_http::buffer_body> response_;
     std::optional<beast_http::response_serializer<beast_http::buffer_body>> responseSerializer_;
-    std::array<char, 65536> buffer_{};
+    std::array<char, 65536> buffer_{};         // the answer's body
+    std::array<char, 65536> requestBuffer_{};  // the request's, relayed at the same time
     std::array<char, 16384> clientToUpstream_{};
     std::array<char, 16384> upstreamToClient_{};
     bool upgrade_ = false;
     bool requestBodyRead_ = false;
     bool headerSent_ = false;
+    bool answerStarted_ = false;       // the upstream's answer header arrived
+    bool clientReading_ = false;       // a read of the request body is pending
+    bool ending_ = false;              // finish() was called
+    std::optional<RelayEnd> deferredEnd_;  // until that read is over
+    bool requestWriteFailed_ = false;  // the upstream stopped reading the request
     bool reusable_ = false;
     unsigned status_ = 0;
 };

@@ -224,6 +224,8 @@ private:
         }
         logAnswer(*request_, end.status);
         busy_ = false;
+        // The container answered before it read the whole request body.
+        if (!end.requestBodyRead && !server_->stopping) return closeAfterDraining();
         if (!end.reusable || server_->stopping) return close();
         readRequest(server_->config.keepAliveTimeout);
     }
@@ -347,17 +349,23 @@ private:
         tcp().expires_after(server_->config.readTimeout);
         beast_http::async_write(stream_, *shared, [self = this->shared_from_this(), shared](beast::error_code ec, std::size_t) {
             if (ec) return self->close();
-            auto drainRest = [self] {
-                boost::system::error_code ignored;
-                self->tcp().socket().shutdown(tcp::socket::shutdown_send, ignored);
-                self->tcp().expires_after(kDrainTimeout);
-                self->drain();
-            };
-            if constexpr (kTls)
-                self->closeTls(kDrainTimeout, std::move(drainRest));
-            else
-                drainRest();
+            self->closeAfterDraining();
         });
+    }
+
+    // The answer is sent but the client may still be sending its request:
+    // tell it nothing more comes, and read until it stops (or for a while).
+    void closeAfterDraining() {
+        auto drainRest = [self = this->shared_from_this()] {
+            boost::system::error_code ignored;
+            self->tcp().socket().shutdown(tcp::socket::shutdown_send, ignored);
+            self->tcp().expires_after(kDrainTimeout);
+            self->drain();
+        };
+        if constexpr (kTls)
+            closeTls(kDrainTimeout, std::move(drainRest));
+        else
+            drainRest();
     }
 
     // Below TLS: the session is over, its bytes are only discarded.

@@ -517,7 +517,8 @@ nlohmann::json Pool::describe() const {
 void Pool::reconfigure(PoolConfig config) {
     const bool templateChanged =
         config.resources != config_.resources || config.preloadModules != config_.preloadModules ||
-        config.egressEnabled != config_.egressEnabled || config.container != config_.container ||
+        config.egressEnabled != config_.egressEnabled || config.allowedDestinations != config_.allowedDestinations ||
+        config.container != config_.container ||
         config.secrets != config_.secrets;
     config_ = std::move(config);
     std::size_t replaced = 0;

@@ -224,4 +224,25 @@ Outcome<std::string> parseSnapshotReply(const json& reply) {
     return out;
 }
 
+json makeNetworkMessage(const GuestNetwork& network) {
+    return {{"type", "network"},           {"mac", network.mac},         {"address", network.address},
+            {"prefixLength", network.prefixLength}, {"gateway", network.gateway}, {"resolvConf", network.resolvConf}};
+}
+
+json makeContainerMessage(const ContainerLaunch& launch, std::uint64_t layerMiB) {
+    return {{"type", "container"},
+            {"argv", launch.argv},
+            {"env", launch.env},
+            {"workingDirectory", launch.workingDirectory},
+            {"uid", launch.user.uid},
+            {"gid", launch.user.gid},
+            {"layerMiB", layerMiB}};
+}
+
+Outcome<Done> parseAcknowledgement(const json& reply, const std::string& type) {
+    Outcome<Done> out;
+    expectType(reply, type.c_str(), out);
+    return out;
+}
+
 }  // namespace sessiond

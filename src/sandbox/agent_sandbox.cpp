@@ -75,13 +75,19 @@ void AgentSandbox::waitForAgent(ReadyHandler onReady) {
     channel_->setClosedHandler([this, alive](std::string reason) {
         if (!alive.expired()) reportExit("agent channel closed: " + reason);
     });
-    auto onHandshake = [this, alive, onReady](std::string error, nlohmann::json hello) {
+    auto becomeReady = [this, alive, onReady](std::string error) {
         if (alive.expired()) return onReady(error.empty() ? "sandbox destroyed while starting" : error);
-        if (!error.empty()) return onReady("no handshake from the agent: " + error);
+        if (!error.empty()) return onReady(error);
         ready_ = true;
         becameReady();
-        spdlog::debug("sandbox {}: agent ready: {}", id_, hello.dump());
+        spdlog::debug("sandbox {}: agent ready", id_);
         onReady("");
+    };
+    auto onHandshake = [this, alive, onReady, becomeReady](std::string error, nlohmann::json hello) {
+        if (alive.expired()) return onReady(error.empty() ? "sandbox destroyed while starting" : error);
+        if (!error.empty()) return onReady("no handshake from the agent: " + error);
+        spdlog::debug("sandbox {}: agent handshake: {}", id_, hello.dump());
+        runSetup(setupRequests(), 0, becomeReady);
     };
     if (auto request = handshakeRequest()) {
         channel_->request(std::move(*request), startTimeout_, [onHandshake](std::string error, nlohmann::json reply) {
@@ -91,6 +97,21 @@ void AgentSandbox::waitForAgent(ReadyHandler onReady) {
         return;
     }
     channel_->waitForHello(startTimeout_, onHandshake);
+}
+
+void AgentSandbox::runSetup(std::vector<nlohmann::json> requests, std::size_t next,
+                            std::function<void(std::string error)> onDone) {
+    if (next == requests.size()) return onDone("");
+    const std::string type = requests[next]["type"];
+    auto request = requests[next];
+    channel_->request(std::move(request), startTimeout_,
+                      [this, alive = std::weak_ptr<bool>(alive_), requests = std::move(requests), next, type,
+                       onDone = std::move(onDone)](std::string error, nlohmann::json reply) mutable {
+                          if (alive.expired()) return onDone("sandbox destroyed while starting");
+                          if (error.empty()) error = parseAcknowledgement(reply, type).error;
+                          if (!error.empty()) return onDone("the agent could not carry out its " + type + " request: " + error);
+                          runSetup(std::move(requests), next + 1, std::move(onDone));
+                      });
 }
 
 void AgentSandbox::execute(ExecuteRequest request, ExecuteHandler onDone) {

@@ -98,8 +98,8 @@ ContainerLaunch planContainerLaunch(const UnpackedImage& image, const PoolConfig
 }
 
 ContainerPlanner::ContainerPlanner(boost::asio::io_context& io, std::filesystem::path imageCache,
-                                   std::uint32_t hostIdBase)
-    : io_(io), images_(std::move(imageCache), hostIdBase) {}
+                                   std::uint32_t hostIdBase, Prepare prepare)
+    : io_(io), images_(std::move(imageCache), hostIdBase), prepare_(std::move(prepare)) {}
 
 ContainerPlanner::~ContainerPlanner() { worker_.join(); }
 
@@ -109,6 +109,7 @@ void ContainerPlanner::plan(const PoolConfig& pool, PlanHandler onDone) {
         ContainerLaunch launch;
         try {
             launch = planContainerLaunch(images_.get(pool.container.image), pool);
+            if (prepare_) prepare_(launch);
         } catch (const std::exception& e) {
             error = e.what();
         }

@@ -19,6 +19,7 @@
 
 #include "sessiond/sandbox/agent_channel.hpp"
 #include "sessiond/sandbox/agent_protocol.hpp"
+#include "script_process.hpp"
 
 extern char** environ;
 
@@ -27,59 +28,9 @@ namespace sessiond::test_support {
 using namespace std::chrono_literals;
 using nlohmann::json;
 
-constexpr const char* kPython = "/usr/bin/python3";
 const std::string kAgentScript = SESSIOND_SOURCE_DIR "/src/agent/sessiond_agent.py";
 
-// The agent process; killed and reaped on destruction unless it already exited.
-class AgentProcess {
-public:
-    AgentProcess() = default;
-    AgentProcess(const AgentProcess&) = delete;
-    AgentProcess& operator=(const AgentProcess&) = delete;
-    ~AgentProcess() {
-        if (pid_ > 0) {
-            ::kill(pid_, SIGKILL);
-            ::waitpid(pid_, nullptr, 0);
-        }
-    }
-
-    // Spawns the agent with `childFd` as its channel; false on failure.
-    bool spawn(int childFd, const std::vector<std::string>& extraArgs) {
-        const int target = childFd == 10 ? 11 : 10;  // dup2 clears close-on-exec only when numbers differ
-        std::vector<std::string> args{kPython, kAgentScript, "--fd", std::to_string(target)};
-        args.insert(args.end(), extraArgs.begin(), extraArgs.end());
-        std::vector<char*> argv;
-        for (auto& a : args) argv.push_back(a.data());
-        argv.push_back(nullptr);
-
-        posix_spawn_file_actions_t actions;
-        posix_spawn_file_actions_init(&actions);
-        posix_spawn_file_actions_adddup2(&actions, childFd, target);
-        const int rc = posix_spawn(&pid_, kPython, &actions, nullptr, argv.data(), environ);
-        posix_spawn_file_actions_destroy(&actions);
-        if (rc != 0) pid_ = -1;
-        return rc == 0;
-    }
-
-    pid_t pid() const { return pid_; }
-
-    // Waits for the agent to exit by itself; its wait status, or -1 on timeout.
-    int waitExit(std::chrono::milliseconds limit) {
-        const auto deadline = std::chrono::steady_clock::now() + limit;
-        while (std::chrono::steady_clock::now() < deadline) {
-            int status = 0;
-            if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-                pid_ = -1;
-                return status;
-            }
-            std::this_thread::sleep_for(20ms);
-        }
-        return -1;
-    }
-
-private:
-    pid_t pid_ = -1;
-};
+using AgentProcess = ScriptProcess;
 
 class AgentTest : public ::testing::Test {
 protected:
@@ -95,7 +46,7 @@ protected:
         ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
         AgentChannel::Socket socket(io_);
         socket.assign(boost::asio::local::stream_protocol(), fds[0]);
-        const bool spawned = agent_.spawn(fds[1], extraArgs);
+        const bool spawned = agent_.spawn(kAgentScript, fds[1], extraArgs);
         ::close(fds[1]);
         ASSERT_TRUE(spawned);
         channel_ = std::make_shared<AgentChannel>(std::move(socket));

@@ -200,6 +200,21 @@ void serve(tcp::socket socket) {
         const bool get = request.method() == http::verb::get, post = request.method() == http::verb::post;
 
         if (get && path == "/ws" && websocket::is_upgrade(request)) return webSocketEcho(socket, request);
+        // As servers refuse a body they will not take: the answer at once, the
+        // body never read, then a lingering close (read until the peer stops).
+        if (post && path == "/refuse") {
+            http::response<http::string_body> refused{http::status::payload_too_large, request.version()};
+            refused.set(http::field::content_type, "text/plain");
+            refused.body() = "refused before reading the body";
+            refused.keep_alive(false);
+            refused.prepare_payload();
+            beast::error_code ignored;
+            http::write(socket, refused, ignored);
+            socket.shutdown(tcp::socket::shutdown_send, ignored);
+            char scratch[16384];
+            while (!ignored) socket.read_some(asio::buffer(scratch), ignored);
+            return;
+        }
         const Body body = drainBody(socket, buffer, header);
 
         http::response<http::string_body> response{http::status::ok, request.version()};

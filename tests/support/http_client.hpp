@@ -6,6 +6,7 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
 #include <nlohmann/json.hpp>
 
 namespace sessiond::testing {
@@ -88,6 +89,29 @@ public:
                       const std::string& partType = "application/octet-stream") {
         return post(target, multipartForm(filename, content, kFormBoundary, partType),
                     std::string("multipart/form-data; boundary=") + kFormBoundary);
+    }
+
+    // The etag of the pool's session for `identifier`, "" when it has none.
+    std::string sessionEtag(const std::string& pool, const std::string& identifier) {
+        auto r = post("/pools/" + pool + "/.management/getSession?api-version=2025-02-02-preview&identifier=" +
+                          identifier,
+                      "");
+        return r.status == 200 ? nlohmann::json::parse(r.body)["etag"].get<std::string>() : "";
+    }
+
+    // Opens a WebSocket at `target` on a connection of its own, sends `text`
+    // and returns the first message that comes back.
+    std::string webSocketRoundTrip(const std::string& target, const std::string& text) {
+        namespace websocket = boost::beast::websocket;
+        boost::asio::ip::tcp::socket socket(io_);
+        socket.connect(boost::asio::ip::tcp::endpoint(boost::asio::ip::make_address(host_), port_));
+        websocket::stream<boost::asio::ip::tcp::socket> ws(std::move(socket));
+        ws.handshake(host_, target);
+        ws.write(boost::asio::buffer(text));
+        boost::beast::flat_buffer buffer;
+        ws.read(buffer);
+        ws.close(websocket::close_code::normal);
+        return boost::beast::buffers_to_string(buffer.data());
     }
 
     void disconnect() { stream_.reset(); }

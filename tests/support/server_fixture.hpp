@@ -45,7 +45,8 @@ public:
             config,
             [this](boost::asio::io_context& io) {
                 return std::make_unique<NamespaceBackend>(
-                    io, config_, BackendPaths{SESSIOND_BINARY_DIR "/sessiond-nsinit", SESSIOND_BINARY_DIR "/agent"});
+                    io, config_, BackendPaths{SESSIOND_BINARY_DIR "/sessiond-nsinit", SESSIOND_BINARY_DIR "/agent"},
+                    &metrics_);
             },
             store);
     }

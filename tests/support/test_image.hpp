@@ -18,6 +18,9 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
 #include "sessiond/host_tool.hpp"
 
 #ifndef SESSIOND_TEST_CONTAINER_SERVER
@@ -172,5 +175,25 @@ private:
     ScratchDirectory dir_{"sessiond-image-"};
     std::string tag_;
 };
+
+// An image whose user is `app` (1000:1000) and whose env has
+// FROM_IMAGE=image, for tests of what a container runs as.
+inline TestImageOptions appUserImage() {
+    TestImageOptions options;
+    options.user = "app";
+    options.env.push_back("FROM_IMAGE=image");
+    return options;
+}
+
+// What the test server's /info says in a container of appUserImage() run
+// with the pool's default command and args "--port 8080".
+inline void expectRunsAsAppUserImageSays(const nlohmann::json& info) {
+    EXPECT_EQ(info["uid"], 1000);
+    EXPECT_EQ(info["gid"], 1000);
+    EXPECT_EQ(info["cwd"], "/srv");
+    EXPECT_EQ(info["hostname"], "sandbox");
+    EXPECT_EQ(info["env"]["FROM_IMAGE"], "image");
+    EXPECT_EQ(info["argv"], (nlohmann::json{"/usr/local/bin/container-server", "--port", "8080"}));
+}
 
 }  // namespace sessiond::testing

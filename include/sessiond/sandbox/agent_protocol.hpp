@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "sessiond/sandbox/container_launch.hpp"
 #include "sessiond/sandbox/sandbox.hpp"
 
 namespace sessiond {
@@ -70,5 +71,26 @@ nlohmann::json makeSnapshotRestoreMessage(std::string_view entropy, std::chrono:
 // The agent's {"type":"snapshot"} answer to either; for "restore", `value`
 // is how the kernel took the entropy ("reseeded" or "mixed").
 Outcome<std::string> parseSnapshotReply(const nlohmann::json& reply);
+
+// A microVM's network card, given its settings once its agent is up:
+// {"type":"network","mac":...,"address":...,"prefixLength":...,"gateway":...,
+// "resolvConf":...}. The agent answers {"type":"network"}
+// (parseAcknowledgement).
+struct GuestNetwork {
+    std::string mac;
+    std::string address;
+    int prefixLength = 0;
+    std::string gateway;
+    std::string resolvConf;  // the guest's /etc/resolv.conf
+};
+nlohmann::json makeNetworkMessage(const GuestNetwork& network);
+
+// A custom container's VM starts its container (docs/agent-protocol.md):
+// {"type":"container","argv":[...],"env":{...},"workingDirectory":...,
+// "uid":...,"gid":...,"layerMiB":...}; the agent answers {"type":"container","pid":N}.
+nlohmann::json makeContainerMessage(const ContainerLaunch& launch, std::uint64_t layerMiB);
+
+// A reply that only says the request of `type` was done: {"type":<type>}.
+Outcome<Done> parseAcknowledgement(const nlohmann::json& reply, const std::string& type);
 
 }  // namespace sessiond

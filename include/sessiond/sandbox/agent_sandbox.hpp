@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <boost/asio.hpp>
 
@@ -64,6 +65,11 @@ protected:
     // channel is up, stands in for it. nullopt: wait for the hello.
     virtual std::optional<nlohmann::json> handshakeRequest() { return std::nullopt; }
 
+    // Requests the agent carries out after the handshake and before the
+    // sandbox is ready, one after the other (a microVM's network card, then
+    // its custom container); each reply must be of its request's type.
+    virtual std::vector<nlohmann::json> setupRequests() { return {}; }
+
     // The current counters; a backend that can tell overrides it.
     virtual LimitCounters limitCounters() const { return {}; }
 
@@ -71,6 +77,7 @@ protected:
 
 private:
     void waitForAgent(ReadyHandler onReady);
+    void runSetup(std::vector<nlohmann::json> requests, std::size_t next, std::function<void(std::string error)> onDone);
     // Sends one request and hands the reply, parsed, to `onDone`.
     template <typename T>
     void ask(nlohmann::json message, Outcome<T> (*parse)(const nlohmann::json&), Handler<T> onDone);

@@ -26,6 +26,9 @@ struct ContainerLaunch {
     std::map<std::string, std::string> env;
     std::string workingDirectory = "/";
     ImageUser user;
+    // The image's root as a disk, for a microVM (the libvirt backend's
+    // planner makes it); empty otherwise.
+    std::filesystem::path imageDisk;
 };
 
 // Blocking (reads the image's files and secret files): off the io thread.
@@ -37,7 +40,11 @@ ContainerLaunch planContainerLaunch(const UnpackedImage& image, const PoolConfig
 // unpacks it (seconds), and hands each result back on the io thread.
 class ContainerPlanner {
 public:
-    ContainerPlanner(boost::asio::io_context& io, std::filesystem::path imageCache, std::uint32_t hostIdBase);
+    // What a backend adds to each plan on the planner's thread (a VM's disk
+    // of the image, made once per image): may throw to fail the plan.
+    using Prepare = std::function<void(ContainerLaunch& launch)>;
+    ContainerPlanner(boost::asio::io_context& io, std::filesystem::path imageCache, std::uint32_t hostIdBase,
+                     Prepare prepare = {});
     // Waits for a plan under way.
     ~ContainerPlanner();
 
@@ -49,6 +56,7 @@ public:
 private:
     boost::asio::io_context& io_;
     ImageStore images_;
+    Prepare prepare_;
     boost::asio::thread_pool worker_{1};
 };
 

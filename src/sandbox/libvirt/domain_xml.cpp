@@ -28,6 +28,39 @@ std::string escape(const std::string& text) {
 
 std::string escape(const std::filesystem::path& path) { return escape(path.string()); }
 
+// Read-only, so the image's VMs can all open it at once (QEMU takes shared
+// locks), and left to its owner by libvirt: it is readable by all.
+std::string imageDiskXml(const std::filesystem::path& disk) {
+    return "    <disk type='file' device='disk'>\n"
+           "      <driver name='qemu' type='raw'/>\n"
+           "      <source file='" + escape(disk) + "'>\n"
+           "        <seclabel model='dac' relabel='no'/>\n"
+           "      </source>\n"
+           "      <target dev='vdb' bus='virtio'/>\n"
+           "      <readonly/>\n"
+           "    </disk>\n";
+}
+
+std::string channelXml(const std::filesystem::path& socket, const char* portName) {
+    return "    <channel type='unix'>\n"
+           "      <source mode='bind' path='" + escape(socket) + "'/>\n"
+           "      <target type='virtio' name='" + std::string(portName) + "'/>\n"
+           "    </channel>\n";
+}
+
+// `pciAddress`: the card's <address> element, when it must keep one.
+std::string interfaceXml(const NicSpec& nic, const std::string& pciAddress = "") {
+    std::string x = "    <interface type='" + std::string(nic.bridge.empty() ? "ethernet" : "bridge") + "'>\n" +
+                    "      <mac address='" + escape(nic.mac) + "'/>\n";
+    if (!nic.bridge.empty()) x += "      <source bridge='" + escape(nic.bridge) + "'/>\n";
+    if (!nic.tap.empty()) x += "      <target dev='" + escape(nic.tap) + "'/>\n";
+    x += "      <model type='virtio'/>\n";
+    // Isolated ports forward only to the bridge itself: VMs share no link.
+    if (!nic.bridge.empty()) x += "      <port isolated='yes'/>\n";
+    if (!pciAddress.empty()) x += "      " + pciAddress + "\n";
+    return x + "    </interface>\n";
+}
+
 }  // namespace
 
 std::string domainName(const std::string& instance, const std::string& sandboxId) {
@@ -92,11 +125,11 @@ std::string buildDomainXml(const DomainSpec& spec) {
       << "      </backingStore>\n"
       << "      <target dev='vda' bus='virtio'/>\n"
       << "    </disk>\n"
+      << (spec.imageDisk.empty() ? "" : imageDiskXml(spec.imageDisk))
+      << (spec.nic ? interfaceXml(*spec.nic) : "")
       << "    <controller type='usb' model='none'/>\n"
-      << "    <channel type='unix'>\n"
-      << "      <source mode='bind' path='" << escape(spec.agentSocket) << "'/>\n"
-      << "      <target type='virtio' name='" << kAgentPortName << "'/>\n"
-      << "    </channel>\n"
+      << channelXml(spec.agentSocket, kAgentPortName)
+      << (spec.streamsSocket.empty() ? "" : channelXml(spec.streamsSocket, kStreamsPortName))
       << "    <serial type='file'>\n"
       << "      <source path='" << escape(spec.consoleLog) << "'/>\n"
       << "      <target port='0'/>\n"
@@ -132,6 +165,41 @@ void replaceElement(std::string& xml, const std::string& open, const std::string
     xml.replace(begin, end + close.size() - begin, with);
 }
 
+// The text of the first element from `open` through `close`; "" if none.
+std::string elementText(const std::string& xml, const std::string& open, const std::string& close) {
+    const auto begin = xml.find(open);
+    const auto end = begin == std::string::npos ? begin : xml.find(close, begin);
+    return end == std::string::npos ? "" : xml.substr(begin, end + close.size() - begin);
+}
+
+// The value of `attribute` in `element`, quoted either way; "" if none.
+std::string attributeValue(const std::string& element, const std::string& attribute) {
+    for (char quote : {'\'', '"'}) {
+        const std::string key = attribute + "=" + quote;
+        const auto at = element.find(key);
+        if (at == std::string::npos) continue;
+        const auto end = element.find(quote, at + key.size());
+        if (end != std::string::npos) return element.substr(at + key.size(), end - at - key.size());
+    }
+    return "";
+}
+
+// The template's card made into the member's: on the member's bridge and
+// tap, with the template's MAC and PCI address, which the restored guest
+// expects where it left them.
+void replaceInterface(std::string& xml, const NicSpec& nic) {
+    const std::string saved = elementText(xml, "<interface", "</interface>");
+    if (saved.empty()) throw std::runtime_error("the saved domain XML has no <interface> element");
+    NicSpec member = nic;
+    member.mac = attributeValue(elementText(saved, "<mac", ">"), "address");
+    if (member.mac.empty()) throw std::runtime_error("the saved domain XML's <interface> has no MAC address");
+    const std::string address = elementText(saved, "<address", "/>");
+    std::string with = interfaceXml(member, address);
+    with = with.substr(with.find('<'));  // the saved element's indentation stays
+    with.pop_back();                     // and so does its line's end
+    replaceElement(xml, "<interface", "</interface>", with);
+}
+
 }  // namespace
 
 std::string memberDomainXml(const std::string& templateXml, const std::filesystem::path& templateDirectory,
@@ -141,6 +209,7 @@ std::string memberDomainXml(const std::string& templateXml, const std::filesyste
     replaceElement(xml, "<uuid>", "</uuid>", "<uuid>" + escape(member.uuid) + "</uuid>");
     // libvirt writes the element back its own way: ours replaces it whole.
     replaceElement(xml, "<metadata>", "</metadata>\n", metadataXml(member.metadata).substr(2));
+    if (member.nic) replaceInterface(xml, *member.nic);
     const std::string from = escape(templateDirectory) + "/";
     const std::string to = escape(member.disk.parent_path()) + "/";
     for (auto at = xml.find(from); at != std::string::npos; at = xml.find(from, at + to.size()))

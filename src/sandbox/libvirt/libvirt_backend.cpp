@@ -20,9 +20,14 @@
 #include "accelerator.hpp"
 #include "connection.hpp"
 #include "domain_xml.hpp"
+#include "image_disk.hpp"
 #include "sessiond/auth/api_keys.hpp"
 #include "sessiond/sandbox/agent_protocol.hpp"
 #include "sessiond/sandbox/agent_sandbox.hpp"
+#include "sessiond/sandbox/container_launch.hpp"
+#include "sessiond/sandbox/custom_container_sandbox.hpp"
+#include "sessiond/sandbox/egress_network.hpp"
+#include "sessiond/sandbox/stream_mux.hpp"
 #include "vm_files.hpp"
 #include "vm_template.hpp"
 #include "worker.hpp"
@@ -68,9 +73,11 @@ std::int64_t millisecondsSince(std::chrono::steady_clock::time_point start) {
 }
 
 // What one VM is made of. Created and released on the worker thread; the
-// domain goes before the directory, whose files QEMU holds open.
+// domain goes before the directory, whose files QEMU holds open, and before
+// its address on the egress network, whose tap goes with the domain.
 struct Vm {
     std::atomic<bool> abandoned{false};  // the sandbox was destroyed: start nothing
+    std::unique_ptr<EgressPort> egress;
     std::optional<libvirt::SandboxDirectory> directory;
     libvirt::OwnedDomain domain;
 };
@@ -116,15 +123,23 @@ std::string emulatorIdentity(virConnectPtr connection, const std::string& accele
 }  // namespace
 
 struct LibvirtBackend::State {
-    State(boost::asio::io_context& io, const Config& config)
+    State(boost::asio::io_context& io, const Config& config, metrics::Registry* metrics)
         : io(io),
+          metrics(metrics),
           instance(config.cgroupName),
           imageDirectory(config.libvirt.imageDirectory),
           runtimeDirectory(config.libvirt.runtimeDirectory),
+          network(config.network),
+          containerDirectory(config.containers.directory),
           maxConcurrentStarts(config.libvirt.maxConcurrentStarts ? config.libvirt.maxConcurrentStarts
                                                                  : SandboxBackend::hostCores()) {}
 
     fs::path instanceDirectory() const { return runtimeDirectory / instance; }
+    // The daemon's egress network, made by the first VM that needs it. io thread.
+    std::shared_ptr<EgressNetwork> egressNetwork() {
+        if (!egress) egress = EgressNetwork::shared(io, network, metrics);
+        return egress;
+    }
     fs::path templatesDirectory() const { return instanceDirectory() / kTemplatesDirectory; }
     void onLifecycle(const std::string& uuid, int event, int detail);
 
@@ -149,9 +164,24 @@ struct LibvirtBackend::State {
     void releaseTemplate(const std::string& pool);
 
     boost::asio::io_context& io;
+    metrics::Registry* const metrics;  // for the egress network's resolver; may be null
     const std::string instance;
     const fs::path imageDirectory;
     const fs::path runtimeDirectory;
+    const NetworkConfig network;
+    std::shared_ptr<EgressNetwork> egress;
+    const fs::path containerDirectory;
+    // Custom container pools' images, unpacked with their own owners (a
+    // VM's ids are its own) and made into disks; made when first needed.
+    std::unique_ptr<ContainerPlanner> planner;
+    ContainerPlanner& containerPlanner() {
+        if (!planner)
+            planner = std::make_unique<ContainerPlanner>(io, containerDirectory / "vm-images", 0,
+                                                         [](ContainerLaunch& launch) {
+                                                             launch.imageDisk = libvirt::imageDisk(launch.rootfs);
+                                                         });
+        return *planner;
+    }
     const std::size_t maxConcurrentStarts;
     std::string accelerator;  // "kvm" or "tcg"
     unsigned startFlags = 0;  // for virDomainCreateXML
@@ -202,6 +232,13 @@ public:
         --state_.liveSandboxes;
     }
 
+    // Makes this VM a custom container's (before start()): it boots with
+    // the image's disk and a streams port, runs no interpreter, and its
+    // agent starts `launch` once the VM is up.
+    void runContainer(ContainerLaunch launch) { container_ = std::move(launch); }
+    fs::path streamsSocket() const { return directory_ / "streams.sock"; }
+    std::string consoleTail() const { return libvirt::consoleTail(consoleLog()); }
+
     void onDomainEvent(int event, int detail) {
         if (event != VIR_DOMAIN_EVENT_STOPPED && event != VIR_DOMAIN_EVENT_CRASHED) return;
         std::string reason = describeEvent(event, detail);
@@ -214,12 +251,26 @@ public:
 protected:
     void launch(LaunchHandler onLaunched) override {
         libvirt::checkSocketPath(agentSocket());
-        VmJob job{domainSpec(), pool_.name, agentLanguage(pool_), pool_.preloadModules, directory_,
+        // A container's VM runs its agent without an interpreter: the shell
+        // session type has none until a command comes, and none comes.
+        VmJob job{domainSpec(), pool_.name, container_ ? "shell" : agentLanguage(pool_),
+                  container_ ? std::vector<std::string>{} : pool_.preloadModules, directory_,
                   std::chrono::duration_cast<std::chrono::milliseconds>(pool_.sandboxStartTimeout),
                   libvirt::limitParameters(pool_.resources)};
+        vm_ = std::make_shared<Vm>();
+        if (pool_.egressEnabled) {
+            vm_->egress = state_.egressNetwork()->reserve(EgressTenant::of(pool_, id()));
+            const EgressPort& port = *vm_->egress;
+            job.spec.nic = libvirt::NicSpec{state_.network.bridge, port.hostInterface(), port.mac()};
+            network_ = GuestNetwork{port.mac(), port.address(), port.prefixLength(), port.gateway(), port.resolvConf()};
+        }
+        if (container_) {
+            libvirt::checkSocketPath(streamsSocket());
+            job.spec.imageDisk = container_->imageDisk;
+            job.spec.streamsSocket = streamsSocket();
+        }
         uuid_ = job.spec.uuid;
         state_.sandboxes[uuid_] = this;
-        vm_ = std::make_shared<Vm>();
         auto start = [this, alive = std::weak_ptr<int>(lifetime_), state = &state_, vm = vm_, job,
                       onLaunched](std::shared_ptr<const libvirt::VmTemplate> saved) {
             std::string error;
@@ -238,7 +289,8 @@ protected:
                 onLaunched("", std::move(*restored));
             });
         };
-        if (!state_.restoring) return state_.worker->post([start] { start(nullptr); });
+        // Container VMs boot: their image's disk is not a template's.
+        if (!state_.restoring || container_) return state_.worker->post([start] { start(nullptr); });
         // Making the template can take a boot: its thread does it, then the
         // VM's own start joins the queue of the worker that tears VMs down.
         state_.templateWorker->post([state = &state_, vm = vm_, job, start] {
@@ -258,6 +310,15 @@ protected:
         std::string machineId = uuid_;
         std::erase(machineId, '-');
         return makeSnapshotRestoreMessage(entropy, std::chrono::system_clock::now(), machineId);
+    }
+
+    // The card first: a container's /etc/resolv.conf is the guest's.
+    std::vector<nlohmann::json> setupRequests() override {
+        std::vector<nlohmann::json> requests;
+        if (network_) requests.push_back(makeNetworkMessage(*network_));
+        if (container_)
+            requests.push_back(makeContainerMessage(*container_, std::max<std::uint64_t>(1, pool_.resources.tmpfsBytes >> 20)));
+        return requests;
     }
 
     // The guest's memory limit is the VM's: its kernel's OOM killer writes
@@ -316,10 +377,70 @@ private:
     std::string uuid_;
     std::shared_ptr<Vm> vm_;
     bool restored_ = false;
+    std::optional<GuestNetwork> network_;  // with egress
+    std::optional<ContainerLaunch> container_;
     boost::asio::steady_timer retryTimer_;
     mutable std::uint64_t consoleOffset_ = 0;  // of the console log, read up to here for OOM lines
     mutable std::uint64_t oomKills_ = 0;
     std::shared_ptr<int> lifetime_ = std::make_shared<int>(0);
+};
+
+// A custom container session in a microVM of its own
+// (docs/custom-containers.md): the VM boots the guest image with the
+// container image's disk; its agent starts the container; the host reaches
+// the container's ports through the VM's streams port, so a VM without a
+// network card serves requests too.
+class LibvirtContainerSandbox : public CustomContainerSandbox {
+public:
+    LibvirtContainerSandbox(LibvirtBackend::State& state, const PoolConfig& pool, const std::string& id)
+        : CustomContainerSandbox(state.io, pool, id, state.containerPlanner()), state_(state) {}
+
+    ~LibvirtContainerSandbox() override {
+        if (streams_) streams_->close();
+        vm_.reset();
+    }
+
+    void connect(std::uint16_t port, Handler<UniqueFd> onDone) override {
+        if (!streams_ || !streams_->isOpen()) return onDone({"the container's VM is not running", UniqueFd(), ""});
+        streams_->open(port, [onDone = std::move(onDone)](std::string error, UniqueFd stream) {
+            onDone({std::move(error), std::move(stream), ""});
+        });
+    }
+
+private:
+    void launch(const ContainerLaunch& launch, std::function<void(std::string error)> onRunning) override {
+        vm_ = std::make_unique<LibvirtSandbox>(state_, pool_, id());
+        vm_->runContainer(launch);
+        vm_->setExitHandler([this, alive = alive()](std::string reason) {
+            if (!alive.expired()) exited(reason);
+        });
+        vm_->start([this, alive = alive(), onRunning](std::string error) {
+            if (alive.expired()) return;
+            if (!error.empty()) return onRunning(error);
+            connectStreams(onRunning);
+        });
+    }
+
+    std::string lastOutput() const override { return vm_ ? vm_->consoleTail() : ""; }
+
+    void connectStreams(std::function<void(std::string error)> onRunning) {
+        auto socket = std::make_shared<StreamMux::Socket>(io_);
+        socket->async_connect(
+            boost::asio::local::stream_protocol::endpoint(vm_->streamsSocket().string()),
+            [this, alive = alive(), socket, onRunning](boost::system::error_code ec) {
+                if (alive.expired()) return;
+                if (ec) return onRunning("cannot connect to the VM's streams port: " + ec.message());
+                streams_ = std::make_shared<StreamMux>(std::move(*socket));
+                streams_->setClosedHandler([this, alive](std::string reason) {
+                    if (!alive.expired()) exited("the VM's streams port closed: " + reason);
+                });
+                onRunning("");
+            });
+    }
+
+    LibvirtBackend::State& state_;
+    std::unique_ptr<LibvirtSandbox> vm_;
+    std::shared_ptr<StreamMux> streams_;
 };
 
 }  // namespace
@@ -336,6 +457,8 @@ libvirt::DomainSpec LibvirtBackend::State::completeSpec(const VmJob& job, const 
     spec.cmdline = image.cmdline.empty() ? libvirt::kernelCommandLine(job.language, job.preloadModules)
                                          : libvirt::kernelCommandLine(job.language, job.preloadModules, image.cmdline);
     spec.cmdline += job.limitParameters;
+    if (spec.nic) spec.cmdline += libvirt::kNicKernelParameter;
+    if (!spec.streamsSocket.empty()) spec.cmdline += libvirt::kStreamsKernelParameter;
     spec.diskBase = image.rootfs;
     return spec;
 }
@@ -457,6 +580,9 @@ std::shared_ptr<const libvirt::VmTemplate> LibvirtBackend::State::templateFor(co
     build.spec.uuid = boost::uuids::to_string(boost::uuids::random_generator()());
     build.spec.metadata = {instance, job.pool, id};
     build.spec.cmdline += libvirt::kTemplateKernelParameters;
+    // Each member gets its own address and bridge port; the template saves
+    // a card on no bridge, never used.
+    if (build.spec.nic) build.spec.nic = libvirt::NicSpec{"", "", libvirt::kTemplateMac};
     build.spec.disk = directory / "disk.qcow2";
     build.spec.agentSocket = directory / "agent.sock";
     build.spec.consoleLog = directory / "console.log";
@@ -503,8 +629,8 @@ void LibvirtBackend::State::releaseTemplate(const std::string& pool) {
     templates.erase(key);
 }
 
-LibvirtBackend::LibvirtBackend(boost::asio::io_context& io, const Config& config)
-    : state_(std::make_shared<State>(io, config)) {
+LibvirtBackend::LibvirtBackend(boost::asio::io_context& io, const Config& config, metrics::Registry* metrics)
+    : state_(std::make_shared<State>(io, config, metrics)) {
     auto [accelerator, reason] = libvirt::chooseAccelerator(config.libvirt.accelerator);
     state_->accelerator = accelerator;
     spdlog::info("libvirt backend: accelerator {} ({}); a guest boots in about {}", accelerator, reason,
@@ -562,6 +688,7 @@ LibvirtBackend::Counts LibvirtBackend::counts() const {
 }
 
 std::unique_ptr<Sandbox> LibvirtBackend::create(const PoolConfig& pool, const std::string& sandboxId) {
+    if (pool.customContainer()) return std::make_unique<LibvirtContainerSandbox>(*state_, pool, sandboxId);
     return std::make_unique<LibvirtSandbox>(*state_, pool, sandboxId);
 }
 
@@ -634,6 +761,8 @@ void LibvirtBackend::cleanupLeftovers() {
     if (removedDomains || removedDirectories || removedLogs)
         spdlog::warn("removed {} VMs, {} VM directories and {} libvirt VM logs left by an earlier run", removedDomains,
                      removedDirectories, removedLogs);
+    // After the VMs, whose taps were ports of its bridge.
+    EgressNetwork::removeLeftovers(state_->network);
 }
 
 }  // namespace sessiond

@@ -12,7 +12,7 @@
 
 #include "jail_egress.hpp"
 #include "net_namespace.hpp"
-#include "sessiond/sandbox/container_health.hpp"
+#include "sessiond/sandbox/custom_container_sandbox.hpp"
 #include "sessiond/sandbox/namespace/cgroup.hpp"
 #include "sessiond/sandbox/namespace/jail.hpp"
 
@@ -37,51 +37,22 @@ std::string exitDescription(int status) {
     return "status " + std::to_string(status);
 }
 
-class NamespaceContainerSandbox : public Sandbox {
+class NamespaceContainerSandbox : public CustomContainerSandbox {
 public:
     NamespaceContainerSandbox(asio::io_context& io, const PoolConfig& pool, const std::string& id,
                               const NamespaceSandboxConfig& sandbox, const std::string& cgroupName,
                               const std::filesystem::path& nsinit, ContainerPlanner& planner,
                               std::function<std::shared_ptr<EgressNetwork>()> egressNetwork)
-        : io_(io), pool_(pool), id_(id), sandbox_(sandbox), cgroupName_(cgroupName), nsinit_(nsinit),
-          planner_(planner), egressNetwork_(std::move(egressNetwork)), startDeadline_(io) {}
+        : CustomContainerSandbox(io, pool, id, planner), sandbox_(sandbox), cgroupName_(cgroupName), nsinit_(nsinit),
+          egressNetwork_(std::move(egressNetwork)) {}
 
     ~NamespaceContainerSandbox() override {
         reportDroppedLines();
-        startDeadline_.cancel();
-        health_.reset();
         if (exitWatch_) exitWatch_->cancel();
         if (output_) output_->cancel();
         process_.reset();  // SIGKILL and reap the jail: its namespaces and writable layer go with it
         cgroup_.reset();   // and anything left in its cgroup
         egress_.reset();   // its veth pair, and its address back
-    }
-
-    const std::string& id() const override { return id_; }
-
-    void start(ReadyHandler onReady) override {
-        onReady_ = std::move(onReady);
-        startDeadline_.expires_after(pool_.sandboxStartTimeout);
-        startDeadline_.async_wait([this, alive = alive()](boost::system::error_code ec) {
-            if (ec || alive.expired()) return;
-            failStart("the container was not ready within " + std::to_string(pool_.sandboxStartTimeout.count()) +
-                      " s (sandboxStartTimeoutInSeconds)");
-        });
-        planner_.plan(pool_, [this, alive = alive()](std::string error, ContainerLaunch launch) {
-            if (alive.expired()) return;
-            if (!error.empty()) return failStart(error);
-            try {
-                run(launch);
-            } catch (const std::exception& e) {
-                return failStart(e.what());
-            }
-            if (!egress_) return waitUntilStarted();
-            egress_->connectWhenReported([this, alive](std::string error) {
-                if (alive.expired()) return;
-                if (!error.empty()) return failStart(error);
-                waitUntilStarted();
-            });
-        });
     }
 
     void connect(std::uint16_t port, Handler<UniqueFd> onDone) override {
@@ -110,31 +81,18 @@ public:
         }
     }
 
-    void execute(ExecuteRequest, ExecuteHandler onDone) override { onDone({kNoInterpreter, {}, ""}); }
-    void listFiles(const std::string&, bool, Handler<std::vector<FileEntry>> onDone) override {
-        onDone({kNoInterpreter, {}, ""});
-    }
-    void statFile(const std::string&, Handler<FileEntry> onDone) override { onDone({kNoInterpreter, {}, ""}); }
-    void readFile(const std::string&, std::uint64_t, Handler<FileContent> onDone) override {
-        onDone({kNoInterpreter, {}, ""});
-    }
-    void writeFile(const std::string&, std::string, Handler<FileEntry> onDone) override {
-        onDone({kNoInterpreter, {}, ""});
-    }
-    void deleteFile(const std::string&, Handler<Done> onDone) override { onDone({kNoInterpreter, {}, ""}); }
-    void describe(Handler<nlohmann::json> onDone) override { onDone({kNoInterpreter, {}, ""}); }
-
-    void setExitHandler(ExitHandler onExit) override { onExit_ = std::move(onExit); }
-
 private:
-    static constexpr const char* kNoInterpreter =
-        "a custom container session runs no code interpreter: requests go to its container";
+    void launch(const ContainerLaunch& launch, std::function<void(std::string error)> onRunning) override {
+        run(launch);
+        if (!egress_) return onRunning("");
+        egress_->connectWhenReported(std::move(onRunning));
+    }
 
-    std::weak_ptr<int> alive() const { return lifetime_; }
+    std::string lastOutput() const override { return tail_; }
 
     void run(const ContainerLaunch& launch) {
         const ResourceLimits& limits = pool_.resources;
-        cgroup_ = Cgroup::create(cgroupName_, id_, CgroupLimits{limits.cpus, limits.memoryBytes, limits.pids});
+        cgroup_ = Cgroup::create(cgroupName_, id(), CgroupLimits{limits.cpus, limits.memoryBytes, limits.pids});
 
         JailSpec spec;
         spec.hostname = "sandbox";
@@ -151,11 +109,8 @@ private:
         spec.workingDirectory = launch.workingDirectory;
         spec.keepFds = {STDOUT_FILENO, STDERR_FILENO};
         std::map<int, int> passed;
-        if (pool_.egressEnabled) {
-            egress_.emplace(io_, *egressNetwork_(), spec, kSetupFd, passed);
-            // Names resolve as on the host, as container runtimes do it.
-            spec.mounts.push_back({"/etc/resolv.conf", "/etc/resolv.conf", false});
-        }
+        // Its /etc/resolv.conf names the egress network's resolver.
+        if (pool_.egressEnabled) egress_.emplace(io_, *egressNetwork_(), pool_, id(), spec, kSetupFd, passed);
 
         // The container's stdout and stderr, and nsinit's own complaints,
         // go to the daemon's log, a line at a time.
@@ -178,19 +133,6 @@ private:
                                    process_->tryReap(&status);
                                    exited("the container ended: " + exitDescription(status));
                                });
-
-        health_ = std::make_unique<ContainerHealth>(
-            io_, pool_.container, [this, alive = alive()](std::uint16_t port, Handler<UniqueFd> onDone) {
-                if (alive.expired()) return onDone({"the sandbox is gone", UniqueFd(), ""});
-                connect(port, std::move(onDone));
-            });
-    }
-
-    void waitUntilStarted() {
-        health_->waitUntilStarted([this](std::string failure) {
-            if (!failure.empty()) return failStart(failure);
-            becameReady();
-        });
     }
 
     void readOutput() {
@@ -222,53 +164,20 @@ private:
             return;
         }
         reportDroppedLines();
-        spdlog::info("pool {} container {}: {}", pool_.name, id_, line);
+        spdlog::info("pool {} container {}: {}", pool_.name, id(), line);
     }
 
     void reportDroppedLines() {
         if (dropped_ > 0)
             spdlog::warn("pool {} container {}: {} lines of output were not logged (over {} a second)", pool_.name,
-                         id_, std::exchange(dropped_, 0), kLogLinesPerSecond);
+                         id(), std::exchange(dropped_, 0), kLogLinesPerSecond);
     }
 
-    void becameReady() {
-        startDeadline_.cancel();
-        if (!onReady_) return;
-        started_ = true;
-        std::exchange(onReady_, nullptr)("");
-        health_->watchLiveness([this](std::string failure) { exited("its liveness probe failed: " + failure); });
-    }
-
-    // What the container said last: why it did not start, most often.
-    std::string withOutput(const std::string& error) const {
-        std::string tail = tail_;
-        while (!tail.empty() && (tail.back() == '\n' || tail.back() == ' ')) tail.pop_back();
-        return tail.empty() ? error : error + "; its last output: " + tail;
-    }
-
-    void failStart(const std::string& error) {
-        startDeadline_.cancel();
-        if (onReady_) std::exchange(onReady_, nullptr)(withOutput(error));
-    }
-
-    void exited(const std::string& reason) {
-        if (!started_) return failStart(reason + " before it was ready");
-        if (onExit_) std::exchange(onExit_, nullptr)(reason);
-    }
-
-    asio::io_context& io_;
-    PoolConfig pool_;
-    std::string id_;
     NamespaceSandboxConfig sandbox_;
     std::string cgroupName_;
     std::filesystem::path nsinit_;
-    ContainerPlanner& planner_;
     std::function<std::shared_ptr<EgressNetwork>()> egressNetwork_;
     std::optional<JailEgress> egress_;
-    asio::steady_timer startDeadline_;
-    ReadyHandler onReady_;
-    ExitHandler onExit_;
-    bool started_ = false;
     std::unique_ptr<Cgroup> cgroup_;
     std::unique_ptr<JailedProcess> process_;
     UniqueFd netns_;
@@ -279,8 +188,6 @@ private:
     std::chrono::steady_clock::time_point logWindow_{};
     std::size_t logged_ = 0;
     std::uint64_t dropped_ = 0;
-    std::unique_ptr<ContainerHealth> health_;
-    std::shared_ptr<int> lifetime_ = std::make_shared<int>(0);
 };
 
 }  // namespace

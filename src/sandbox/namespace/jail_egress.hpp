@@ -26,8 +26,12 @@ public:
 
     // Fills spec.network and spec.setupFd (`setupFdInJail`), and adds the
     // setup fd to `fdsToPass`.
-    JailEgress(boost::asio::io_context& io, EgressNetwork& network, JailSpec& spec, int setupFdInJail,
-               std::map<int, int>& fdsToPass);
+    JailEgress(boost::asio::io_context& io, EgressNetwork& network, const PoolConfig& pool,
+               const std::string& sandboxId, JailSpec& spec, int setupFdInJail, std::map<int, int>& fdsToPass);
+
+    // What the jail makes of `port`: the interface, and the network's
+    // resolver as its nameserver.
+    static JailNetwork network(const EgressPort& port);
 
     // After the spawn: `onDone` gets "" once the interface is in, or why not.
     void connectWhenReported(std::function<void(std::string error)> onDone);

@@ -76,7 +76,8 @@ nlohmann::json JailSpec::toJson() const {
         out["network"] = {{"interface", network.interface},
                           {"address", network.address},
                           {"prefixLength", network.prefixLength},
-                          {"gateway", network.gateway}};
+                          {"gateway", network.gateway},
+                          {"nameserver", network.nameserver}};
     if (!imageRoot.empty()) out["imageRoot"] = imageRoot;
     if (setupFd >= 0) out["setupFd"] = setupFd;
     return out;
@@ -134,13 +135,14 @@ JailSpec JailSpec::fromJson(const nlohmann::json& j) {
         } else if (key == "zygote") {
             s.zygote = getBool(v, key);
         } else if (key == "network") {
-            checkKeys(v, key, {"interface", "address", "prefixLength", "gateway"});
+            checkKeys(v, key, {"interface", "address", "prefixLength", "gateway", "nameserver"});
             for (const char* field : {"interface", "address", "prefixLength", "gateway"})
                 if (!v.contains(field)) bad(key, std::string("needs ") + field);
             s.network.interface = getString(v["interface"], "network.interface");
             s.network.address = getString(v["address"], "network.address");
             s.network.prefixLength = static_cast<int>(getUnsigned(v["prefixLength"], "network.prefixLength", 32));
             s.network.gateway = getString(v["gateway"], "network.gateway");
+            if (v.contains("nameserver")) s.network.nameserver = getString(v["nameserver"], "network.nameserver");
             if (s.network.interface.empty() || s.network.interface.size() > 15 || s.network.address.empty())
                 bad(key, "needs an interface name of 1 to 15 bytes and an address");
         } else if (key == "keepFds") {

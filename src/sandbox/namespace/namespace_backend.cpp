@@ -132,7 +132,7 @@ protected:
         JailSpec spec = processSpec(pool_, sandbox_, paths_, "sessiond_agent.py", args);
         spec.cgroupProcsFiles = cgroup_->procsFiles();
         std::map<int, int> passed = {{theirs.get(), kAgentFd}};
-        if (pool_.egressEnabled) jailEgress_.emplace(io_, *egressNetwork_(), spec, kSetupFd, passed);
+        if (pool_.egressEnabled) jailEgress_.emplace(io_, *egressNetwork_(), pool_, id(), spec, kSetupFd, passed);
         process_ = JailedProcess::spawn(paths_.nsinit, spec, passed);
         theirs.reset();
         watchExit(process_->pidfd(), [this] {
@@ -170,8 +170,8 @@ private:
         auto channel = std::make_shared<UniqueFd>(std::move(ours));
         JailSpec spec = commonSpec(pool_, sandbox_);
         if (pool_.egressEnabled) {
-            egress_ = egressNetwork_()->reserve();
-            spec.network = {kSessionInterface, egress_->address(), egress_->prefixLength(), egress_->gateway()};
+            egress_ = egressNetwork_()->reserve(EgressTenant::of(pool_, id()));
+            spec.network = JailEgress::network(*egress_);
         }
         zygote_->spawn(
             spec, std::move(theirs), std::move(goRead),
@@ -226,9 +226,10 @@ private:
 
 }  // namespace
 
-NamespaceBackend::NamespaceBackend(boost::asio::io_context& io, const Config& config, BackendPaths paths)
+NamespaceBackend::NamespaceBackend(boost::asio::io_context& io, const Config& config, BackendPaths paths,
+                                   metrics::Registry* metrics)
     : io_(io), sandbox_(config.namespaceSandbox), network_(config.network), cgroupName_(config.cgroupName),
-      paths_(std::move(paths)), containerDirectory_(config.containers.directory) {}
+      paths_(std::move(paths)), containerDirectory_(config.containers.directory), metrics_(metrics) {}
 
 NamespaceBackend::~NamespaceBackend() {
     zygotes_.clear();  // their cgroups go first
@@ -239,11 +240,7 @@ void NamespaceBackend::cleanupLeftovers() {
     std::size_t removed = Cgroup::removeLeftovers(cgroupName_);
     if (removed) spdlog::warn("removed {} sandbox cgroups (and their processes) left by an earlier run", removed);
     // After the sessions: their veth pairs went with their namespaces.
-    try {
-        EgressNetwork::removeLeftovers(network_);
-    } catch (const std::exception& e) {
-        spdlog::error("cannot remove the egress network left by an earlier run: {}", e.what());
-    }
+    EgressNetwork::removeLeftovers(network_);
 }
 
 std::unique_ptr<Sandbox> NamespaceBackend::create(const PoolConfig& pool, const std::string& sandboxId) {
@@ -259,7 +256,7 @@ std::unique_ptr<Sandbox> NamespaceBackend::create(const PoolConfig& pool, const 
 }
 
 std::shared_ptr<EgressNetwork> NamespaceBackend::egressNetwork() {
-    if (!egress_) egress_ = EgressNetwork::create(network_);
+    if (!egress_) egress_ = EgressNetwork::shared(io_, network_, metrics_);
     return egress_;
 }
 

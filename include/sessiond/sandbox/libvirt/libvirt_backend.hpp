@@ -23,11 +23,16 @@
 
 namespace sessiond {
 
+namespace metrics {
+class Registry;
+}
+
 class LibvirtBackend : public SandboxBackend {
 public:
     // Chooses the accelerator and connects to config.libvirt.uri; throws
     // std::runtime_error naming the URI when libvirt cannot be reached.
-    LibvirtBackend(boost::asio::io_context& io, const Config& config);
+    // `metrics`, if given, counts the egress resolver's queries.
+    LibvirtBackend(boost::asio::io_context& io, const Config& config, metrics::Registry* metrics = nullptr);
     ~LibvirtBackend() override;
 
     LibvirtBackend(const LibvirtBackend&) = delete;

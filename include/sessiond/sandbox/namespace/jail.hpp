@@ -35,6 +35,9 @@ struct JailNetwork {
     std::string address;  // IPv4; empty: loopback only
     int prefixLength = 0;
     std::string gateway;
+    // The only line of the jail's /etc/resolv.conf, over whatever a mount
+    // put there; empty: /etc/resolv.conf as the mounts make it.
+    std::string nameserver;
 };
 
 struct JailSpec {

@@ -29,9 +29,15 @@ class Zygote;
 class EgressNetwork;
 class ContainerPlanner;
 
+namespace metrics {
+class Registry;
+}
+
 class NamespaceBackend : public SandboxBackend {
 public:
-    NamespaceBackend(boost::asio::io_context& io, const Config& config, BackendPaths paths);
+    // `metrics`, if given, counts the egress resolver's queries.
+    NamespaceBackend(boost::asio::io_context& io, const Config& config, BackendPaths paths,
+                     metrics::Registry* metrics = nullptr);
     ~NamespaceBackend() override;
 
     std::string name() const override { return "namespace"; }
@@ -58,6 +64,7 @@ private:
     std::uint64_t zygotesStarted_ = 0;
     std::shared_ptr<EgressNetwork> egress_;
     std::filesystem::path containerDirectory_;
+    metrics::Registry* metrics_;
     // Custom container pools' images; made when the first such pool starts.
     std::unique_ptr<ContainerPlanner> planner_;
 };

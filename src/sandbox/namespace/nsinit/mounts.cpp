@@ -167,6 +167,19 @@ void etcFiles(const JailSpec& spec) {
     writeFile(kNew + "/etc/group", "root:x:0:\nsandbox:x:" + uid + ":\nnogroup:x:65534:\n", 0644);
     writeFile(kNew + "/etc/hostname", spec.hostname + "\n", 0644);
     writeFile(kNew + "/etc/hosts", "127.0.0.1\tlocalhost " + spec.hostname + "\n::1\tlocalhost\n", 0644);
+    // Something for a session's own resolv.conf to be mounted over, should
+    // the host's not be among the mounts.
+    writeFile(kNew + "/etc/resolv.conf", "", 0644);
+}
+
+// The resolver of a session with egress (docs/networking.md), in a file of
+// `scratch` (a tmpfs of this mount namespace's own), mounted read-only over
+// `target`. The mount keeps the file when the scratch tmpfs goes.
+void resolvConf(const JailNetwork& network, const std::string& scratch, const std::string& target) {
+    if (network.address.empty() || network.nameserver.empty()) return;
+    const std::string file = scratch + "/resolv.conf";
+    writeFile(file, "nameserver " + network.nameserver + "\n", 0644);
+    bindMount(file, target, false);
 }
 
 void devFiles(const JailSpec& spec) {
@@ -281,6 +294,7 @@ void buildRoot(const JailSpec& spec) {
         writableDirs(spec, kNew);
     }
     for (const auto& m : mounts) bindMount(kOld + m.source, kNew + m.target, m.writable);
+    resolvConf(spec.network, "", kNew + "/etc/resolv.conf");  // from the staging root
     procFs();
     enterNewRoot(spec.imageRoot.empty());
 }
@@ -289,6 +303,13 @@ void buildRoot(const JailSpec& spec) {
 // is already built: only what must not be shared is mounted anew, over the
 // zygote's. The new proc shows the session's own pid namespace.
 void mountSessionDirs(const JailSpec& spec) {
+    if (!spec.network.address.empty() && !spec.network.nameserver.empty()) {
+        // The zygote's root is read-only: the file is made on a tmpfs over
+        // /tmp, which the session's own /tmp then replaces.
+        tmpfs("/tmp", MS_NOSUID | MS_NODEV, "mode=0755,size=64k");
+        resolvConf(spec.network, "/tmp", "/etc/resolv.conf");
+        if (::umount2("/tmp", MNT_DETACH) != 0) die("umount /tmp");
+    }
     mountProc("");
     writableDirs(spec, "");
 }
