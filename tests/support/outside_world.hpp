@@ -131,7 +131,12 @@ public:
             runHostTool({"ip", "netns", "del", name_});  // takes its end of the pair, and so the pair, with it
         } catch (const std::exception&) {
         }
-        if (interfaceExists(link_)) runHostTool({"ip", "link", "del", link_});
+        // The namespace's deletion takes the pair with it, in its own time.
+        try {
+            if (interfaceExists(link_)) runHostTool({"ip", "link", "del", link_});
+        } catch (const std::exception&) {
+            if (interfaceExists(link_)) ADD_FAILURE() << "the outside world's link " << link_ << " is left";
+        }
     }
 
     // Its HTTP server's address.
