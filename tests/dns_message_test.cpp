@@ -94,6 +94,18 @@ TEST(DnsMessage, MalformedMessagesAreRefusedNotRead) {
     EXPECT_FALSE(dns::parseResponse(loop));
     std::string ahead = u16(1) + u16(0x8180) + u16(1) + u16(0) + u16(0) + u16(0) + u16(0xC020) + u16(1) + u16(1);
     EXPECT_FALSE(dns::parseResponse(ahead));
+    // A pointer into the header, where no name is: the resolver's own reply
+    // has another header, so the question it copies would read differently
+    // (found by the fuzzer).
+    const std::string intoHeader("\x01\x00\x00\x00\x00\x01\x34\x81\x80\x28\x00\x01\x02\x00\x00\x01\x77\xc0\x00\x6c\x6f\x77\x01", 23);
+    EXPECT_FALSE(dns::parseQuery(intoHeader));
+    // A name that a pointer leads back into and that then runs on past the
+    // pointer: a copy of the question ends before what it read (fuzzer too).
+    const std::string runsOn("\x12\x34\x00\x01\x00\x01\x10\x02\x00\x00\x00\x77\x07\x65\x78\x01\x00\x65\x70\x6c\x13\x6f\x01\x00\x00\x00\x00\x00\x00\x00\x0c\x00\x01\x05\x00\x00\x00\x01\x2c\x00\x11\x03\x63\x64\x6e\x11\x65\x78\x61\xed\x70\x6c\x65\x03\x6e\x65\x74\x00\xc0\x2d\x00\x00\x11\x03\x63\x64\x6e\x07\x65\x78\x61\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\xfe\xff\xfe\xed\x70\x6c\x01\x04", 125);
+    if (const auto parsed = dns::parseQuery(runsOn))
+        EXPECT_TRUE(dns::parseResponse(dns::reply(runsOn, *parsed, dns::Refused))) << "its reply does not read back";
+    const std::string pointingBack = query("a.org", 1).substr(0, 12) + "\x01" "a" "\xc0\x0c" + u16(1) + u16(1);
+    EXPECT_FALSE(dns::parseQuery(pointingBack)) << "a name that leads back to itself ends at the length limit";
     // Two questions, or none.
     std::string two = query("a.org", 1);
     two[5] = 2;

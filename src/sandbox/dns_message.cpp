@@ -38,22 +38,28 @@ public:
     }
 
     // A possibly compressed name. Compression pointers must point before
-    // the label that holds them, so no name can loop.
+    // the label that holds them, so no name can loop, and past the header,
+    // which holds no name (a reply the resolver writes has another header).
     std::string name(bool* printable) {
         std::string out;
         std::size_t wireBytes = 0;
         std::size_t at = offset_;
+        // What a name read after a pointer may use: the bytes before that
+        // pointer. A name that ran on past it could read what a copy of
+        // the question (the resolver's own reply) does not hold.
+        std::size_t limit = wire_.size();
         bool jumped = false;
         *printable = true;
         while (ok_) {
-            if (at >= wire_.size()) return fail();
+            if (at >= limit) return fail();
             const auto length = static_cast<std::uint8_t>(wire_[at]);
             if ((length & 0xC0) == 0xC0) {
-                if (at + 1 >= wire_.size()) return fail();
+                if (at + 1 >= limit) return fail();
                 const std::size_t target = (length & 0x3F) << 8 | static_cast<std::uint8_t>(wire_[at + 1]);
-                if (target >= at) return fail();
+                if (target >= at || target < kHeaderBytes) return fail();
                 if (!jumped) offset_ = at + 2;
                 jumped = true;
+                limit = at;
                 at = target;
                 continue;
             }
@@ -64,7 +70,7 @@ public:
                 if (!jumped) offset_ = at + 1;
                 return out;
             }
-            if (at + 1 + length > wire_.size()) return fail();
+            if (at + 1 + length > limit) return fail();
             if (!out.empty()) out += '.';
             for (std::size_t i = 0; i < length; ++i) {
                 char c = wire_[at + 1 + i];
