@@ -71,6 +71,12 @@ bool removeBridgeAndTable(const NetworkConfig& config) {
     return found;
 }
 
+// What an earlier run left, removed and said so. Throws when it cannot.
+void removeEarlierRuns(const NetworkConfig& config) {
+    if (removeBridgeAndTable(config))
+        spdlog::warn("removed the egress bridge {} and its nftables tables left by an earlier run", config.bridge);
+}
+
 }  // namespace
 
 EgressNetwork::EgressNetwork(boost::asio::io_context& io, const NetworkConfig& config)
@@ -78,8 +84,7 @@ EgressNetwork::EgressNetwork(boost::asio::io_context& io, const NetworkConfig& c
 
 std::shared_ptr<EgressNetwork> EgressNetwork::create(boost::asio::io_context& io, const NetworkConfig& config,
                                                      metrics::Registry* metrics) {
-    if (removeBridgeAndTable(config))
-        spdlog::warn("removed the egress bridge {} and its nftables tables left by an earlier run", config.bridge);
+    removeEarlierRuns(config);
     std::shared_ptr<EgressNetwork> network(new EgressNetwork(io, config));
     const Ipv4Subnet& subnet = network->subnet_;
     const std::string gateway = Ipv4Subnet::toString(subnet.gateway()) + "/" + std::to_string(subnet.prefixLength);
@@ -110,8 +115,7 @@ void EgressNetwork::removeLeftovers(const NetworkConfig& config) {
     std::lock_guard lock(liveMutex);
     if (!live[config.bridge].expired()) return;
     try {
-        if (removeBridgeAndTable(config))
-            spdlog::warn("removed the egress bridge {} and its nftables tables left by an earlier run", config.bridge);
+        removeEarlierRuns(config);
     } catch (const std::exception& e) {
         spdlog::error("cannot remove the egress network left by an earlier run: {}", e.what());
     }

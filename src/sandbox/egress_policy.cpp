@@ -53,13 +53,6 @@ EgressPolicy::EgressPolicy(boost::asio::io_context& io, const NetworkConfig& con
 
 EgressPolicy::~EgressPolicy() = default;
 
-std::string EgressPolicy::guard(const std::string& what, std::uint32_t address) const {
-    const std::string port = EgressPort::interfaceOf(address), mac = EgressPort::macOf(address);
-    const std::string source = Ipv4Subnet::toString(address);
-    return what == "admit" ? port_guard::admit(guardTable_, port, mac, source)
-                           : port_guard::forget(guardTable_, port, mac, source);
-}
-
 std::string EgressPolicy::element(const std::string& set, std::uint32_t address,
                                   const std::string& destination) const {
     return " element " + table_ + " " + set + " { " + Ipv4Subnet::toString(address) + " . " + destination + " }\n";
@@ -71,7 +64,7 @@ void EgressPolicy::enroll(std::uint32_t address, const EgressTenant& tenant) {
     session.sandbox = tenant.sandbox;
     session.allowList = std::make_shared<const EgressAllowList>(EgressAllowList::parse(tenant.allowedDestinations));
     const std::string source = Ipv4Subnet::toString(address);
-    std::string commands = guard("admit", address);
+    std::string commands = port_guard::admit(guardTable_, address);
     if (session.restricted()) {
         commands += "add element " + table_ + " restricted { " + source + " }\n";
         for (const auto& network : session.allowList->networks())
@@ -87,7 +80,7 @@ void EgressPolicy::withdraw(std::uint32_t address, std::function<void()> release
     // Each element is added before it is deleted, since a delete of one that
     // is not there (a learned address whose time ran out) fails the batch.
     // Queued behind any addition still on its way for this session.
-    std::string commands = guard("admit", address) + guard("forget", address);
+    std::string commands = port_guard::admit(guardTable_, address) + port_guard::forget(guardTable_, address);
     const std::string source = Ipv4Subnet::toString(address);
     auto addAndDelete = [&](const std::string& set, const std::string& destination, const std::string& timeout) {
         commands += "add" + element(set, address, destination + timeout);

@@ -53,8 +53,6 @@ private:
         std::set<std::uint32_t> learned;  // destinations the resolver added
     };
     std::string element(const std::string& set, std::uint32_t address, const std::string& destination) const;
-    // The port guard's elements of the session at `address` ("admit" or "forget").
-    std::string guard(const std::string& what, std::uint32_t address) const;
 
     std::string table_;
     std::string guardTable_;  // the bridge family's table of the same name

@@ -1,14 +1,17 @@
 #include "port_guard.hpp"
 
+#include "sessiond/ipv4_subnet.hpp"
+#include "sessiond/sandbox/egress_network.hpp"
+
 namespace sessiond::port_guard {
 
 namespace {
 
-std::string elements(const std::string& verb, const std::string& tableName, const std::string& port,
-                     const std::string& mac, const std::string& address) {
+std::string elements(const std::string& verb, const std::string& tableName, std::uint32_t address) {
     const std::string target = verb + " element bridge " + tableName + " ";
-    return target + "ports { \"" + port + "\" }\n" + target + "bindings { \"" + port + "\" . " + mac + " . " +
-           address + " }\n";
+    const std::string port = "\"" + EgressPort::interfaceOf(address) + "\"";
+    return target + "ports { " + port + " }\n" + target + "bindings { " + port + " . " + EgressPort::macOf(address) +
+           " . " + Ipv4Subnet::toString(address) + " }\n";
 }
 
 }  // namespace
@@ -28,14 +31,10 @@ std::string table(const std::string& tableName) {
            "}\n";
 }
 
-std::string admit(const std::string& tableName, const std::string& port, const std::string& mac,
-                  const std::string& address) {
-    return elements("add", tableName, port, mac, address);
-}
+std::string admit(const std::string& tableName, std::uint32_t address) { return elements("add", tableName, address); }
 
-std::string forget(const std::string& tableName, const std::string& port, const std::string& mac,
-                   const std::string& address) {
-    return elements("delete", tableName, port, mac, address);
+std::string forget(const std::string& tableName, std::uint32_t address) {
+    return elements("delete", tableName, address);
 }
 
 }  // namespace sessiond::port_guard

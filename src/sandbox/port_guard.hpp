@@ -8,6 +8,7 @@
 //
 // nftables text only: EgressNetwork applies it.
 
+#include <cstdint>
 #include <string>
 
 namespace sessiond::port_guard {
@@ -15,10 +16,9 @@ namespace sessiond::port_guard {
 // The bridge-family table, named as the inet one is (`tableName`).
 std::string table(const std::string& tableName);
 
-// Adding and removing one port's binding.
-std::string admit(const std::string& tableName, const std::string& port, const std::string& mac,
-                  const std::string& address);
-std::string forget(const std::string& tableName, const std::string& port, const std::string& mac,
-                   const std::string& address);
+// Adding and removing the binding of the session at `address`: its port
+// (EgressPort::interfaceOf), its MAC (EgressPort::macOf) and the address.
+std::string admit(const std::string& tableName, std::uint32_t address);
+std::string forget(const std::string& tableName, std::uint32_t address);
 
 }  // namespace sessiond::port_guard

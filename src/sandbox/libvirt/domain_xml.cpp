@@ -74,8 +74,10 @@ std::string kernelCommandLine(const std::string& language, const std::vector<std
     return cmdline;
 }
 
+std::uint64_t diskMiB(const ResourceLimits& limits) { return std::max<std::uint64_t>(1, limits.tmpfsBytes >> 20); }
+
 std::string limitParameters(const ResourceLimits& limits) {
-    return " sessiond.disk=" + std::to_string(std::max<std::uint64_t>(1, limits.tmpfsBytes >> 20)) +
+    return " sessiond.disk=" + std::to_string(diskMiB(limits)) +
            " sessiond.nofile=" + std::to_string(limits.openFiles) +
            (limits.pids > 0 ? " sessiond.pids=" + std::to_string(limits.pids) : "");
 }

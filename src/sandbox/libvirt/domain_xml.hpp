@@ -88,6 +88,9 @@ std::string kernelCommandLine(const std::string& language, const std::vector<std
 // sessiond.nofile=<n> is the agent's RLIMIT_NOFILE, sessiond.pids=<n> the
 // process limit of the agent's cgroup, left out for no limit (docs/hardening.md).
 std::string limitParameters(const ResourceLimits& limits);
+// The size of the guest's tmpfs file systems (and a container's writable
+// layer), in whole MiB, at least 1.
+std::uint64_t diskMiB(const ResourceLimits& limits);
 
 std::string buildDomainXml(const DomainSpec& spec);
 

@@ -317,7 +317,7 @@ protected:
         std::vector<nlohmann::json> requests;
         if (network_) requests.push_back(makeNetworkMessage(*network_));
         if (container_)
-            requests.push_back(makeContainerMessage(*container_, std::max<std::uint64_t>(1, pool_.resources.tmpfsBytes >> 20)));
+            requests.push_back(makeContainerMessage(*container_, libvirt::diskMiB(pool_.resources)));
         return requests;
     }
 
