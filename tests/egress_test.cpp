@@ -9,6 +9,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <optional>
 #include <string>
 
@@ -115,6 +116,19 @@ TEST_P(EgressBothWays, EnabledReachesTheOutsideDisabledNeverAndNeitherTheHostNor
         const std::string reached = in("open", "sess-b", "connect('" + hostAddress + "', " + host.port() + ")");
         EXPECT_EQ(reached.rfind("blocked", 0), 0u) << hostAddress << ": " << reached;
     }
+
+    // The gateway's MAC is set on the bridge, so it stays while sessions come
+    // and go (a bridge left to itself takes its ports' lowest MAC, and each
+    // change cost every session its gateway until its ARP entry went stale),
+    // and it is what a session learned.
+    const std::string gateway = Ipv4Subnet::toString(subnet.gateway());
+    std::ifstream bridgeAddress("/sys/class/net/" + config.network.bridge + "/address");
+    std::string bridgeMac;
+    bridgeAddress >> bridgeMac;
+    EXPECT_EQ(bridgeMac, EgressPort::macOf(subnet.gateway()));
+    EXPECT_EQ(in("open", "sess-a", "[l.split()[3] for l in open('/proc/net/arp').read().splitlines()[1:] "
+                                   "if l.split()[0] == '" + gateway + "']"),
+              "['" + bridgeMac + "']");
 
     // Stopping removes the bridge, the table and every session's veth pair.
     server.stop();

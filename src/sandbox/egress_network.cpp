@@ -88,8 +88,12 @@ std::shared_ptr<EgressNetwork> EgressNetwork::create(boost::asio::io_context& io
     std::shared_ptr<EgressNetwork> network(new EgressNetwork(io, config));
     const Ipv4Subnet& subnet = network->subnet_;
     const std::string gateway = Ipv4Subnet::toString(subnet.gateway()) + "/" + std::to_string(subnet.prefixLength);
-    // From here the destructor removes whatever was made.
-    runHostTool({"ip", "-batch", "-"}, "link add " + config.bridge + " type bridge\n" +
+    // From here the destructor removes whatever was made. The bridge's MAC is
+    // set, as the gateway's: left to itself a bridge takes its ports' lowest
+    // MAC and changes it as sessions come and go, and every session that had
+    // the old one in its ARP cache would lose the gateway for seconds.
+    runHostTool({"ip", "-batch", "-"}, "link add " + config.bridge + " address " +
+                                            EgressPort::macOf(subnet.gateway()) + " type bridge\n" +
                                             "addr add " + gateway + " dev " + config.bridge + "\n" +
                                             "link set " + config.bridge + " up\n");
     runHostTool({"nft", "-f", "-"}, ruleset(config, subnet) + port_guard::table(tableName(config)));
