@@ -17,8 +17,10 @@ session:
                    and serves the channel, forking workers from the warm
                    interpreter it inherited
 
-The kernel work is libsessiond-jail.so, the same code sessiond-nsinit runs.
-No user code ever runs in this process.
+The forks and the intermediate's and pid 1's work are libsessiond-jail.so's
+sessiond_session_spawn (the same code sessiond-nsinit runs): only the agent
+comes back into Python, so only the agent and its workers write to (and so
+copy) the interpreter's pages. No user code ever runs in this process.
 """
 
 import argparse
@@ -43,14 +45,15 @@ def log(text):
 
 
 class Zygote:
-    def __init__(self, control, jail, reaper, language, preload):
+    def __init__(self, control, jail, spawner, reaper, language, preload):
         self.control = control
         self.jail = jail
+        self.spawner = spawner
         # Checked once here, so a missing reaper is logged once, not per session.
         if reaper and not os.access(reaper, os.X_OK):
-            log(f"{reaper} cannot be run: each session's pid 1 reaps in Python")
+            log(f"{reaper} cannot be run: each session's pid 1 reaps as a copy of this process")
             reaper = None
-        self.reaper = reaper
+        self.reaper = reaper.encode() if reaper else None
         self.language = language
         self.preload = preload
         self.warm = sessiond_worker.Warm(preload) if language == "python" else None
@@ -84,58 +87,22 @@ class Zygote:
                     os.close(fd)
 
     def spawn(self, spec, connect, channel, go):
-        """Forks the session; a pidfd of its pid 1."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        """Forks the session; a pidfd of its pid 1. Returns only in the zygote."""
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                self.control.close()
-                ours.close()
-                self.jail.sessiond_session_unshare()
-                session = os.fork()
-                if session == 0:
-                    theirs.close()
-                    self.run_session(spec, connect, channel, go)
-                pidfd = os.pidfd_open(session)
-                socket.send_fds(theirs, [b"spawned"], [pidfd])
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                os._exit(0)
-        theirs.close()
-        try:
-            os.waitpid(pid, 0)
-            _, fds, _, _ = socket.recv_fds(ours, 64, 1)
-            if not fds:
-                raise RuntimeError("the session's fork failed (see the log above)")
-            return fds[0]
-        finally:
-            ours.close()
-
-    def run_session(self, spec, connect, channel, go):
-        """The session's pid 1; never returns."""
-        try:
-            sessiond_agent.set_process_name("sessiond-init")
-            self.jail.sessiond_session_enter(spec)
-            if os.read(go, 1) != b"x":
-                os._exit(125)  # the daemon gave up on this session
-            os.close(go)
-            if connect:  # the daemon has moved the session's network interface in
-                self.jail.sessiond_session_connect(spec)
-            self.jail.sessiond_session_enter_cgroup()
-            agent = os.fork()
-            if agent == 0:
-                self.run_agent(spec, channel)
-            os.close(channel)
-            if self.reaper:
-                error = self.jail.sessiond_session_exec_reaper(self.reaper.encode(), agent)
-                log(f"exec {self.reaper}: {os.strerror(error)}; this session's pid 1 reaps in Python")
-            self.jail.sessiond_session_reap(agent)
-        except BaseException:
-            traceback.print_exc()
-        os._exit(125)
+        # What os.fork() does around its fork, here around the library's
+        # forks: the intermediate and pid 1 run only C and never come back
+        # into Python, the agent does.
+        ctypes.pythonapi.PyOS_BeforeFork()
+        result = self.spawner(spec, channel, go, int(connect), self.reaper)
+        if result == 0:
+            ctypes.pythonapi.PyOS_AfterFork_Child()
+            self.control.detach()  # the intermediate closed it
+            self.run_agent(spec, channel)
+        ctypes.pythonapi.PyOS_AfterFork_Parent()
+        if result < 0:
+            raise RuntimeError("the session's fork failed (see the log above)")
+        return result
 
     def run_agent(self, spec, channel):
         code = 1
@@ -167,14 +134,15 @@ def main():
 
     sessiond_agent.set_process_name("sessiond-zygote")
     jail = ctypes.CDLL(args.jail_library)
-    for name in ("sessiond_session_enter", "sessiond_session_connect", "sessiond_session_become_command"):
-        getattr(jail, name).argtypes = [ctypes.c_char_p]
-    jail.sessiond_session_reap.argtypes = [ctypes.c_int]
-    jail.sessiond_session_exec_reaper.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    jail.sessiond_session_become_command.argtypes = [ctypes.c_char_p]
+    # Called holding the interpreter's lock, as os.fork() forks.
+    spawner = ctypes.PyDLL(args.jail_library).sessiond_session_spawn
+    spawner.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_char_p]
+    spawner.restype = ctypes.c_int
     jail.sessiond_prepare()
     control = socket.socket(fileno=args.control_fd)
     os.set_inheritable(control.fileno(), False)
-    zygote = Zygote(control, jail, args.reaper, args.language, sessiond_agent.parse_modules(args.preload))
+    zygote = Zygote(control, jail, spawner, args.reaper, args.language, sessiond_agent.parse_modules(args.preload))
     return zygote.serve()
 
 

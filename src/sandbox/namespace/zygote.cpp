@@ -13,6 +13,8 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "sessiond/sandbox/namespace/fd_passing.hpp"
+
 namespace sessiond {
 
 namespace {
@@ -92,19 +94,7 @@ void Zygote::sendQueued() {
     while (!queue_.empty() && !writing_ && alive_) {
         Outgoing& out = queue_.front();
         const int fds[2] = {out.channel.get(), out.goRead.get()};
-        alignas(cmsghdr) char control[CMSG_SPACE(sizeof fds)] = {};
-        iovec iov{out.message.data(), out.message.size()};
-        msghdr msg{};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control;
-        msg.msg_controllen = sizeof control;
-        cmsghdr* c = CMSG_FIRSTHDR(&msg);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof fds);
-        std::memcpy(CMSG_DATA(c), fds, sizeof fds);
-        const ssize_t sent = ::sendmsg(control_.native_handle(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        const ssize_t sent = sendWithFds(control_.native_handle(), out.message, fds, MSG_DONTWAIT);
         if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             writing_ = true;
             control_.async_wait(boost::asio::posix::stream_descriptor::wait_write,
@@ -128,24 +118,12 @@ void Zygote::receive() {
                             if (!zygote || ec) return;
                             for (;;) {
                                 std::string buffer(kMaxMessage, '\0');
-                                alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-                                iovec iov{buffer.data(), buffer.size()};
-                                msghdr msg{};
-                                msg.msg_iov = &iov;
-                                msg.msg_iovlen = 1;
-                                msg.msg_control = control;
-                                msg.msg_controllen = sizeof control;
-                                const ssize_t n =
-                                    ::recvmsg(zygote->control_.native_handle(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+                                int received = -1;
+                                const ssize_t n = receiveWithFd(zygote->control_.native_handle(), buffer, received,
+                                                                MSG_DONTWAIT);
                                 if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
                                 if (n < 0 && errno == EINTR) continue;
-                                UniqueFd fd;
-                                for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
-                                    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-                                        int received = -1;
-                                        std::memcpy(&received, CMSG_DATA(c), sizeof received);
-                                        fd.reset(received);
-                                    }
+                                UniqueFd fd(received);
                                 if (n <= 0) return zygote->die(n == 0 ? "the zygote exited"
                                                                       : std::string("cannot read from the zygote: ") +
                                                                             std::strerror(errno));
