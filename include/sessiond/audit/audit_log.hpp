@@ -57,7 +57,7 @@ public:
     bool includesCode() const { return config_.enabled && config_.includeCode; }
 
 private:
-    void write(nlohmann::json line);
+    void write(std::string line);
 
     AuditConfig config_;
     UniqueFd file_;                            // audit.file
