@@ -73,7 +73,7 @@ class Zygote:
                 if len(fds) != 2:
                     raise RuntimeError(f"a spawn needs 2 fds, got {len(fds)}")
                 spec = request["spec"]
-                pidfd = self.spawn(json.dumps(spec).encode(), "network" in spec, *fds)
+                pidfd = self.spawn(json.dumps(spec).encode(), *fds)
                 try:
                     socket.send_fds(self.control, [json.dumps({"type": "spawned", "id": request["id"]}).encode()],
                                     [pidfd])
@@ -86,7 +86,7 @@ class Zygote:
                 for fd in fds:
                     os.close(fd)
 
-    def spawn(self, spec, connect, channel, go):
+    def spawn(self, spec, channel, go):
         """Forks the session; a pidfd of its pid 1. Returns only in the zygote."""
         sys.stdout.flush()
         sys.stderr.flush()
@@ -94,7 +94,7 @@ class Zygote:
         # forks: the intermediate and pid 1 run only C and never come back
         # into Python, the agent does.
         ctypes.pythonapi.PyOS_BeforeFork()
-        result = self.spawner(spec, channel, go, int(connect), self.reaper)
+        result = self.spawner(spec, channel, go, self.reaper)
         if result == 0:
             ctypes.pythonapi.PyOS_AfterFork_Child()
             self.control.detach()  # the intermediate closed it
@@ -137,7 +137,7 @@ def main():
     jail.sessiond_session_become_command.argtypes = [ctypes.c_char_p]
     # Called holding the interpreter's lock, as os.fork() forks.
     spawner = ctypes.PyDLL(args.jail_library).sessiond_session_spawn
-    spawner.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_char_p]
+    spawner.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_int, ctypes.c_char_p]
     spawner.restype = ctypes.c_int
     jail.sessiond_prepare()
     control = socket.socket(fileno=args.control_fd)

@@ -12,19 +12,16 @@ std::string isoTime(std::int64_t epochMs) {
     // Digit by digit: strftime and snprintf were a visible share of a GET
     // /session, which gives three of these, and of every audit line.
     std::string text = "0000-00-00T00:00:00.000Z";
-    const auto put = [&text](std::size_t end, int value) {
-        for (std::size_t i = end; i-- > 0 && text[i] != '-' && text[i] != 'T' && text[i] != ':' && text[i] != '.';) {
-            text[i] = static_cast<char>('0' + value % 10);
-            value /= 10;
-        }
+    const auto put = [&text](std::size_t at, std::size_t digits, int value) {
+        for (std::size_t i = at + digits; i-- > at; value /= 10) text[i] = static_cast<char>('0' + value % 10);
     };
-    put(4, utc.tm_year + 1900);
-    put(7, utc.tm_mon + 1);
-    put(10, utc.tm_mday);
-    put(13, utc.tm_hour);
-    put(16, utc.tm_min);
-    put(19, utc.tm_sec);
-    put(23, static_cast<int>(epochMs % 1000));
+    put(0, 4, utc.tm_year + 1900);
+    put(5, 2, utc.tm_mon + 1);
+    put(8, 2, utc.tm_mday);
+    put(11, 2, utc.tm_hour);
+    put(14, 2, utc.tm_min);
+    put(17, 2, utc.tm_sec);
+    put(20, 3, static_cast<int>(epochMs % 1000));
     return text;
 }
 

@@ -5,6 +5,7 @@
 
 #include <sys/socket.h>
 
+#include <cerrno>
 #include <cstring>
 #include <span>
 
@@ -12,8 +13,12 @@ namespace sessiond {
 
 inline constexpr std::size_t kMaxPassedFds = 2;
 
-// sendmsg's result; fds.size() must be at most kMaxPassedFds.
+// sendmsg's result; -1 with EINVAL for more than kMaxPassedFds fds.
 inline ssize_t sendWithFds(int socket, std::span<const char> bytes, std::span<const int> fds, int flags) {
+    if (fds.size() > kMaxPassedFds) {
+        errno = EINVAL;
+        return -1;
+    }
     alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxPassedFds)] = {};
     iovec data{const_cast<char*>(bytes.data()), bytes.size()};
     msghdr message{};

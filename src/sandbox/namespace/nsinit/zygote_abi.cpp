@@ -32,14 +32,14 @@ JailSpec parse(const char* specJson) {
 }
 
 // The session's pid 1: returns only in the agent it forks.
-void runSessionInit(const JailSpec& spec, int channel, int go, bool connect, const char* reaper) {
+void runSessionInit(const JailSpec& spec, int channel, int go, const char* reaper) {
     ::prctl(PR_SET_NAME, "sessiond-init");
     enterSession(spec);
     char byte = 0;
     if (::read(go, &byte, 1) != 1 || byte != 'x') _exit(kFailureExit);  // the daemon gave up on it
     ::close(go);
-    // The daemon has moved the session's end of its veth pair in by now.
-    if (connect && !spec.network.address.empty()) configureInterface(spec.network);
+    // With egress the daemon has moved the session's end of its veth pair in by now.
+    if (!spec.network.address.empty()) configureInterface(spec.network);
     // The daemon has put this process into the session's cgroup: from here
     // on /proc/self/cgroup shows that cgroup as the root.
     if (::unshare(CLONE_NEWCGROUP) != 0) die("unshare cgroup namespace");
@@ -76,7 +76,7 @@ __attribute__((visibility("default"))) void sessiond_prepare() { prepareSeccompF
 // (its reason is logged); 0 in the session's agent, which pid 1 forked once
 // the daemon said go and which the caller then becomes.
 __attribute__((visibility("default"))) int sessiond_session_spawn(const char* specJson, int channel, int go,
-                                                                  int connect, const char* reaper) {
+                                                                  const char* reaper) {
     JailSpec spec;
     try {
         spec = JailSpec::fromJson(nlohmann::json::parse(specJson));
@@ -99,7 +99,7 @@ __attribute__((visibility("default"))) int sessiond_session_spawn(const char* sp
         if (init < 0) die("fork the session's pid 1");
         if (init == 0) {
             ::close(ends[1]);
-            runSessionInit(spec, channel, go, connect != 0, reaper);
+            runSessionInit(spec, channel, go, reaper);
             return 0;  // the agent
         }
         const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, init, 0));
