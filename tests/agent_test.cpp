@@ -86,6 +86,30 @@ TEST_F(AgentTest, StatePersistsAcrossRequests) {
     EXPECT_EQ(r.result, 24);
 }
 
+// The worker skips IPython's tokenizing passes for a cell that has none of
+// the characters they act on, remembers each cell's transformed form, and
+// asks IPython whether a cell is quiet or async only when it could be: each
+// kind of cell those passes are for must still behave as in IPython.
+TEST_F(AgentTest, IPythonSyntaxStillWorks) {
+    const std::string cwd = run("import os\nos.getcwd()").result.get<std::string>();
+    EXPECT_EQ(run("here = %pwd\nhere").result, cwd);
+    EXPECT_EQ(run("pwd").result, cwd);  // automagic, a single-line cell
+    // IPython runs a shell escape on a terminal of its own: its lines end in \r\n.
+    EXPECT_EQ(run("!echo shell-escape").stdoutText, "shell-escape\r\n");
+    EXPECT_EQ(run("lines = !echo captured\nlines[0]").result, "captured");
+    EXPECT_NE(run("len?").stdoutText.find("Return the number of items"), std::string::npos);
+    EXPECT_EQ(run("/abs -3").result, 3);
+    EXPECT_EQ(run("import asyncio\nawait asyncio.sleep(0)\n5").result, 5);
+    EXPECT_EQ(run("1 + 1;").result, "");
+    EXPECT_EQ(run("1 + 1  # a; comment").result, 2);
+    EXPECT_EQ(run("'a;b'").result, "a;b");
+    // The same text twice runs twice; a bare call still reads as a statement.
+    EXPECT_EQ(run("print(7)").stdoutText, "7\n");
+    auto again = run("print(7)");
+    EXPECT_EQ(again.stdoutText, "7\n");
+    EXPECT_EQ(again.result, "");
+}
+
 TEST_F(AgentTest, ResultValueTypes) {
     EXPECT_EQ(run("print('only output')").result, "");
     EXPECT_EQ(run("y = 1").result, "");

@@ -11,6 +11,7 @@ import argparse
 import codecs
 import ctypes
 import json
+import mmap
 import os
 import platform
 import secrets
@@ -383,6 +384,8 @@ class Agent:
         self.container = None  # a custom container's process, in its VM
         self.container_fd = None  # its pidfd, polled with the channel
         self.channel_reader = FrameReader()
+        # Anonymous memory: only the pages reads fill are ever backed.
+        self.channel_buffer = mmap.mmap(-1, 1 << 20)
         self.language = language
         self.preload = preload
         self.files = DataDirectory(data_directory)
@@ -414,10 +417,13 @@ class Agent:
             if fd == self.container_fd:
                 raise ContainerEnded()
             if fd == self.channel_fd:
-                data = os.read(fd, 1 << 20)  # file chunks arrive in frames of megabytes
-                if not data:
+                # File chunks arrive in frames of megabytes. One buffer for
+                # every read: a fresh megabyte each time was an mmap, page
+                # faults and an munmap per request.
+                n = os.readv(fd, [self.channel_buffer])
+                if not n:
                     raise ChannelClosed()
-                self.channel_reader.feed(data)
+                self.channel_reader.feed(memoryview(self.channel_buffer)[:n])
             else:
                 self.worker.on_readable(fd)
 

@@ -32,6 +32,7 @@ import io
 import math
 import os
 import signal
+import _signal
 import sys
 import traceback
 import warnings
@@ -282,6 +283,14 @@ def _make_shell():
             self.text = None
             self.saw_none = False
 
+        def quiet(self):
+            # The base class tokenizes the whole cell to find a trailing ";",
+            # on every result: a cell without one cannot end in one.
+            parsed = self.shell.history_manager.input_hist_parsed
+            if parsed and ";" not in parsed[-1]:
+                return False
+            return super().quiet()
+
         def __call__(self, result=None):
             if result is None and not self.quiet():
                 self.saw_none = True
@@ -327,6 +336,22 @@ def _make_shell():
             # starts a fresh one, as a notebook restarts its kernel.
             self.exit_now = True
 
+        def should_run_async(self, raw_cell, *, transformed_cell=None, preprocessing_exc_tuple=None):
+            # The base class compiles the cell once more to see whether it
+            # is a coroutine; a cell is one only with "await" or "async" in it.
+            cell = transformed_cell if transformed_cell is not None else raw_cell
+            if "await" not in cell and "async" not in cell:
+                return False
+            return super().should_run_async(raw_cell, transformed_cell=transformed_cell,
+                                            preprocessing_exc_tuple=preprocessing_exc_tuple)
+
+        def transform_cell(self, raw_cell):
+            # The last cell's form is asked for again once it has run
+            # (_ends_with_call); it is the form it ran as.
+            if self.last_transform[0] != raw_cell:
+                self.last_transform = (raw_cell, super().transform_cell(raw_cell))
+            return self.last_transform[1]
+
         def _showtraceback(self, etype, evalue, stb):
             # The base shell prints tracebacks to stdout; Azure reports them in stderr.
             print(self.InteractiveTB.stb2text(stb), file=sys.stderr)
@@ -339,10 +364,32 @@ def _make_shell():
     # would be wasted time (a DataFrame's HTML table).
     config.DisplayFormatter.active_types = ["text/plain", "image/png"]
     shell = WorkerShell.instance(config=config)
+    shell.last_transform = (None, None)
+    _skip_needless_token_transforms(shell.input_transformer_manager)
     # Lazily, by name: matplotlib is not imported here.
     shell.display_formatter.formatters["image/png"].for_type_by_name(
         "matplotlib.figure", "Figure", _figure_png)
     return shell
+
+
+# IPython's token transformers (%magic, !shell, obj?, ,quote, ;quote, /call)
+# act only on a token that is one of these characters; tokenizing a cell,
+# most of the cost of running a short one, finds nothing in a cell that has
+# none of them where they could act.
+_TOKEN_TRANSFORM_ANYWHERE = ("!", "?", "%")
+_TOKEN_TRANSFORM_LINE_START = (",", ";", "/")
+
+
+def _may_need_token_transforms(lines):
+    for line in lines:
+        if any(c in line for c in _TOKEN_TRANSFORM_ANYWHERE) or line.lstrip().startswith(_TOKEN_TRANSFORM_LINE_START):
+            return True
+    return False
+
+
+def _skip_needless_token_transforms(manager):
+    transform = manager.do_token_transforms
+    manager.do_token_transforms = lambda lines: transform(lines) if _may_need_token_transforms(lines) else lines
 
 
 def _ends_with_call(shell, code):
@@ -409,15 +456,17 @@ def _run(shell, code):
     _IMAGES.reset()
     try:
         try:
-            # The C-level handler keeps the worker's frames out of the traceback.
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            # The C-level handler keeps the worker's frames out of the
+            # traceback. (_signal: signal.signal's enum conversions cost
+            # more than the call, twice a cell.)
+            _signal.signal(signal.SIGINT, signal.default_int_handler)
             outcome = shell.run_cell(code, store_history=True)
             # As the inline backend: the figures a cell leaves open are shown.
             _flush_figures(shell, render=outcome.success, skip=outcome.result)
         finally:
-            signal.signal(signal.SIGINT, _ignore_interrupt)
+            _signal.signal(signal.SIGINT, _ignore_interrupt)
     except KeyboardInterrupt:  # arrived outside IPython's own handling
-        signal.signal(signal.SIGINT, _ignore_interrupt)
+        _signal.signal(signal.SIGINT, _ignore_interrupt)
         _flush_figures(shell, render=False)
         return "error", "", True
     if outcome.success:

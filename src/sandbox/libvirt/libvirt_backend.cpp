@@ -28,9 +28,9 @@
 #include "sessiond/sandbox/custom_container_sandbox.hpp"
 #include "sessiond/sandbox/egress_network.hpp"
 #include "sessiond/sandbox/stream_mux.hpp"
+#include "sessiond/sandbox/worker_thread.hpp"
 #include "vm_files.hpp"
 #include "vm_template.hpp"
-#include "worker.hpp"
 
 namespace sessiond {
 
@@ -204,8 +204,8 @@ struct LibvirtBackend::State {
     // Declared last, so they stop (finishing every queued teardown) while
     // the connection is still open. Template boots take seconds: they have
     // a thread of their own, so teardowns never wait for one.
-    std::unique_ptr<libvirt::Worker> worker;
-    std::unique_ptr<libvirt::Worker> templateWorker;
+    std::unique_ptr<WorkerThread> worker;
+    std::unique_ptr<WorkerThread> templateWorker;
 };
 
 namespace {
@@ -660,8 +660,8 @@ LibvirtBackend::LibvirtBackend(boost::asio::io_context& io, const Config& config
                 if (auto state = weak.lock()) state->onLifecycle(uuid, event, detail);
             });
         });
-    state_->worker = std::make_unique<libvirt::Worker>();
-    state_->templateWorker = std::make_unique<libvirt::Worker>();
+    state_->worker = std::make_unique<WorkerThread>();
+    state_->templateWorker = std::make_unique<WorkerThread>();
 }
 
 LibvirtBackend::~LibvirtBackend() {

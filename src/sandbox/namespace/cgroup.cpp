@@ -44,14 +44,21 @@ void writeFile(const fs::path& file, const std::string& value) {
         throw std::system_error(err, std::generic_category(), "cgroup: write '" + value + "' to " + file.string());
 }
 
-std::uint64_t readKeyed(const fs::path& file, const std::string& key) {
-    auto text = readFile(file);
-    if (!text) return 0;
-    std::istringstream in(*text);
-    std::string k;
-    std::uint64_t v = 0;
-    while (in >> k >> v)
-        if (k == key) return v;
+std::uint64_t readKeyed(UniqueFd& counter, const fs::path& file, std::string_view key) {
+    if (!counter) counter.reset(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+    char buffer[4096];
+    // A read at offset 0 starts a cgroup file over.
+    const ssize_t n = counter ? ::pread(counter.get(), buffer, sizeof buffer - 1, 0) : -1;
+    if (n <= 0) return 0;
+    std::string_view text(buffer, static_cast<std::size_t>(n));
+    while (!text.empty()) {
+        const auto end = text.find('\n');
+        const std::string_view line = text.substr(0, end);
+        if (line.size() > key.size() && line.starts_with(key) && line[key.size()] == ' ')
+            return std::strtoull(std::string(line.substr(key.size() + 1)).c_str(), nullptr, 10);
+        if (end == std::string_view::npos) break;
+        text.remove_prefix(end + 1);
+    }
     return 0;
 }
 
@@ -283,6 +290,8 @@ void Cgroup::releaseSupervisor(const std::string& group) {
 }
 
 Cgroup::~Cgroup() {
+    oomCounter_.reset();
+    pidsCounter_.reset();
     killAll();
     for (auto it = dirs_.rbegin(); it != dirs_.rend(); ++it) cgroupfs::removeDir(*it, 2000ms);
     // The group directory is shared: the last sandbox out removes it, so a
@@ -326,12 +335,12 @@ std::uint64_t Cgroup::memoryCurrent() const {
 
 std::uint64_t Cgroup::oomKills() const {
     if (memoryDir_.empty()) return 0;
-    return version_ == 2 ? cgroupfs::readKeyed(memoryDir_ / "memory.events", "oom_kill")
-                         : cgroupfs::readKeyed(memoryDir_ / "memory.oom_control", "oom_kill");
+    return cgroupfs::readKeyed(oomCounter_, memoryDir_ / (version_ == 2 ? "memory.events" : "memory.oom_control"),
+                               "oom_kill");
 }
 
 std::uint64_t Cgroup::pidsLimitHits() const {
-    return pidsDir_.empty() ? 0 : cgroupfs::readKeyed(pidsDir_ / "pids.events", "max");
+    return pidsDir_.empty() ? 0 : cgroupfs::readKeyed(pidsCounter_, pidsDir_ / "pids.events", "max");
 }
 
 }  // namespace sessiond

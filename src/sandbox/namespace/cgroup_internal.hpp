@@ -9,6 +9,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "sessiond/sandbox/namespace/cgroup.hpp"
@@ -65,8 +66,9 @@ namespace cgroupfs {
 
 std::optional<std::string> readFile(const std::filesystem::path& file);  // nullopt if absent
 void writeFile(const std::filesystem::path& file, const std::string& value);  // throws
-// The number after `key` in a "key value" per line file (memory.events...).
-std::uint64_t readKeyed(const std::filesystem::path& file, const std::string& key);
+// The number after `key` in a "key value" per line file (memory.events...),
+// read through `counter`, which holds `file` open once it has been read.
+std::uint64_t readKeyed(UniqueFd& counter, const std::filesystem::path& file, std::string_view key);
 void checkName(const std::string& what, const std::string& name);
 // Creates `dir`; an existing one is fine unless `mustBeNew`.
 bool makeDir(const std::filesystem::path& dir, bool mustBeNew);

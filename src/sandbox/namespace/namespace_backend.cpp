@@ -16,6 +16,7 @@
 #include "sessiond/sandbox/egress_network.hpp"
 #include "sessiond/sandbox/namespace/cgroup.hpp"
 #include "sessiond/sandbox/namespace/jail.hpp"
+#include "sessiond/sandbox/worker_thread.hpp"
 #include "sessiond/unique_fd.hpp"
 #include "container_sandbox.hpp"
 #include "jail_egress.hpp"
@@ -100,26 +101,57 @@ class NamespaceSandbox : public AgentSandbox {
 public:
     NamespaceSandbox(boost::asio::io_context& io, const PoolConfig& pool, const std::string& id,
                      const NamespaceSandboxConfig& sandbox, const std::string& cgroupName, const BackendPaths& paths,
-                     std::shared_ptr<Zygote> zygote, std::function<std::shared_ptr<EgressNetwork>()> egressNetwork)
+                     std::shared_ptr<Zygote> zygote, std::function<std::shared_ptr<EgressNetwork>()> egressNetwork,
+                     WorkerThread& worker)
         : AgentSandbox(io, id, pool.sandboxStartTimeout), pool_(pool), sandbox_(sandbox), cgroupName_(cgroupName),
-          paths_(paths), zygote_(std::move(zygote)), egressNetwork_(std::move(egressNetwork)) {}
+          paths_(paths), zygote_(std::move(zygote)), egressNetwork_(std::move(egressNetwork)), worker_(worker) {}
 
     ~NamespaceSandbox() override {
         if (exitWatch_) exitWatch_->cancel();
         exitWatch_.reset();
-        process_.reset();  // SIGKILL and reap the jail
-        forked_.reset();   // or SIGKILL the forked session's pid 1
-        cgroup_.reset();   // kill anything left in the cgroup, remove it
-        egress_.reset();   // its veth pair, and its address back
+        // Its network goes at once, from this thread, which owns the egress
+        // network's addresses: removing the host end removes the pair, so
+        // the dying processes are cut off before the address is reused.
+        egress_.reset();
         jailEgress_.reset();
+        // Waiting for a killed session to exit and removing its cgroup take
+        // milliseconds each: the worker does it, after this sandbox's other
+        // cgroup work.
+        worker_.post([process = std::shared_ptr<JailedProcess>(std::move(process_)),
+                       forked = std::shared_ptr<ZygoteSession>(std::move(forked_)), cgroup = cgroup_]() mutable {
+            process.reset();  // SIGKILL and reap the jail
+            forked.reset();   // or SIGKILL the forked session's pid 1
+            cgroup->reset();  // kill anything left in the cgroup, remove it
+        });
     }
 
 protected:
+    // Making a cgroup waits behind any cgroup move or removal under way (on
+    // cgroup v1 often 10 to 30 ms, an RCU grace period): the worker makes it.
     void launch(LaunchHandler onLaunched) override {
-        const ResourceLimits& limits = pool_.resources;
-        cgroup_ = Cgroup::create(cgroupName_, id(),
-                                 CgroupLimits{limits.cpus, limits.memoryBytes, limits.pids, CpuWeight::Background});
+        const ResourceLimits& resources = pool_.resources;
+        CgroupLimits limits{resources.cpus, resources.memoryBytes, resources.pids, CpuWeight::Background};
+        worker_.post([this, &io = io_, alive = std::weak_ptr<void>(lifetime_), cgroup = cgroup_, group = cgroupName_,
+                      leaf = id(), limits, onLaunched = std::move(onLaunched)]() mutable {
+            std::string error;
+            try {
+                *cgroup = Cgroup::create(group, leaf, limits);
+            } catch (const std::exception& e) {
+                error = e.what();
+            }
+            boost::asio::post(io, [this, alive, error, onLaunched = std::move(onLaunched)]() mutable {
+                if (alive.expired()) return;
+                if (!error.empty()) return onLaunched(error, std::nullopt);
+                try {
+                    launchInCgroup(onLaunched);
+                } catch (const std::exception& e) {
+                    onLaunched(e.what(), std::nullopt);
+                }
+            });
+        });
+    }
 
+    void launchInCgroup(LaunchHandler onLaunched) {
         int fds[2];
         if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
             throw std::runtime_error(std::string("socketpair: ") + std::strerror(errno));
@@ -130,7 +162,7 @@ protected:
         const auto language = agentArguments(pool_);
         args.insert(args.end(), language.begin(), language.end());
         JailSpec spec = processSpec(pool_, sandbox_, paths_, "sessiond_agent.py", args);
-        spec.cgroupProcsFiles = cgroup_->procsFiles();
+        spec.cgroupProcsFiles = (*cgroup_)->procsFiles();
         std::map<int, int> passed = {{theirs.get(), kAgentFd}};
         if (pool_.egressEnabled) jailEgress_.emplace(io_, *egressNetwork_(), pool_, id(), spec, kSetupFd, passed);
         process_ = JailedProcess::spawn(paths_.nsinit, spec, passed);
@@ -149,13 +181,14 @@ protected:
     }
 
     LimitCounters limitCounters() const override {
-        if (!cgroup_) return {};
-        return {pool_.resources.memoryBytes, cgroup_->oomKills(), pool_.resources.pids, cgroup_->pidsLimitHits()};
+        const Cgroup* cgroup = cgroup_->get();
+        if (!cgroup) return {};
+        return {pool_.resources.memoryBytes, cgroup->oomKills(), pool_.resources.pids, cgroup->pidsLimitHits()};
     }
 
     void becameReady() override {
         try {
-            cgroup_->setCpuWeight(CpuWeight::Normal);
+            (*cgroup_)->setCpuWeight(CpuWeight::Normal);
         } catch (const std::exception& e) {
             spdlog::warn("sandbox {}: stays at background CPU weight: {}", id(), e.what());
         }
@@ -183,8 +216,29 @@ private:
                 zygote_.reset();  // the jail, held by forked_, is all this sandbox needs of it now
                 const pid_t pid = pidOfPidfd(forked_->pidfd());
                 if (pid == 0) return onLaunched("the sandbox process ended before it started", std::nullopt);
+                attachThenGo(pid, goWrite, channel, std::move(onLaunched));
+            });
+    }
+
+    // A cgroup v1 move waits for an RCU grace period, often 10 to 30 ms: on
+    // the worker, it would otherwise stall every request in flight. The pid
+    // cannot be reused meanwhile: the session's pid 1 is only reaped once
+    // killed, and this sandbox's teardown queues behind the move.
+    void attachThenGo(pid_t pid, std::shared_ptr<UniqueFd> goWrite, std::shared_ptr<UniqueFd> channel,
+                      LaunchHandler onLaunched) {
+        worker_.post([this, &io = io_, alive = std::weak_ptr<void>(lifetime_), cgroup = cgroup_, pid, goWrite,
+                      channel, onLaunched = std::move(onLaunched)]() mutable {
+            std::string error;
+            try {
+                (*cgroup)->attach(pid);
+            } catch (const std::exception& e) {
+                error = e.what();
+            }
+            // Back on the io_context; `this` is only used there, if still alive.
+            boost::asio::post(io, [this, alive, pid, goWrite, channel, error, onLaunched = std::move(onLaunched)] {
+                if (alive.expired()) return;
+                if (!error.empty()) return onLaunched(error, std::nullopt);
                 try {
-                    cgroup_->attach(pid);
                     if (egress_) egress_->connect(pid, kSessionInterface);
                 } catch (const std::exception& e) {
                     return onLaunched(e.what(), std::nullopt);
@@ -197,6 +251,7 @@ private:
                 watchExit(forked_->pidfd(), [] { return std::string("it exited"); });
                 onLaunched("", AgentChannel::Socket(io_, boost::asio::local::stream_protocol(), channel->release()));
             });
+        });
     }
 
     void watchExit(int pidfd, std::function<std::string()> describe) {
@@ -214,13 +269,16 @@ private:
     std::string cgroupName_;
     BackendPaths paths_;
     std::shared_ptr<Zygote> zygote_;  // until the session is forked
-    std::unique_ptr<Cgroup> cgroup_;
+    // Made, moved into and removed on the worker, in that order; this thread
+    // reads its counters and sets its weight once it is made.
+    std::shared_ptr<std::unique_ptr<Cgroup>> cgroup_ = std::make_shared<std::unique_ptr<Cgroup>>();
     std::unique_ptr<JailedProcess> process_;
     std::unique_ptr<ZygoteSession> forked_;
     std::function<std::shared_ptr<EgressNetwork>()> egressNetwork_;
     std::unique_ptr<EgressPort> egress_;       // forked from the zygote
     std::optional<JailEgress> jailEgress_;     // started by nsinit
     std::optional<boost::asio::posix::stream_descriptor> exitWatch_;
+    WorkerThread& worker_;
     std::shared_ptr<int> lifetime_ = std::make_shared<int>(0);
 };
 
@@ -229,9 +287,11 @@ private:
 NamespaceBackend::NamespaceBackend(boost::asio::io_context& io, const Config& config, BackendPaths paths,
                                    metrics::Registry* metrics)
     : io_(io), sandbox_(config.namespaceSandbox), network_(config.network), cgroupName_(config.cgroupName),
-      paths_(std::move(paths)), containerDirectory_(config.containers.directory), metrics_(metrics) {}
+      paths_(std::move(paths)), containerDirectory_(config.containers.directory), metrics_(metrics),
+      worker_(std::make_unique<WorkerThread>()) {}
 
 NamespaceBackend::~NamespaceBackend() {
+    worker_.reset();   // every sandbox's teardown finishes
     zygotes_.clear();  // their cgroups go first
     Cgroup::releaseSupervisor(cgroupName_);
 }
@@ -252,7 +312,7 @@ std::unique_ptr<Sandbox> NamespaceBackend::create(const PoolConfig& pool, const 
     }
     return std::make_unique<NamespaceSandbox>(io_, pool, sandboxId, sandbox_, cgroupName_, paths_,
                                               sandbox_.zygote ? zygoteFor(pool) : nullptr,
-                                              [this] { return egressNetwork(); });
+                                              [this] { return egressNetwork(); }, *worker_);
 }
 
 std::shared_ptr<EgressNetwork> NamespaceBackend::egressNetwork() {

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "sessiond/unique_fd.hpp"
+
 namespace sessiond {
 
 // A cgroup's share of contended CPU time against its siblings. A sandbox
@@ -74,6 +76,10 @@ private:
     std::filesystem::path memoryDir_;  // empty when no memory controller is available
     std::filesystem::path cpuDir_;     // empty when no cpu controller is available
     std::filesystem::path pidsDir_;    // empty when no pids controller is available
+    // The counter files are read twice per execution: kept open, a read is
+    // one pread instead of a path walk, an open and a close.
+    mutable UniqueFd oomCounter_;
+    mutable UniqueFd pidsCounter_;
 };
 
 }  // namespace sessiond

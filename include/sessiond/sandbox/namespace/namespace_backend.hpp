@@ -27,6 +27,7 @@ struct BackendPaths {
 
 class Zygote;
 class EgressNetwork;
+class WorkerThread;
 class ContainerPlanner;
 
 namespace metrics {
@@ -67,6 +68,8 @@ private:
     metrics::Registry* metrics_;
     // Custom container pools' images; made when the first such pool starts.
     std::unique_ptr<ContainerPlanner> planner_;
+    // Sandboxes' cgroup moves and teardowns (worker_thread.hpp).
+    std::unique_ptr<WorkerThread> worker_;
 };
 
 }  // namespace sessiond

@@ -1,14 +1,14 @@
-#include "worker.hpp"
+#include "sessiond/sandbox/worker_thread.hpp"
 
 #include <exception>
 
 #include <spdlog/spdlog.h>
 
-namespace sessiond::libvirt {
+namespace sessiond {
 
-Worker::Worker() : thread_([this] { run(); }) {}
+WorkerThread::WorkerThread() : thread_([this] { run(); }) {}
 
-Worker::~Worker() {
+WorkerThread::~WorkerThread() {
     {
         std::lock_guard lock(mutex_);
         stopping_ = true;
@@ -17,7 +17,7 @@ Worker::~Worker() {
     thread_.join();
 }
 
-void Worker::post(std::function<void()> task) {
+void WorkerThread::post(std::function<void()> task) {
     {
         std::lock_guard lock(mutex_);
         tasks_.push_back(std::move(task));
@@ -25,7 +25,7 @@ void Worker::post(std::function<void()> task) {
     wake_.notify_one();
 }
 
-void Worker::run() {
+void WorkerThread::run() {
     for (;;) {
         std::function<void()> task;
         {
@@ -40,9 +40,9 @@ void Worker::run() {
         try {
             task();
         } catch (const std::exception& e) {
-            spdlog::error("libvirt worker task failed: {}", e.what());
+            spdlog::error("worker thread: a task failed: {}", e.what());
         }
     }
 }
 
-}  // namespace sessiond::libvirt
+}  // namespace sessiond
