@@ -345,13 +345,6 @@ def _make_shell():
             return super().should_run_async(raw_cell, transformed_cell=transformed_cell,
                                             preprocessing_exc_tuple=preprocessing_exc_tuple)
 
-        def transform_cell(self, raw_cell):
-            # The last cell's form is asked for again once it has run
-            # (_ends_with_call); it is the form it ran as.
-            if self.last_transform[0] != raw_cell:
-                self.last_transform = (raw_cell, super().transform_cell(raw_cell))
-            return self.last_transform[1]
-
         def _showtraceback(self, etype, evalue, stb):
             # The base shell prints tracebacks to stdout; Azure reports them in stderr.
             print(self.InteractiveTB.stb2text(stb), file=sys.stderr)
@@ -364,7 +357,6 @@ def _make_shell():
     # would be wasted time (a DataFrame's HTML table).
     config.DisplayFormatter.active_types = ["text/plain", "image/png"]
     shell = WorkerShell.instance(config=config)
-    shell.last_transform = (None, None)
     _skip_needless_token_transforms(shell.input_transformer_manager)
     # Lazily, by name: matplotlib is not imported here.
     shell.display_formatter.formatters["image/png"].for_type_by_name(
@@ -397,8 +389,12 @@ def _ends_with_call(shell, code):
 
     A call evaluating to None reads as a statement, so the cell's result is
     "", while a trailing name or constant that is None gives null."""
+    # The form the cell ran as, which its history holds (unless the cell
+    # ran another cell, or is one IPython keeps out of the history).
+    history = shell.history_manager
     try:
-        tree = ast.parse(shell.transform_cell(code))
+        ran = history.input_hist_parsed[-1] if history.input_hist_raw[-1] == code.rstrip("\n") else shell.transform_cell(code)
+        tree = ast.parse(ran)
     except Exception:
         return False
     return bool(tree.body) and isinstance(tree.body[-1], ast.Expr) \

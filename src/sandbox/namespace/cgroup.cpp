@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <fstream>
 #include <set>
@@ -48,14 +49,17 @@ std::uint64_t readKeyed(UniqueFd& counter, const fs::path& file, std::string_vie
     if (!counter) counter.reset(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
     char buffer[4096];
     // A read at offset 0 starts a cgroup file over.
-    const ssize_t n = counter ? ::pread(counter.get(), buffer, sizeof buffer - 1, 0) : -1;
+    const ssize_t n = counter ? ::pread(counter.get(), buffer, sizeof buffer, 0) : -1;
     if (n <= 0) return 0;
     std::string_view text(buffer, static_cast<std::size_t>(n));
     while (!text.empty()) {
         const auto end = text.find('\n');
         const std::string_view line = text.substr(0, end);
-        if (line.size() > key.size() && line.starts_with(key) && line[key.size()] == ' ')
-            return std::strtoull(std::string(line.substr(key.size() + 1)).c_str(), nullptr, 10);
+        if (line.size() > key.size() && line.starts_with(key) && line[key.size()] == ' ') {
+            std::uint64_t value = 0;
+            std::from_chars(line.data() + key.size() + 1, line.data() + line.size(), value);
+            return value;
+        }
         if (end == std::string_view::npos) break;
         text.remove_prefix(end + 1);
     }

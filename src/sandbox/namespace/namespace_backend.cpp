@@ -131,24 +131,17 @@ protected:
     void launch(LaunchHandler onLaunched) override {
         const ResourceLimits& resources = pool_.resources;
         CgroupLimits limits{resources.cpus, resources.memoryBytes, resources.pids, CpuWeight::Background};
-        worker_.post([this, &io = io_, alive = std::weak_ptr<void>(lifetime_), cgroup = cgroup_, group = cgroupName_,
-                      leaf = id(), limits, onLaunched = std::move(onLaunched)]() mutable {
-            std::string error;
-            try {
-                *cgroup = Cgroup::create(group, leaf, limits);
-            } catch (const std::exception& e) {
-                error = e.what();
-            }
-            boost::asio::post(io, [this, alive, error, onLaunched = std::move(onLaunched)]() mutable {
-                if (alive.expired()) return;
-                if (!error.empty()) return onLaunched(error, std::nullopt);
-                try {
-                    launchInCgroup(onLaunched);
-                } catch (const std::exception& e) {
-                    onLaunched(e.what(), std::nullopt);
-                }
-            });
-        });
+        onWorker([cgroup = cgroup_, group = cgroupName_, leaf = id(), limits] {
+                     *cgroup = Cgroup::create(group, leaf, limits);
+                 },
+                 [this, onLaunched = std::move(onLaunched)](const std::string& error) {
+                     if (!error.empty()) return onLaunched(error, std::nullopt);
+                     try {
+                         launchInCgroup(onLaunched);
+                     } catch (const std::exception& e) {
+                         onLaunched(e.what(), std::nullopt);
+                     }
+                 });
     }
 
     void launchInCgroup(LaunchHandler onLaunched) {
@@ -226,30 +219,38 @@ private:
     // killed, and this sandbox's teardown queues behind the move.
     void attachThenGo(pid_t pid, std::shared_ptr<UniqueFd> goWrite, std::shared_ptr<UniqueFd> channel,
                       LaunchHandler onLaunched) {
-        worker_.post([this, &io = io_, alive = std::weak_ptr<void>(lifetime_), cgroup = cgroup_, pid, goWrite,
-                      channel, onLaunched = std::move(onLaunched)]() mutable {
+        onWorker([cgroup = cgroup_, pid] { (*cgroup)->attach(pid); },
+                 [this, pid, goWrite, channel, onLaunched = std::move(onLaunched)](const std::string& error) {
+                     if (!error.empty()) return onLaunched(error, std::nullopt);
+                     try {
+                         if (egress_) egress_->connect(pid, kSessionInterface);
+                     } catch (const std::exception& e) {
+                         return onLaunched(e.what(), std::nullopt);
+                     }
+                     // The session's pid 1 waits for this byte before anything
+                     // of the session runs.
+                     if (::write(goWrite->get(), "x", 1) != 1)
+                         return onLaunched("the sandbox process ended before it started", std::nullopt);
+                     goWrite->reset();
+                     watchExit(forked_->pidfd(), [] { return std::string("it exited"); });
+                     onLaunched("", AgentChannel::Socket(io_, boost::asio::local::stream_protocol(), channel->release()));
+                 });
+    }
+
+    // Runs `work` on the worker, then `then` with what it threw ("" if
+    // nothing) back on the io_context, unless this sandbox is gone by then.
+    // `work` must not use `this`: the sandbox may go while it runs.
+    void onWorker(std::function<void()> work, std::function<void(const std::string& error)> then) {
+        worker_.post([&io = io_, alive = std::weak_ptr<void>(lifetime_), work = std::move(work),
+                      then = std::move(then)] {
             std::string error;
             try {
-                (*cgroup)->attach(pid);
+                work();
             } catch (const std::exception& e) {
                 error = e.what();
             }
-            // Back on the io_context; `this` is only used there, if still alive.
-            boost::asio::post(io, [this, alive, pid, goWrite, channel, error, onLaunched = std::move(onLaunched)] {
-                if (alive.expired()) return;
-                if (!error.empty()) return onLaunched(error, std::nullopt);
-                try {
-                    if (egress_) egress_->connect(pid, kSessionInterface);
-                } catch (const std::exception& e) {
-                    return onLaunched(e.what(), std::nullopt);
-                }
-                // The session's pid 1 waits for this byte before anything of
-                // the session runs.
-                if (::write(goWrite->get(), "x", 1) != 1)
-                    return onLaunched("the sandbox process ended before it started", std::nullopt);
-                goWrite->reset();
-                watchExit(forked_->pidfd(), [] { return std::string("it exited"); });
-                onLaunched("", AgentChannel::Socket(io_, boost::asio::local::stream_protocol(), channel->release()));
+            boost::asio::post(io, [alive, error, then] {
+                if (!alive.expired()) then(error);
             });
         });
     }
