@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include "sessiond/auth/api_keys.hpp"
+#include "sessiond/instance_lock.hpp"
 #include "support/daemon.hpp"
 #include "support/http_client.hpp"
 #include "support/leaks.hpp"
@@ -128,6 +129,33 @@ TEST(Daemon, SigtermLeavesNoDomainDiskLayerOrSocketBehind) {
     EXPECT_EQ(left, 0u);
     EXPECT_TRUE(sessiond::testing::processesMatching("guest=sessiond-" + instance).empty()) << "a QEMU process is left";
     std::filesystem::remove_all(runtime);
+}
+
+// A second daemon given the same cgroupName (on another port, so nothing else
+// stops it) would remove the first one's sandboxes as leftovers of an earlier
+// run: it is refused before it removes anything.
+TEST(Daemon, ASecondDaemonWithTheSameNameLeavesTheFirstOnesSessionsAlone) {
+    std::uint16_t port = freePort();
+    std::string cgroup = "sessiond-test-twice-" + std::to_string(getpid());
+    Daemon first(baseConfig(port, cgroup));
+    first.start();
+    ASSERT_TRUE(waitForReadySandbox(port, 30s)) << first.log();
+    HttpClient client(port);
+    auto r = client.execute("default", "kept", "x = 41");
+    ASSERT_EQ(r.status, 200) << r.body;
+
+    Daemon second(baseConfig(freePort(), cgroup));
+    second.start();
+    EXPECT_EQ(second.wait(30s), 1) << second.log();
+    EXPECT_NE(second.log().find("another sessiond (pid " + std::to_string(first.pid()) + ")"), std::string::npos)
+        << second.log();
+
+    r = client.execute("default", "kept", "x + 1");
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.json()["properties"]["result"], 42) << r.body;
+    first.signal(SIGTERM);
+    EXPECT_EQ(first.wait(30s), 0) << first.log();
+    EXPECT_FALSE(std::filesystem::exists(std::string(sessiond::InstanceLock::kDefaultDirectory) + "/" + cgroup + ".lock"));
 }
 
 TEST(Daemon, PoolsChangedThroughTheApiOutliveARestart) {

@@ -20,6 +20,7 @@
 #include "sessiond/api/routes.hpp"
 #include "sessiond/auth/api_keys.hpp"
 #include "sessiond/config.hpp"
+#include "sessiond/instance_lock.hpp"
 #include "sessiond/http/server.hpp"
 #include "sessiond/pool/pool.hpp"
 #include "sessiond/pool/pool_store.hpp"
@@ -182,6 +183,16 @@ int main(int argc, char** argv) {
     std::signal(SIGPIPE, SIG_IGN);
     if (geteuid() != 0) spdlog::warn("sessiond is not running as root; creating sandboxes will fail");
     raiseOpenFileLimit();
+
+    // Taken before anything an earlier run left under this name is removed,
+    // and released last.
+    std::optional<sessiond::InstanceLock> instanceLock;
+    try {
+        instanceLock.emplace(sessiond::InstanceLock::kDefaultDirectory, config.cgroupName);
+    } catch (const std::exception& e) {
+        spdlog::critical("{}", e.what());
+        return 1;
+    }
 
     boost::asio::io_context io(1);
     sessiond::metrics::Registry metrics;
