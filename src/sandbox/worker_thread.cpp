@@ -2,6 +2,8 @@
 
 #include <exception>
 
+#include <boost/asio/post.hpp>
+
 #include <spdlog/spdlog.h>
 
 namespace sessiond {
@@ -23,6 +25,21 @@ void WorkerThread::post(std::function<void()> task) {
         tasks_.push_back(std::move(task));
     }
     wake_.notify_one();
+}
+
+void WorkerThread::postThen(boost::asio::io_context& io, std::weak_ptr<void> alive, std::function<void()> work,
+                            std::function<void(const std::string& error)> then) {
+    post([&io, alive = std::move(alive), work = std::move(work), then = std::move(then)] {
+        std::string error;
+        try {
+            work();
+        } catch (const std::exception& e) {
+            error = e.what();
+        }
+        boost::asio::post(io, [alive, error, then] {
+            if (!alive.expired()) then(error);
+        });
+    });
 }
 
 void WorkerThread::run() {

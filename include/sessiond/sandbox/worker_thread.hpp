@@ -7,8 +7,12 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
+
+#include <boost/asio/io_context.hpp>
 
 namespace sessiond {
 
@@ -22,6 +26,12 @@ public:
     WorkerThread& operator=(const WorkerThread&) = delete;
 
     void post(std::function<void()> task);
+
+    // Runs `work` here, then `then` on `io` with what `work` threw ("" if
+    // nothing), unless `alive` has expired by then. `work` must not use
+    // what `alive` guards: that may go while it runs.
+    void postThen(boost::asio::io_context& io, std::weak_ptr<void> alive, std::function<void()> work,
+                  std::function<void(const std::string& error)> then);
 
 private:
     void run();

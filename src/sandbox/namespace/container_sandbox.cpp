@@ -15,6 +15,7 @@
 #include "sessiond/sandbox/custom_container_sandbox.hpp"
 #include "sessiond/sandbox/namespace/cgroup.hpp"
 #include "sessiond/sandbox/namespace/jail.hpp"
+#include "sessiond/sandbox/worker_thread.hpp"
 
 namespace sessiond {
 
@@ -42,17 +43,23 @@ public:
     NamespaceContainerSandbox(asio::io_context& io, const PoolConfig& pool, const std::string& id,
                               const NamespaceSandboxConfig& sandbox, const std::string& cgroupName,
                               const std::filesystem::path& nsinit, ContainerPlanner& planner,
-                              std::function<std::shared_ptr<EgressNetwork>()> egressNetwork)
+                              std::function<std::shared_ptr<EgressNetwork>()> egressNetwork, WorkerThread& worker)
         : CustomContainerSandbox(io, pool, id, planner), sandbox_(sandbox), cgroupName_(cgroupName), nsinit_(nsinit),
-          egressNetwork_(std::move(egressNetwork)) {}
+          egressNetwork_(std::move(egressNetwork)), worker_(worker) {}
 
     ~NamespaceContainerSandbox() override {
         reportDroppedLines();
         if (exitWatch_) exitWatch_->cancel();
         if (output_) output_->cancel();
-        process_.reset();  // SIGKILL and reap the jail: its namespaces and writable layer go with it
-        cgroup_.reset();   // and anything left in its cgroup
-        egress_.reset();   // its veth pair, and its address back
+        // Its network goes at once, from this thread, which owns the egress
+        // network's addresses: removing the host end removes the pair.
+        egress_.reset();
+        // Waiting for the killed jail to exit and removing its cgroup take
+        // milliseconds each: the worker does it, after the cgroup's making.
+        worker_.post([process = std::shared_ptr<JailedProcess>(std::move(process_)), cgroup = cgroup_]() mutable {
+            process.reset();  // SIGKILL and reap the jail: its namespaces and writable layer go with it
+            cgroup->reset();  // and anything left in its cgroup
+        });
     }
 
     void connect(std::uint16_t port, Handler<UniqueFd> onDone) override {
@@ -82,18 +89,32 @@ public:
     }
 
 private:
+    // A cgroup's making can wait many milliseconds behind a cgroup v1 move or
+    // removal: on the worker, it would stall every request in flight.
     void launch(const ContainerLaunch& launch, std::function<void(std::string error)> onRunning) override {
-        run(launch);
-        if (!egress_) return onRunning("");
-        egress_->connectWhenReported(std::move(onRunning));
+        const ResourceLimits& limits = pool_.resources;
+        worker_.postThen(
+            io_, alive(),
+            [cgroup = cgroup_, group = cgroupName_, leaf = id(),
+             limits = CgroupLimits{limits.cpus, limits.memoryBytes, limits.pids}] {
+                *cgroup = Cgroup::create(group, leaf, limits);
+            },
+            [this, launch, onRunning = std::move(onRunning)](const std::string& error) {
+                if (!error.empty()) return onRunning(error);
+                try {
+                    run(launch);
+                } catch (const std::exception& e) {
+                    return onRunning(e.what());
+                }
+                if (!egress_) return onRunning("");
+                egress_->connectWhenReported(std::move(onRunning));
+            });
     }
 
     std::string lastOutput() const override { return tail_; }
 
     void run(const ContainerLaunch& launch) {
         const ResourceLimits& limits = pool_.resources;
-        cgroup_ = Cgroup::create(cgroupName_, id(), CgroupLimits{limits.cpus, limits.memoryBytes, limits.pids});
-
         JailSpec spec;
         spec.hostname = "sandbox";
         spec.imageRoot = launch.rootfs.string();
@@ -103,7 +124,7 @@ private:
         spec.hostUidBase = sandbox_.hostUidBase;
         spec.openFiles = limits.openFiles;
         spec.seccomp = sandbox_.seccomp;
-        spec.cgroupProcsFiles = cgroup_->procsFiles();
+        spec.cgroupProcsFiles = (*cgroup_)->procsFiles();
         spec.argv = launch.argv;
         spec.env = launch.env;
         spec.workingDirectory = launch.workingDirectory;
@@ -178,7 +199,9 @@ private:
     std::filesystem::path nsinit_;
     std::function<std::shared_ptr<EgressNetwork>()> egressNetwork_;
     std::optional<JailEgress> egress_;
-    std::unique_ptr<Cgroup> cgroup_;
+    WorkerThread& worker_;
+    // Made and removed on the worker, in that order.
+    std::shared_ptr<std::unique_ptr<Cgroup>> cgroup_ = std::make_shared<std::unique_ptr<Cgroup>>();
     std::unique_ptr<JailedProcess> process_;
     UniqueFd netns_;
     std::optional<asio::posix::stream_descriptor> exitWatch_;
@@ -196,9 +219,10 @@ std::unique_ptr<Sandbox> makeNamespaceContainerSandbox(asio::io_context& io, con
                                                        const std::string& id, const NamespaceSandboxConfig& sandbox,
                                                        const std::string& cgroupName,
                                                        const std::filesystem::path& nsinit, ContainerPlanner& planner,
-                                                       std::function<std::shared_ptr<EgressNetwork>()> egressNetwork) {
+                                                       std::function<std::shared_ptr<EgressNetwork>()> egressNetwork,
+                                                       WorkerThread& worker) {
     return std::make_unique<NamespaceContainerSandbox>(io, pool, id, sandbox, cgroupName, nsinit, planner,
-                                                       std::move(egressNetwork));
+                                                       std::move(egressNetwork), worker);
 }
 
 }  // namespace sessiond

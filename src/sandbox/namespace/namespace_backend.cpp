@@ -237,22 +237,8 @@ private:
                  });
     }
 
-    // Runs `work` on the worker, then `then` with what it threw ("" if
-    // nothing) back on the io_context, unless this sandbox is gone by then.
-    // `work` must not use `this`: the sandbox may go while it runs.
     void onWorker(std::function<void()> work, std::function<void(const std::string& error)> then) {
-        worker_.post([&io = io_, alive = std::weak_ptr<void>(lifetime_), work = std::move(work),
-                      then = std::move(then)] {
-            std::string error;
-            try {
-                work();
-            } catch (const std::exception& e) {
-                error = e.what();
-            }
-            boost::asio::post(io, [alive, error, then] {
-                if (!alive.expired()) then(error);
-            });
-        });
+        worker_.postThen(io_, lifetime_, std::move(work), std::move(then));
     }
 
     void watchExit(int pidfd, std::function<std::string()> describe) {
@@ -309,7 +295,7 @@ std::unique_ptr<Sandbox> NamespaceBackend::create(const PoolConfig& pool, const 
         if (!planner_)
             planner_ = std::make_unique<ContainerPlanner>(io_, containerDirectory_ / "images", sandbox_.hostUidBase);
         return makeNamespaceContainerSandbox(io_, pool, sandboxId, sandbox_, cgroupName_, paths_.nsinit, *planner_,
-                                             [this] { return egressNetwork(); });
+                                             [this] { return egressNetwork(); }, *worker_);
     }
     return std::make_unique<NamespaceSandbox>(io_, pool, sandboxId, sandbox_, cgroupName_, paths_,
                                               sandbox_.zygote ? zygoteFor(pool) : nullptr,
