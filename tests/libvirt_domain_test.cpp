@@ -17,6 +17,8 @@
 #include "../src/sandbox/libvirt/domain_xml.hpp"
 #include "../src/sandbox/libvirt/saved_state.hpp"
 #include "../src/sandbox/libvirt/vm_files.hpp"
+#include "sessiond/host_tool.hpp"
+#include "support/vm_files.hpp"
 
 using namespace sessiond::libvirt;
 namespace pt = boost::property_tree;
@@ -198,6 +200,25 @@ TEST(LibvirtAccelerator, ForcedTcg) {
     auto [type, reason] = chooseAccelerator("tcg");
     EXPECT_EQ(type, "tcg");
     EXPECT_FALSE(reason.empty());
+}
+
+// What "auto" picks must boot the guest kernel: some nested KVMs run the
+// probe's test guest and then hang a real kernel early in its boot, before
+// its first line, and every VM start would time out.
+TEST(LibvirtAccelerator, AutoPicksAnAcceleratorThatBootsTheGuestKernel) {
+    std::filesystem::path kernel;
+    try {
+        kernel = resolveGuestImage(sessiond::testing::guestImageDirectory()).kernel;
+    } catch (const std::exception& e) {
+        GTEST_SKIP() << "no guest image: " << e.what();
+    }
+    auto [type, reason] = chooseAccelerator("auto", kernel);
+    const std::string output = sessiond::runHostToolUntil(
+        {"qemu-system-x86_64", "-accel", type, "-m", "256", "-smp", "1", "-nodefaults", "-no-user-config", "-display",
+         "none", "-no-reboot", "-serial", "stdio", "-kernel", kernel.string(), "-append", "console=ttyS0 panic=-1"},
+        "Linux version", std::chrono::seconds(60));
+    EXPECT_NE(output.find("Linux version"), std::string::npos)
+        << type << " (" << reason << ") did not get " << kernel << " to its first line:\n" << output;
 }
 
 TEST(LibvirtAccelerator, WithoutKvmAutoFallsBackToTcgAndForcedKvmFails) {

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -51,6 +52,24 @@ void readAll(std::vector<std::pair<int, std::string*>> pipes) {
     }
 }
 
+std::vector<char*> argvOf(const std::vector<std::string>& args) {
+    std::vector<char*> argv;
+    for (const auto& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
+    argv.push_back(nullptr);
+    return argv;
+}
+
+// A spawned tool that is killed and reaped when this goes, whatever the
+// path out.
+struct KilledChild {
+    pid_t pid;
+    ~KilledChild() {
+        ::kill(pid, SIGKILL);
+        while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+        }
+    }
+};
+
 // Runs the tool; with `output`, collects its standard output there,
 // otherwise sends it to /dev/null.
 void run(const std::vector<std::string>& args, const std::string& input, std::string* output) {
@@ -65,9 +84,7 @@ void run(const std::vector<std::string>& args, const std::string& input, std::st
     else
         posix_spawn_file_actions_addopen(&fa.actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
     posix_spawn_file_actions_adddup2(&fa.actions, errWrite.get(), STDERR_FILENO);
-    std::vector<char*> argv;
-    for (const auto& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
-    argv.push_back(nullptr);
+    std::vector<char*> argv = argvOf(args);
     pid_t pid = -1;
     if (int error = ::posix_spawnp(&pid, argv[0], &fa.actions, nullptr, argv.data(), environ))
         throw std::runtime_error("cannot run " + args[0] + ": " + std::strerror(error));
@@ -105,6 +122,37 @@ void runHostTool(const std::vector<std::string>& args, const std::string& input)
 std::string runHostToolOutput(const std::vector<std::string>& args, const std::string& input) {
     std::string output;
     run(args, input, &output);
+    return output;
+}
+
+std::string runHostToolUntil(const std::vector<std::string>& args, const std::string& wanted,
+                             std::chrono::milliseconds limit) {
+    auto [outRead, outWrite] = makePipe();
+    SpawnActions fa;
+    posix_spawn_file_actions_addopen(&fa.actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa.actions, outWrite.get(), STDOUT_FILENO);
+    posix_spawn_file_actions_addopen(&fa.actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
+    std::vector<char*> argv = argvOf(args);
+    pid_t pid = -1;
+    if (int error = ::posix_spawnp(&pid, argv[0], &fa.actions, nullptr, argv.data(), environ))
+        throw std::runtime_error("cannot run " + args[0] + ": " + std::strerror(error));
+    KilledChild child{pid};
+    outWrite.reset();
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    std::string output;
+    char buffer[4096];
+    while (output.find(wanted) == std::string::npos) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) break;
+        pollfd fd{outRead.get(), POLLIN, 0};
+        const int ready = ::poll(&fd, 1, static_cast<int>(left.count()));
+        if (ready < 0 && errno == EINTR) continue;
+        if (ready <= 0) break;
+        const ssize_t n = ::read(outRead.get(), buffer, sizeof buffer);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;  // it exited, or closed its output
+        output.append(buffer, static_cast<std::size_t>(n));
+    }
     return output;
 }
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "mapping.hpp"
+#include "sessiond/host_tool.hpp"
 
 namespace sessiond::libvirt {
 
@@ -24,6 +25,9 @@ constexpr int kKvmApiVersion = 12;
 // Some nested, paravirtualised KVMs accept every ioctl and then never run
 // the guest; a real one finishes the probe in well under a millisecond.
 constexpr auto kProbeTimeout = std::chrono::seconds(1);
+// Under a KVM that works a kernel prints its first line within half a second.
+constexpr auto kKernelProbeTimeout = std::chrono::seconds(5);
+constexpr const char* kKernelFirstLine = "Linux version";
 constexpr std::uint64_t kGuestAddress = 0x1000;
 constexpr std::size_t kGuestPage = 0x1000;
 
@@ -123,8 +127,23 @@ std::string runTinyGuest() {
     return checkArchCapabilities();
 }
 
+// Some nested KVMs run the tiny guest above, long mode and paging included,
+// and still hang a real kernel early in its boot, once its real-mode setup
+// is done: the guest kernel itself is the last probe. QEMU boots it with no
+// disk and no initrd, and is killed once it has printed its first line.
+std::string bootKernel(const std::filesystem::path& kernel) {
+    const std::string output = runHostToolUntil(
+        {"qemu-system-x86_64", "-accel", "kvm", "-cpu", "host", "-m", "256", "-smp", "1", "-nodefaults",
+         "-no-user-config", "-display", "none", "-no-reboot", "-serial", "stdio", "-kernel", kernel.string(),
+         "-append", "console=ttyS0 earlyprintk=ttyS0 panic=-1"},
+        kKernelFirstLine, kKernelProbeTimeout);
+    if (output.find(kKernelFirstLine) != std::string::npos) return "";
+    return "the guest kernel " + kernel.string() + " printed nothing within " +
+           std::to_string(kKernelProbeTimeout.count()) + " s under /dev/kvm";
+}
+
 // {usable, why}
-std::pair<bool, std::string> probeKvm() {
+std::pair<bool, std::string> probeKvm(const std::filesystem::path& guestKernel) {
     if (::access(kKvmDevice, F_OK) != 0) return {false, "/dev/kvm does not exist"};
     UniqueFd kvm(::open(kKvmDevice, O_RDWR | O_CLOEXEC));
     if (!kvm) return {false, errnoText("/dev/kvm cannot be opened read/write")};
@@ -141,14 +160,23 @@ std::pair<bool, std::string> probeKvm() {
         return {false, "/dev/kvm accepted a test guest but did not run it within 1 s"};
     std::string error = outcome.get();
     if (!error.empty()) return {false, "/dev/kvm cannot run a test guest (" + error + ")"};
-    return {true, "/dev/kvm runs guests"};
+    std::error_code missing;
+    if (guestKernel.empty() || !std::filesystem::exists(guestKernel, missing)) return {true, "/dev/kvm runs guests"};
+    try {
+        error = bootKernel(guestKernel);
+    } catch (const std::exception& e) {
+        error = e.what();
+    }
+    if (!error.empty()) return {false, "/dev/kvm runs a test guest, but " + error};
+    return {true, "/dev/kvm runs guests and boots the guest kernel"};
 }
 
 }  // namespace
 
-std::pair<std::string, std::string> chooseAccelerator(const std::string& setting) {
+std::pair<std::string, std::string> chooseAccelerator(const std::string& setting,
+                                                      const std::filesystem::path& guestKernel) {
     if (setting == "tcg") return {"tcg", "libvirt.accelerator is tcg"};
-    auto [usable, why] = probeKvm();
+    auto [usable, why] = probeKvm(guestKernel);
     if (setting == "kvm") {
         if (!usable) throw std::runtime_error("libvirt.accelerator is kvm but " + why);
         return {"kvm", "libvirt.accelerator is kvm and " + why};

@@ -631,7 +631,12 @@ void LibvirtBackend::State::releaseTemplate(const std::string& pool) {
 
 LibvirtBackend::LibvirtBackend(boost::asio::io_context& io, const Config& config, metrics::Registry* metrics)
     : state_(std::make_shared<State>(io, config, metrics)) {
-    auto [accelerator, reason] = libvirt::chooseAccelerator(config.libvirt.accelerator);
+    std::filesystem::path guestKernel;  // none without an image: the probe's test guest decides alone
+    try {
+        guestKernel = libvirt::resolveGuestImage(config.libvirt.imageDirectory).kernel;
+    } catch (const std::exception&) {
+    }
+    auto [accelerator, reason] = libvirt::chooseAccelerator(config.libvirt.accelerator, guestKernel);
     state_->accelerator = accelerator;
     spdlog::info("libvirt backend: accelerator {} ({}); a guest boots in about {}", accelerator, reason,
                  accelerator == "kvm" ? "1 s" : "15 s under emulation");
