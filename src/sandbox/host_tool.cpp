@@ -52,11 +52,15 @@ void readAll(std::vector<std::pair<int, std::string*>> pipes) {
     }
 }
 
-std::vector<char*> argvOf(const std::vector<std::string>& args) {
+// Starts argv[0], looked up on PATH, with these file actions; its pid.
+pid_t spawnTool(const std::vector<std::string>& args, const SpawnActions& fa) {
     std::vector<char*> argv;
     for (const auto& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
     argv.push_back(nullptr);
-    return argv;
+    pid_t pid = -1;
+    if (int error = ::posix_spawnp(&pid, argv[0], &fa.actions, nullptr, argv.data(), environ))
+        throw std::runtime_error("cannot run " + args[0] + ": " + std::strerror(error));
+    return pid;
 }
 
 // A spawned tool that is killed and reaped when this goes, whatever the
@@ -84,10 +88,7 @@ void run(const std::vector<std::string>& args, const std::string& input, std::st
     else
         posix_spawn_file_actions_addopen(&fa.actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
     posix_spawn_file_actions_adddup2(&fa.actions, errWrite.get(), STDERR_FILENO);
-    std::vector<char*> argv = argvOf(args);
-    pid_t pid = -1;
-    if (int error = ::posix_spawnp(&pid, argv[0], &fa.actions, nullptr, argv.data(), environ))
-        throw std::runtime_error("cannot run " + args[0] + ": " + std::strerror(error));
+    const pid_t pid = spawnTool(args, fa);
     inRead.reset();
     errWrite.reset();
     outWrite.reset();
@@ -132,11 +133,7 @@ std::string runHostToolUntil(const std::vector<std::string>& args, const std::st
     posix_spawn_file_actions_addopen(&fa.actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_adddup2(&fa.actions, outWrite.get(), STDOUT_FILENO);
     posix_spawn_file_actions_addopen(&fa.actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
-    std::vector<char*> argv = argvOf(args);
-    pid_t pid = -1;
-    if (int error = ::posix_spawnp(&pid, argv[0], &fa.actions, nullptr, argv.data(), environ))
-        throw std::runtime_error("cannot run " + args[0] + ": " + std::strerror(error));
-    KilledChild child{pid};
+    KilledChild child{spawnTool(args, fa)};
     outWrite.reset();
     const auto deadline = std::chrono::steady_clock::now() + limit;
     std::string output;
