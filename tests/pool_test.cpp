@@ -87,6 +87,22 @@ TEST_F(PoolTest, ALongFirstRequestDoesNotHoldUpTheRefill) {
     EXPECT_FALSE(out.has_value());
 }
 
+TEST_F(PoolTest, TheRefillWaitsForEveryNewSessionsFirstAnswer) {
+    auto pool = makePool();
+    ASSERT_TRUE(runUntil([&] { return pool->counts().unallocated == 2; }));
+    std::optional<PoolExecuteOutcome> a, b;
+    backend.executeDelay = 5ms;
+    pool->execute("session-a", ExecuteRequest{"1"}, [&](PoolExecuteOutcome o) { a = o; });
+    backend.executeDelay = 40ms;
+    pool->execute("session-b", ExecuteRequest{"1"}, [&](PoolExecuteOutcome o) { b = o; });
+    ASSERT_TRUE(runUntil([&] { return a.has_value(); }));
+    // session-b still waits for its first answer: no start competes with it.
+    ASSERT_FALSE(b.has_value());
+    EXPECT_EQ(pool->counts().pending + pool->counts().unallocated, 0u);
+    ASSERT_TRUE(runUntil([&] { return b.has_value(); }));
+    ASSERT_TRUE(runUntil([&] { return pool->counts().unallocated == 2; }));
+}
+
 TEST_F(PoolTest, AKnownIdentifierReachesItsOwnSandbox) {
     auto pool = makePool();
     ASSERT_TRUE(runUntil([&] { return pool->counts().unallocated == 2; }));

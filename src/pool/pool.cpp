@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <iterator>
 #include <stdexcept>
+#include <utility>
 
 #include <spdlog/spdlog.h>
 
@@ -168,6 +169,8 @@ void Pool::withSession(const std::string& identifier, SessionWork work) {
         auto member = std::move(ready_.front());
         ready_.pop_front();
         bind(session, std::move(member));
+        session.firstRequestInFlight = true;
+        ++firstRequestsInFlight_;
         run(session, std::move(work));
         refillAfterAllocation();
     } else {
@@ -190,6 +193,12 @@ void Pool::refillAfterAllocation() {
         refillTimerSet_ = false;
         refill();
     });
+}
+
+void Pool::firstRequestAnswered() {
+    // The cancelled wait's handler refills, queued behind this one, so after
+    // the answers are on their way (see refillAfterAllocation).
+    if (--firstRequestsInFlight_ == 0 && refillTimerSet_) refillTimer_.cancel();
 }
 
 SessionInfo Pool::info(const Session& session) const {
@@ -267,6 +276,7 @@ void Pool::run(Session& session, SessionWork work) {
         *once = true;
         auto it = sessions_.find(identifier);
         if (it != sessions_.end() && it->second.member && it->second.member->serial == serial) {
+            if (std::exchange(it->second.firstRequestInFlight, false)) firstRequestAnswered();
             --it->second.inFlight;
             it->second.lastActivity = Clock::now();
             if (draining_ && it->second.inFlight == 0) {
@@ -274,9 +284,6 @@ void Pool::run(Session& session, SessionWork work) {
                 finishDrainIfDone();
             }
         }
-        // The cancelled wait's handler refills, queued behind this one, so
-        // after the answer is on its way (see refillAfterAllocation).
-        if (refillTimerSet_) refillTimer_.cancel();
     };
     work.run(*session.member->sandbox, std::move(finished));
 }
@@ -419,6 +426,7 @@ void Pool::destroySession(const std::string& identifier, const std::string& why,
     if (it == sessions_.end()) return;
     Session session = std::move(it->second);
     sessions_.erase(it);
+    if (session.firstRequestInFlight) firstRequestAnswered();
     countDestroyed(reason);
     spdlog::info("pool {}: session {} destroyed (Allocated -> Destroyed): {}", config_.name, identifier, why);
     auditEvent("destroyed", identifier, session.member ? session.member->sandboxId : "", why);

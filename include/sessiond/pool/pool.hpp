@@ -174,14 +174,17 @@ private:
         Clock::time_point createdAt;
         Clock::time_point lastActivity;
         std::size_t inFlight = 0;
+        bool firstRequestInFlight = false;  // counted in firstRequestsInFlight_
         std::vector<SessionWork> waiting;  // until a sandbox is bound
     };
 
     void refill();
-    // Starts the replacement for a sandbox just allocated once that
-    // session's first request has been answered, or after kRefillDeferral:
-    // starting a sandbox takes CPU the request would otherwise wait for.
+    // Starts the replacements for sandboxes just allocated once no new
+    // session's first request is in flight, or after kRefillDeferral:
+    // starting a sandbox takes CPU those requests would otherwise wait
+    // for, and when many sessions begin at once each has one.
     void refillAfterAllocation();
+    void firstRequestAnswered();
     // Queues a start (Pending); launch() starts it when its turn comes.
     void startMember();
     void launch(std::uint64_t serial);
@@ -232,6 +235,7 @@ private:
     boost::asio::steady_timer reaperTimer_;
     boost::asio::steady_timer refillTimer_;
     bool refillTimerSet_ = false;
+    std::size_t firstRequestsInFlight_ = 0;
     PoolCounts totals_;
     std::optional<nlohmann::json> metadata_;
     std::chrono::system_clock::time_point createdAt_ = std::chrono::system_clock::now();
