@@ -110,6 +110,39 @@ TEST_F(AgentTest, IPythonSyntaxStillWorks) {
     EXPECT_EQ(again.result, "");
 }
 
+// The worker returns most cells as they are instead of running IPython's
+// transforms on them (sessiond_worker._PlainCells); each must come out as
+// IPython's own transform_cell makes it.
+TEST_F(AgentTest, TransformCellMatchesIPython) {
+    auto r = run(R"PY(from IPython.core.interactiveshell import InteractiveShell
+ip = get_ipython()
+ip.user_ns["cd_shadow_test"] = 1
+from IPython.core.macro import Macro
+ip.user_ns["mac"] = Macro("1 + 1\n")
+ip.user_ns["pwd_value"] = 2
+cells = ["print(1)", "1 + 1", "x = 5", "x", "y", "pwd", "ls -l", "cd /tmp", "time 1", "who", "  1 + 1",
+         "\n\n3", "\t2", "\x0c2", ">>> 1 + 1", ">>> a = 1\n>>> a", "a = (1,\n... 2)", "In [3]: 4",
+         "x = 1\n   ...: 2", "%pwd", "%%time\n1", "!ls", "len?", "/abs -3", ",print a b", ";print a",
+         "1 + 1;", "# -*- coding: utf-8 -*-\n1", "a = 1 # -*- x -*-", "def f():\n    return 1\nf()",
+         "for i in range(3):\n    print(i)", "\u00e9 = 1", "_x = 2", "[i for i in range(3)]",
+         "print(1)\n", "print(1)\n\n", "x\r\ny", "x\ry", "lambda: 1", "a != b", "cd_shadow_test",
+         "get_ipython", "exit", "quit()", "help", "print (1)", "x.y", "ls.x", "pwd()", "1\n2\n3",
+         "mac", "mac.x", "pwd_value", "*a, b = 1, 2", "x.y = 3", "\ufeff1"]
+mismatched = [c for c in cells if ip.transform_cell(c) != InteractiveShell.transform_cell(ip, c)]
+calls = []
+real = ip.prefilter_manager.prefilter_lines
+ip.prefilter_manager.prefilter_lines = lambda *a, **k: calls.append(a[0]) or real(*a, **k)
+try:
+    for c in ("print(1)", "pwd", "x = 5"):
+        ip.transform_cell(c)
+finally:
+    del ip.prefilter_manager.prefilter_lines
+(mismatched, calls))PY");
+    ASSERT_TRUE(r.succeeded) << r.stderrText;
+    // Only `pwd` (automagic) went through IPython's prefilter.
+    EXPECT_EQ(r.result, "([], ['pwd\\n'])");
+}
+
 TEST_F(AgentTest, ResultValueTypes) {
     EXPECT_EQ(run("print('only output')").result, "");
     EXPECT_EQ(run("y = 1").result, "");

@@ -345,6 +345,15 @@ def _make_shell():
             return super().should_run_async(raw_cell, transformed_cell=transformed_cell,
                                             preprocessing_exc_tuple=preprocessing_exc_tuple)
 
+        def transform_cell(self, raw_cell):
+            # IPython's own steps cost more than the rest of a short cell,
+            # and leave a cell without any of the forms they act on as it is.
+            if self.plain_cells.untransformed(self, raw_cell):
+                if len(raw_cell.splitlines()) == 1:
+                    self._last_input_line = raw_cell.rstrip("\n")  # as the prefilter keeps it
+                return raw_cell if raw_cell.endswith("\n") else raw_cell + "\n"
+            return super().transform_cell(raw_cell)
+
         def _showtraceback(self, etype, evalue, stb):
             # The base shell prints tracebacks to stdout; Azure reports them in stderr.
             print(self.InteractiveTB.stb2text(stb), file=sys.stderr)
@@ -358,6 +367,7 @@ def _make_shell():
     config.DisplayFormatter.active_types = ["text/plain", "image/png"]
     shell = WorkerShell.instance(config=config)
     _skip_needless_token_transforms(shell.input_transformer_manager)
+    shell.plain_cells = _PlainCells(shell)
     # Lazily, by name: matplotlib is not imported here.
     shell.display_formatter.formatters["image/png"].for_type_by_name(
         "matplotlib.figure", "Figure", _figure_png)
@@ -377,6 +387,57 @@ def _may_need_token_transforms(lines):
         if any(c in line for c in _TOKEN_TRANSFORM_ANYWHERE) or line.lstrip().startswith(_TOKEN_TRANSFORM_LINE_START):
             return True
     return False
+
+
+# What InteractiveShell.transform_cell does, besides the token passes above:
+# - the cleanup transforms: remove leading blank lines, remove the first
+#   line's indentation from every line, strip ">>> " and "In [1]: " prompts
+#   when the first or second line has one;
+# - "%%" cell magics;
+# - for a one-line cell, the prefilter: automagic (a line magic's name
+#   first, such as `pwd`), autocall, macros and IPyAutocall objects named
+#   first, emacs mode lines (its other checkers leave a line as it is);
+# - the input_transformers_post a user may add.
+# A cell that can meet none of them is returned as it is (with a final
+# newline); the rest go through IPython (WorkerShell.transform_cell).
+# AgentTest.TransformCellMatchesIPython compares the two over a corpus.
+class _PlainCells:
+    def __init__(self, shell):
+        from IPython.core.autocall import IPyAutocall
+        from IPython.core.macro import Macro
+        from IPython.core.splitinput import line_split
+        self.setup = self._setup(shell)
+        self.prompt_strippers = [t for t in shell.input_transformer_manager.cleanup_transforms
+                                 if hasattr(t, "initial_re")]
+        self.autocalled = (Macro, IPyAutocall)
+        self.line_split = line_split
+
+    @staticmethod
+    def _setup(shell):
+        """What decides which transforms IPython runs; a user may change it."""
+        manager = shell.input_transformer_manager
+        return (list(manager.cleanup_transforms), list(manager.line_transforms),
+                list(shell.prefilter_manager.checkers), list(shell.prefilter_manager.transformers))
+
+    def untransformed(self, shell, cell):
+        if not cell or cell[0].isspace() or shell.input_transformers_post or shell.autocall:
+            return False
+        if self._setup(shell) != self.setup:
+            return False  # someone changed IPython's transforms: let it run them
+        lines = cell.splitlines(keepends=True)
+        for stripper in self.prompt_strippers:
+            if stripper.initial_re.match(lines[0]) or (len(lines) > 1 and stripper.prompt_re.match(lines[1])):
+                return False
+        if _may_need_token_transforms(lines):  # also covers "%%"
+            return False
+        if len(lines) == 1:
+            if "-*-" in cell:
+                return False
+            # The name the prefilter's checkers look up, found as they find it.
+            name = self.line_split.match(cell.rstrip("\n")).group(3).strip()
+            if isinstance(shell.user_ns.get(name), self.autocalled) or shell.find_magic(name) is not None:
+                return False
+        return True
 
 
 def _skip_needless_token_transforms(manager):
