@@ -63,15 +63,35 @@ pid_t spawnTool(const std::vector<std::string>& args, const SpawnActions& fa) {
     return pid;
 }
 
-// A spawned tool that is killed and reaped when this goes, whatever the
-// path out.
-struct KilledChild {
-    pid_t pid;
-    ~KilledChild() {
-        ::kill(pid, SIGKILL);
-        while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
-        }
+// A spawned tool that is reaped whatever the path out: wait() waits for it
+// to exit, and if nothing did by the time this goes, it is killed first.
+class SpawnedTool {
+public:
+    explicit SpawnedTool(pid_t pid) : pid_(pid) {}
+    SpawnedTool(const SpawnedTool&) = delete;
+    SpawnedTool& operator=(const SpawnedTool&) = delete;
+    ~SpawnedTool() {
+        if (pid_ < 0) return;
+        ::kill(pid_, SIGKILL);
+        reap();
     }
+
+    // Its wait status.
+    int wait() {
+        const int status = reap();
+        pid_ = -1;
+        return status;
+    }
+
+private:
+    int reap() const {
+        int status = 0;
+        while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+        }
+        return status;
+    }
+
+    pid_t pid_;
 };
 
 // Runs the tool; with `output`, collects its standard output there,
@@ -88,7 +108,7 @@ void run(const std::vector<std::string>& args, const std::string& input, std::st
     else
         posix_spawn_file_actions_addopen(&fa.actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
     posix_spawn_file_actions_adddup2(&fa.actions, errWrite.get(), STDERR_FILENO);
-    const pid_t pid = spawnTool(args, fa);
+    SpawnedTool tool(spawnTool(args, fa));
     inRead.reset();
     errWrite.reset();
     outWrite.reset();
@@ -106,9 +126,7 @@ void run(const std::vector<std::string>& args, const std::string& input, std::st
         readAll({{outRead.get(), output}, {errRead.get(), &error}});
     else
         readAll({{errRead.get(), &error}});
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
+    const int status = tool.wait();
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return;
     while (!error.empty() && (error.back() == '\n' || error.back() == ' ')) error.pop_back();
     std::string command;
@@ -133,7 +151,7 @@ std::string runHostToolUntil(const std::vector<std::string>& args, const std::st
     posix_spawn_file_actions_addopen(&fa.actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_adddup2(&fa.actions, outWrite.get(), STDOUT_FILENO);
     posix_spawn_file_actions_addopen(&fa.actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
-    KilledChild child{spawnTool(args, fa)};
+    SpawnedTool tool(spawnTool(args, fa));  // killed once its line came, or the limit passed
     outWrite.reset();
     const auto deadline = std::chrono::steady_clock::now() + limit;
     std::string output;
