@@ -348,11 +348,8 @@ def _make_shell():
         def transform_cell(self, raw_cell):
             # IPython's own steps cost more than the rest of a short cell,
             # and leave a cell without any of the forms they act on as it is.
-            if self.plain_cells.untransformed(self, raw_cell):
-                if len(raw_cell.splitlines()) == 1:
-                    self._last_input_line = raw_cell.rstrip("\n")  # as the prefilter keeps it
-                return raw_cell if raw_cell.endswith("\n") else raw_cell + "\n"
-            return super().transform_cell(raw_cell)
+            cell = self.plain_cells.transformed(self, raw_cell)
+            return cell if cell is not None else super().transform_cell(raw_cell)
 
         def _showtraceback(self, etype, evalue, stb):
             # The base shell prints tracebacks to stdout; Azure reports them in stderr.
@@ -406,7 +403,7 @@ class _PlainCells:
         from IPython.core.autocall import IPyAutocall
         from IPython.core.macro import Macro
         from IPython.core.splitinput import line_split
-        self.setup = self._setup(shell)
+        self.setup = tuple(list(part) for part in self._setup(shell))
         self.prompt_strippers = [t for t in shell.input_transformer_manager.cleanup_transforms
                                  if hasattr(t, "initial_re")]
         self.autocalled = (Macro, IPyAutocall)
@@ -414,30 +411,35 @@ class _PlainCells:
 
     @staticmethod
     def _setup(shell):
-        """What decides which transforms IPython runs; a user may change it."""
+        """What decides which transforms IPython runs (the live lists, which a
+        user may change)."""
         manager = shell.input_transformer_manager
-        return (list(manager.cleanup_transforms), list(manager.line_transforms),
-                list(shell.prefilter_manager.checkers), list(shell.prefilter_manager.transformers))
+        return (manager.cleanup_transforms, manager.line_transforms,
+                shell.prefilter_manager.checkers, shell.prefilter_manager.transformers)
 
-    def untransformed(self, shell, cell):
+    def transformed(self, shell, cell):
+        """The cell as IPython's transform_cell would make it, if that is
+        the cell itself; None if IPython must run its transforms."""
         if not cell or cell[0].isspace() or shell.input_transformers_post or shell.autocall:
-            return False
+            return None
         if self._setup(shell) != self.setup:
-            return False  # someone changed IPython's transforms: let it run them
+            return None  # someone changed IPython's transforms: let it run them
         lines = cell.splitlines(keepends=True)
         for stripper in self.prompt_strippers:
             if stripper.initial_re.match(lines[0]) or (len(lines) > 1 and stripper.prompt_re.match(lines[1])):
-                return False
+                return None
         if _may_need_token_transforms(lines):  # also covers "%%"
-            return False
+            return None
         if len(lines) == 1:
             if "-*-" in cell:
-                return False
+                return None
             # The name the prefilter's checkers look up, found as they find it.
-            name = self.line_split.match(cell.rstrip("\n")).group(3).strip()
+            line = cell.rstrip("\n")
+            name = self.line_split.match(line).group(3).strip()
             if isinstance(shell.user_ns.get(name), self.autocalled) or shell.find_magic(name) is not None:
-                return False
-        return True
+                return None
+            shell._last_input_line = line  # as the prefilter keeps it
+        return cell if cell.endswith("\n") else cell + "\n"
 
 
 def _skip_needless_token_transforms(manager):
