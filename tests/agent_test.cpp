@@ -143,6 +143,36 @@ finally:
     EXPECT_EQ(r.result, "([], ['pwd\\n'])");
 }
 
+TEST_F(AgentTest, PlainCellValuesHaveNoObservers) {
+    // The worker keeps what IPython sets on every cell as plain attributes
+    // instead of traits (PlainHistory in sessiond_worker.py): right only
+    // while nothing observes them, and worth it only while IPython's own
+    // classes make them traits.
+    auto r = run(R"PY(import traitlets
+from IPython.core.displayhook import DisplayHook
+from IPython.core.history import HistoryManager
+from IPython.core.interactiveshell import InteractiveShell
+ip = get_ipython()
+owners = [(ip, InteractiveShell, ["execution_count", "last_execution_succeeded", "last_execution_result"]),
+          (ip.history_manager, HistoryManager, ["_i00", "_i", "_ii", "_iii"]),
+          (ip.displayhook, DisplayHook, ["exec_result"])]
+observed = [n for obj, _, names in owners for n in names + [traitlets.All]
+            if obj._trait_notifiers.get(n, {}).get("change")]
+traits_in_ipython = all(n in cls.class_traits() for _, cls, names in owners for n in names)
+plain = [n for obj, _, names in owners for n in names if n not in obj.traits()]
+(observed, traits_in_ipython, len(plain)))PY");
+    ASSERT_TRUE(r.succeeded) << r.stderrText;
+    EXPECT_EQ(r.result, "([], True, 8)");
+
+    // What a user reads of them still changes as in IPython.
+    run("a = 1");
+    run("a + 1");
+    run("a + 2");
+    auto h = run("(_i, _ii, _iii, get_ipython().execution_count, _, __, len(In), sorted(Out))");
+    ASSERT_TRUE(h.succeeded) << h.stderrText;
+    EXPECT_EQ(h.result, "('a + 2', 'a + 1', 'a = 1', 5, 3, 2, 6, [1, 3, 4])");
+}
+
 TEST_F(AgentTest, ResultValueTypes) {
     EXPECT_EQ(run("print('only output')").result, "");
     EXPECT_EQ(run("y = 1").result, "");

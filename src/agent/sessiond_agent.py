@@ -26,7 +26,7 @@ import traceback
 # The agent may run from a read-only or shared tree: leave no __pycache__ there.
 sys.dont_write_bytecode = True
 from sessiond_files import DataDirectory, FileError
-from sessiond_framing import FrameError, FrameReader, encode_frame, write_all
+from sessiond_framing import FrameError, FrameReader, encode_frame, read_frame_blocking, write_all
 
 PROTOCOL_VERSION = 1
 AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -495,15 +495,30 @@ class Agent:
             self.start_worker()
 
     def warm_up(self):
-        """Runs the worker's warm-up cells through the whole request path,
-        then has it forget them. Forked from a zygote, this agent and its
-        worker share the zygote's pages copy-on-write, and every object a
-        request touches has its reference count written: the copies, a
-        few hundred page faults, are taken now instead of in the first
-        request's time."""
+        """Runs the worker's warm-up cells, then has it forget them.
+        Forked from a zygote, this agent and its worker share the zygote's
+        pages copy-on-write, and every object a request touches has its
+        reference count written: the copies (each page fault costs
+        microseconds, many in a VM) are taken now instead of in the first
+        request's time. So the cells come as requests through a channel of
+        their own, over the path a daemon's request takes: the channel
+        buffer, the frame reader, handle(), the reply's encoding and write."""
         from sessiond_worker import WARM_UP_CELLS  # imported already: the zygote holds it
-        for code in WARM_UP_CELLS:
-            self.execute({"type": "execute", "id": None, "code": code})
+        host_end, agent_end = socket.socketpair()
+        channel, connected = self.channel_fd, self.host_connected
+        self.channel_fd, self.host_connected = agent_end.fileno(), True
+        try:
+            replies = FrameReader()
+            for code in WARM_UP_CELLS:
+                host_end.sendall(encode_frame({"type": "execute", "id": None, "code": code}))
+                while (body := self.channel_reader.next_body()) is None:
+                    self.pump()
+                self.handle(body)
+                read_frame_blocking(host_end.fileno(), replies)
+        finally:
+            self.channel_fd, self.host_connected = channel, connected
+            host_end.close()
+            agent_end.close()
         if self.worker is not None:
             self.worker.send({"type": "reset"})
         self.state_lost_since_last_reply = False

@@ -275,6 +275,10 @@ std::unique_ptr<Cgroup> Cgroup::create(const std::string& group, const std::stri
     auto cg = h.version == 2 ? CgroupInternals::createV2(h.v2Own, group, leaf, limits)
                              : CgroupInternals::createV1(h.v1Own, group, leaf, limits);
     if (limits.weight != CpuWeight::Normal) cg->setCpuWeight(limits.weight);
+    // Opens the counters an execution reads here, where cgroups are made,
+    // rather than in a session's first request (each open walks the path).
+    cg->oomKills();
+    cg->pidsLimitHits();
     return cg;
 }
 
