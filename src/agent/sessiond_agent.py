@@ -495,7 +495,8 @@ class Agent:
             self.start_worker()
 
     def warm_up(self):
-        """Runs the worker's warm-up cells, then has it forget them.
+        """Runs the worker's warm-up cells, then has it forget them; an
+        error text if the worker did not come back from that.
         Forked from a zygote, this agent and its worker share the zygote's
         pages copy-on-write, and every object a request touches has its
         reference count written: the copies (each page fault costs
@@ -519,9 +520,14 @@ class Agent:
             self.channel_fd, self.host_connected = channel, connected
             host_end.close()
             agent_end.close()
-        if self.worker is not None:
-            self.worker.send({"type": "reset"})
         self.state_lost_since_last_reply = False
+        if self.worker is None:
+            return ""
+        # Ready only once the reset is done: a first request must not wait
+        # behind it, nor find it still copying pages.
+        self.worker.ready = False
+        self.worker.send({"type": "reset"})
+        return self.wait_worker_ready()
 
     # -- requests -------------------------------------------------------------
 
@@ -532,7 +538,10 @@ class Agent:
                 log(f"cannot start: {error}")
                 return 1
         if self.warm is not None:
-            self.warm_up()
+            error = self.warm_up()
+            if error:
+                log(f"cannot start: after the warm-up, {error}")
+                return 1
         self.wait_for_host()
         self.send({"type": "hello", "protocol": PROTOCOL_VERSION,
                    "runtime": (self.worker and self.worker.runtime) or runtime(self.language),

@@ -7,9 +7,11 @@ so output of subprocesses and C extensions is captured too. Control messages
 travel over a private socket using the agent's framing:
 
   agent  -> worker  {"type":"execute","code":S,"sentinel":S}
-                    {"type":"reset"}    a fresh session: forget every cell
+                    {"type":"reset"}    a fresh session: forget every cell,
+                                        then answer "ready" again
                     {"type":"reseed"}   new seeds for the random state it holds
-  worker -> agent   {"type":"ready","preloadErrors":[S]}   once, when warm
+  worker -> agent   {"type":"ready","preloadErrors":[S]}   when warm, and
+                                                           after each reset
                     {"type":"done","status":"ok"|"error","result":ANY,
                      "interrupted":B,"exiting":B}
 
@@ -644,6 +646,7 @@ def _serve(control, warm):
             return 0
         if message.get("type") == "reset":
             warm.reset()
+            write_all(control, encode_frame({"type": "ready", "preloadErrors": []}))
             continue
         if message.get("type") == "reseed":
             _reseed()
