@@ -10,6 +10,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -21,7 +22,6 @@ namespace {
 
 using namespace std::chrono_literals;
 using nlohmann::json;
-using test_support::AgentTest;
 using test_support::AgentProcess;
 
 struct Png {
@@ -60,7 +60,27 @@ std::string readFirstLine(const std::string& path) {
     return line;
 }
 
-TEST_F(AgentTest, SaysHello) {
+// The agent's tests run with either kind of Python worker: one started
+// fresh (a microVM's, or a pool's with namespaceSandbox.zygote off), and one
+// forked from the agent's warm interpreter (a zygote's sessions), to which
+// the agent lends the channel so that it answers executions itself.
+std::vector<std::string> workerArgs(bool forked, std::vector<std::string> args = {}) {
+    if (forked) args.push_back("--fork-workers");
+    return args;
+}
+
+std::string workerKind(const ::testing::TestParamInfo<bool>& info) {
+    return info.param ? "ForkedWorker" : "FreshWorker";
+}
+
+class AgentTest : public test_support::AgentTest, public ::testing::WithParamInterface<bool> {
+protected:
+    void SetUp() override { startAgent(workerArgs(GetParam())); }
+};
+
+INSTANTIATE_TEST_SUITE_P(Workers, AgentTest, ::testing::Bool(), workerKind);
+
+TEST_P(AgentTest, SaysHello) {
     EXPECT_EQ(hello_["type"], "hello");
     EXPECT_EQ(hello_["protocol"], kAgentProtocolVersion);
     EXPECT_EQ(hello_["runtime"]["name"], "python");
@@ -68,7 +88,7 @@ TEST_F(AgentTest, SaysHello) {
     EXPECT_EQ(hello_["agentPid"], agent_.pid());
 }
 
-TEST_F(AgentTest, ReturnsOutputAndLastExpression) {
+TEST_P(AgentTest, ReturnsOutputAndLastExpression) {
     auto r = run("x = 6*7\nprint(x)\nx");
     EXPECT_TRUE(r.succeeded);
     EXPECT_EQ(r.stdoutText, "42\n");
@@ -79,7 +99,7 @@ TEST_F(AgentTest, ReturnsOutputAndLastExpression) {
     EXPECT_FALSE(r.timedOut);
 }
 
-TEST_F(AgentTest, StatePersistsAcrossRequests) {
+TEST_P(AgentTest, StatePersistsAcrossRequests) {
     run("import math\nvalues = [1, 2, 3]");
     auto r = run("values.append(4)\nmath.prod(values)");
     EXPECT_TRUE(r.succeeded);
@@ -90,7 +110,7 @@ TEST_F(AgentTest, StatePersistsAcrossRequests) {
 // the characters they act on, remembers each cell's transformed form, and
 // asks IPython whether a cell is quiet or async only when it could be: each
 // kind of cell those passes are for must still behave as in IPython.
-TEST_F(AgentTest, IPythonSyntaxStillWorks) {
+TEST_P(AgentTest, IPythonSyntaxStillWorks) {
     const std::string cwd = run("import os\nos.getcwd()").result.get<std::string>();
     EXPECT_EQ(run("here = %pwd\nhere").result, cwd);
     EXPECT_EQ(run("pwd").result, cwd);  // automagic, a single-line cell
@@ -113,7 +133,7 @@ TEST_F(AgentTest, IPythonSyntaxStillWorks) {
 // The worker returns most cells as they are instead of running IPython's
 // transforms on them (sessiond_worker._PlainCells); each must come out as
 // IPython's own transform_cell makes it.
-TEST_F(AgentTest, TransformCellMatchesIPython) {
+TEST_P(AgentTest, TransformCellMatchesIPython) {
     auto r = run(R"PY(from IPython.core.interactiveshell import InteractiveShell
 ip = get_ipython()
 ip.user_ns["cd_shadow_test"] = 1
@@ -143,7 +163,7 @@ finally:
     EXPECT_EQ(r.result, "([], ['pwd\\n'])");
 }
 
-TEST_F(AgentTest, PlainCellValuesHaveNoObservers) {
+TEST_P(AgentTest, PlainCellValuesHaveNoObservers) {
     // The worker keeps what IPython sets on every cell as plain attributes
     // instead of traits (PlainHistory in sessiond_worker.py): right only
     // while nothing observes them, and worth it only while IPython's own
@@ -173,7 +193,7 @@ plain = [n for obj, _, names in owners for n in names if n not in obj.traits()]
     EXPECT_EQ(h.result, "('a + 2', 'a + 1', 'a = 1', 5, 3, 2, 6, [1, 3, 4])");
 }
 
-TEST_F(AgentTest, ResultValueTypes) {
+TEST_P(AgentTest, ResultValueTypes) {
     EXPECT_EQ(run("print('only output')").result, "");
     EXPECT_EQ(run("y = 1").result, "");
     EXPECT_EQ(run("y;").result, "");
@@ -199,7 +219,7 @@ TEST_F(AgentTest, ResultValueTypes) {
     EXPECT_EQ(run("10**30").result, "1000000000000000000000000000000");
 }
 
-TEST_F(AgentTest, LongListUsesIpythonPrettyRepr) {
+TEST_P(AgentTest, LongListUsesIpythonPrettyRepr) {
     auto r = run("list(range(30))");
     std::string expected = "[0,\n";
     for (int i = 1; i < 29; ++i) expected += " " + std::to_string(i) + ",\n";
@@ -207,7 +227,7 @@ TEST_F(AgentTest, LongListUsesIpythonPrettyRepr) {
     EXPECT_EQ(r.result, expected);
 }
 
-TEST_F(AgentTest, ExceptionReportsTracebackAndKeepsState) {
+TEST_P(AgentTest, ExceptionReportsTracebackAndKeepsState) {
     run("kept = 'still here'");
     auto r = run("def f():\n    return 1/0\nf()");
     EXPECT_FALSE(r.succeeded);
@@ -220,14 +240,14 @@ TEST_F(AgentTest, ExceptionReportsTracebackAndKeepsState) {
     EXPECT_EQ(run("kept").result, "still here");
 }
 
-TEST_F(AgentTest, SyntaxErrorIsAnError) {
+TEST_P(AgentTest, SyntaxErrorIsAnError) {
     auto r = run("def broken(:\n    pass");
     EXPECT_FALSE(r.succeeded);
     EXPECT_NE(r.stderrText.find("SyntaxError"), std::string::npos) << r.stderrText;
     EXPECT_TRUE(run("1 + 1").succeeded);
 }
 
-TEST_F(AgentTest, CapturesSubprocessOutput) {
+TEST_P(AgentTest, CapturesSubprocessOutput) {
     auto r = run("import os\nos.system('echo hi; echo oops >&2')");
     EXPECT_TRUE(r.succeeded);
     EXPECT_EQ(r.stdoutText, "hi\n");
@@ -235,7 +255,7 @@ TEST_F(AgentTest, CapturesSubprocessOutput) {
     EXPECT_EQ(r.result, 0);
 }
 
-TEST_F(AgentTest, CapsLargeOutput) {
+TEST_P(AgentTest, CapsLargeOutput) {
     auto r = run("print('x' * 100000)", 20s, 1000);
     EXPECT_TRUE(r.succeeded);
     EXPECT_EQ(r.stdoutText, std::string(1000, 'x') + "\n[output truncated: 99001 characters omitted]");
@@ -243,7 +263,7 @@ TEST_F(AgentTest, CapsLargeOutput) {
     EXPECT_EQ(run("print('next')").stdoutText, "next\n");
 }
 
-TEST_F(AgentTest, TimeoutInterruptsAndKeepsState) {
+TEST_P(AgentTest, TimeoutInterruptsAndKeepsState) {
     run("before = 'kept'");
     auto r = run("while True:\n    pass", 1000ms);
     EXPECT_FALSE(r.succeeded);
@@ -256,7 +276,7 @@ TEST_F(AgentTest, TimeoutInterruptsAndKeepsState) {
     EXPECT_EQ(run("before").result, "kept");
 }
 
-TEST_F(AgentTest, IgnoredInterruptRestartsInterpreter) {
+TEST_P(AgentTest, IgnoredInterruptRestartsInterpreter) {
     run("before = 'lost'");
     auto r = run(
         "import time\n"
@@ -276,7 +296,7 @@ TEST_F(AgentTest, IgnoredInterruptRestartsInterpreter) {
     EXPECT_FALSE(next.stateLost);
 }
 
-TEST_F(AgentTest, InterpreterExitIsReportedAndRecovered) {
+TEST_P(AgentTest, InterpreterExitIsReportedAndRecovered) {
     auto r = run("print('bye', flush=True)\nimport os\nos._exit(3)");
     EXPECT_FALSE(r.succeeded);
     EXPECT_FALSE(r.timedOut);
@@ -286,13 +306,14 @@ TEST_F(AgentTest, InterpreterExitIsReportedAndRecovered) {
 
     auto killed = run("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)");
     EXPECT_NE(killed.stderrText.find("(signal 9)"), std::string::npos) << killed.stderrText;
+    EXPECT_EQ(killed.stdoutText, "") << "output of the interpreter before";
 
     auto next = run("6 * 7");
     EXPECT_TRUE(next.succeeded);
     EXPECT_EQ(next.result, 42);
 }
 
-TEST_F(AgentTest, ExitEndsInterpreterAfterTheCell) {
+TEST_P(AgentTest, ExitEndsInterpreterAfterTheCell) {
     run("before = 1");
     auto r = run("print('leaving')\nexit()");
     EXPECT_TRUE(r.succeeded);
@@ -301,7 +322,7 @@ TEST_F(AgentTest, ExitEndsInterpreterAfterTheCell) {
     EXPECT_EQ(run("'before' in dir()").result, false);
 }
 
-TEST_F(AgentTest, AnswersPingAndRejectsUnknownTypes) {
+TEST_P(AgentTest, AnswersPingAndRejectsUnknownTypes) {
     auto pong = request({{"type", "ping"}});
     EXPECT_EQ(pong["type"], "pong");
 
@@ -313,7 +334,7 @@ TEST_F(AgentTest, AnswersPingAndRejectsUnknownTypes) {
 
 // Only malformed snapshot requests here: a well-formed "restore" would set
 // this host's clock (the VM tests send real ones, libvirt_restore_test.cpp).
-TEST_F(AgentTest, RefusesMalformedSnapshotRestores) {
+TEST_P(AgentTest, RefusesMalformedSnapshotRestores) {
     const std::string entropy = std::string(32, 'e');
     for (auto message : {nlohmann::json{{"type", "snapshot"}, {"phase", "rewind"}},
                          nlohmann::json(makeSnapshotRestoreMessage(entropy.substr(1), std::chrono::system_clock::now(),
@@ -330,7 +351,7 @@ TEST_F(AgentTest, RefusesMalformedSnapshotRestores) {
 
 // An agent on a socket from its host is never a VM's: it must not touch the
 // interfaces of the machine it runs on, however well-formed the request.
-TEST_F(AgentTest, RefusesToConfigureANetworkCardOutsideAMicroVm) {
+TEST_P(AgentTest, RefusesToConfigureANetworkCardOutsideAMicroVm) {
     GuestNetwork network{"52:54:0a:d5:00:05", "10.213.0.5", 16, "10.213.0.1", "nameserver 10.213.0.1\n"};
     auto refused = request(makeNetworkMessage(network));
     EXPECT_EQ(refused["code"], "invalidRequest") << refused;
@@ -342,7 +363,7 @@ TEST_F(AgentTest, RefusesToConfigureANetworkCardOutsideAMicroVm) {
 
 // AutoGen's ACADynamicSessionsCodeExecutor lists packages this way and parses
 // stderr + stdout + result as one text.
-TEST_F(AgentTest, AutogenPackageListBootstrap) {
+TEST_P(AgentTest, AutogenPackageListBootstrap) {
     auto r = run("\nimport pkg_resources\n[d.project_name for d in pkg_resources.working_set]\n");
     EXPECT_TRUE(r.succeeded) << r.stderrText;
     EXPECT_EQ(r.stdoutText, "");
@@ -368,7 +389,7 @@ TEST_F(AgentTest, AutogenPackageListBootstrap) {
     EXPECT_EQ(names.count("ipython"), 1u) << output.substr(0, 300);
 }
 
-TEST_F(AgentTest, MemoryErrorAbortsTheCellAndKeepsTheSession) {
+TEST_P(AgentTest, MemoryErrorAbortsTheCellAndKeepsTheSession) {
     run("kept = 'still here'");
     auto r = run("big = bytearray(1 << 60)");
     EXPECT_FALSE(r.succeeded);
@@ -382,7 +403,7 @@ TEST_F(AgentTest, MemoryErrorAbortsTheCellAndKeepsTheSession) {
     EXPECT_EQ(run("6 * 7").result, 42);
 }
 
-TEST_F(AgentTest, WorkerVolunteersForTheOomKiller) {
+TEST_P(AgentTest, WorkerVolunteersForTheOomKiller) {
     auto r = run("open('/proc/self/oom_score_adj').read().strip()");
     EXPECT_EQ(r.result, "1000");
     // The agent keeps the score it inherited, so the kernel prefers the worker.
@@ -390,18 +411,18 @@ TEST_F(AgentTest, WorkerVolunteersForTheOomKiller) {
               readFirstLine("/proc/self/oom_score_adj"));
 }
 
-TEST_F(AgentTest, DoesNotImportMatplotlibUnasked) {
+TEST_P(AgentTest, DoesNotImportMatplotlibUnasked) {
     EXPECT_EQ(run("import sys\n'matplotlib' in sys.modules").result, false);
 }
 
-TEST_F(AgentTest, ExitsWithItsWorkerWhenChannelCloses) {
+TEST_P(AgentTest, ExitsWithItsWorkerWhenChannelCloses) {
     expectExitWithWorkerOnClose("import os\nos.getpid()");
 }
 
 // A microVM guest's init runs the agent in a cgroup under the pool's process
 // limit. Here the cgroup is a directory the test owns, and the cell moves its
 // counter as refused forks would.
-class LimitsCgroupAgentTest : public AgentTest {
+class LimitsCgroupAgentTest : public test_support::AgentTest {
 protected:
     void SetUp() override {
         cgroup_ = std::filesystem::temp_directory_path() / ("sessiond-agent-cgroup-" + std::to_string(::getpid()));
@@ -411,7 +432,7 @@ protected:
         startAgent({"--limits-cgroup", cgroup_.string()});
     }
     void TearDown() override {
-        AgentTest::TearDown();
+        test_support::AgentTest::TearDown();
         std::filesystem::remove_all(cgroup_);
     }
     json execute(const std::string& code) { return request(makeExecuteMessage({code, 20s, 4096})); }
@@ -429,21 +450,23 @@ TEST_F(LimitsCgroupAgentTest, ReportsTheForksRefusedDuringAnExecution) {
     EXPECT_FALSE(execute("2 + 2").contains("limits")) << "a hit is reported once";
 }
 
-class PreloadedAgentTest : public AgentTest {
+class PreloadedAgentTest : public test_support::AgentTest, public ::testing::WithParamInterface<bool> {
 protected:
     void SetUp() override {
         workdir_ = std::filesystem::temp_directory_path() / ("sessiond-agent-test-" + std::to_string(::getpid()));
         std::filesystem::create_directories(workdir_);
-        startAgent({"--preload", "numpy,pandas,matplotlib", "--workdir", workdir_.string()});
+        startAgent(workerArgs(GetParam(), {"--preload", "numpy,pandas,matplotlib", "--workdir", workdir_.string()}));
     }
     void TearDown() override {
-        AgentTest::TearDown();
+        test_support::AgentTest::TearDown();
         std::filesystem::remove_all(workdir_);
     }
     std::filesystem::path workdir_;
 };
 
-TEST_F(PreloadedAgentTest, ImportsModulesAndUsesWorkdirAndAgg) {
+INSTANTIATE_TEST_SUITE_P(Workers, PreloadedAgentTest, ::testing::Bool(), workerKind);
+
+TEST_P(PreloadedAgentTest, ImportsModulesAndUsesWorkdirAndAgg) {
     EXPECT_EQ(run("import sys\n'numpy' in sys.modules and 'pandas' in sys.modules").result, true);
     EXPECT_EQ(run("import os\nos.getcwd()").result, workdir_.string());
     EXPECT_EQ(run("import matplotlib\nmatplotlib.get_backend()").result, "agg");
@@ -458,7 +481,7 @@ TEST_F(PreloadedAgentTest, ImportsModulesAndUsesWorkdirAndAgg) {
     EXPECT_EQ(plot.result, true) << plot.stderrText;
 }
 
-TEST_F(PreloadedAgentTest, PltShowReturnsPngImage) {
+TEST_P(PreloadedAgentTest, PltShowReturnsPngImage) {
     auto r = run(
         "import matplotlib.pyplot as plt\n"
         "plt.plot([1, 2, 3], [4, 1, 9])\n"
@@ -476,7 +499,7 @@ TEST_F(PreloadedAgentTest, PltShowReturnsPngImage) {
     EXPECT_LE(png->height, 480u);
 }
 
-TEST_F(PreloadedAgentTest, FigureAsLastExpressionIsImage) {
+TEST_P(PreloadedAgentTest, FigureAsLastExpressionIsImage) {
     auto r = run(
         "import matplotlib.pyplot as plt\n"
         "fig, ax = plt.subplots()\n"
@@ -493,13 +516,13 @@ TEST_F(PreloadedAgentTest, FigureAsLastExpressionIsImage) {
     EXPECT_TRUE(pngOf(plain.result));
 }
 
-TEST_F(PreloadedAgentTest, OpenFigureIsShownWithoutShowAndWinsOverTheExpression) {
+TEST_P(PreloadedAgentTest, OpenFigureIsShownWithoutShowAndWinsOverTheExpression) {
     auto r = run("import matplotlib.pyplot as plt\nplt.plot([1, 2])");
     EXPECT_TRUE(r.succeeded) << r.stderrText;
     EXPECT_TRUE(pngOf(r.result)) << "not the Line2D list repr";
 }
 
-TEST_F(PreloadedAgentTest, ShownFiguresAreClosedSoTheNextCellHasNoImage) {
+TEST_P(PreloadedAgentTest, ShownFiguresAreClosedSoTheNextCellHasNoImage) {
     auto first = run("import matplotlib.pyplot as plt\nplt.hist([1, 2, 2, 3, 3, 3])\nplt.show()");
     EXPECT_TRUE(pngOf(first.result));
     auto second = run("x = 20\nx + 1");
@@ -510,7 +533,7 @@ TEST_F(PreloadedAgentTest, ShownFiguresAreClosedSoTheNextCellHasNoImage) {
     EXPECT_EQ(run("print('no plot')").result, "");
 }
 
-TEST_F(PreloadedAgentTest, LastOfSeveralImagesIsTheResult) {
+TEST_P(PreloadedAgentTest, LastOfSeveralImagesIsTheResult) {
     auto r = run(
         "import matplotlib.pyplot as plt\n"
         "plt.figure(figsize=(2, 6))\n"
@@ -523,7 +546,7 @@ TEST_F(PreloadedAgentTest, LastOfSeveralImagesIsTheResult) {
     EXPECT_GT(png->width, png->height) << "the tall first figure was returned";
 }
 
-TEST_F(PreloadedAgentTest, DisplayedImagesAreResults) {
+TEST_P(PreloadedAgentTest, DisplayedImagesAreResults) {
     auto fig = run(
         "import matplotlib.pyplot as plt\n"
         "from IPython.display import display, Image\n"
@@ -546,7 +569,7 @@ TEST_F(PreloadedAgentTest, DisplayedImagesAreResults) {
     EXPECT_EQ(png->height, 1u);
 }
 
-TEST_F(PreloadedAgentTest, FailedCellReturnsNoImageAndClosesFigures) {
+TEST_P(PreloadedAgentTest, FailedCellReturnsNoImageAndClosesFigures) {
     auto r = run("import matplotlib.pyplot as plt\nplt.plot([1])\n1 / 0");
     EXPECT_FALSE(r.succeeded);
     EXPECT_EQ(r.result, "");

@@ -10,6 +10,7 @@ output and survive a crashing cell, replacing the worker when needed.
 import argparse
 import codecs
 import ctypes
+import fcntl
 import json
 import mmap
 import os
@@ -26,17 +27,16 @@ import traceback
 # The agent may run from a read-only or shared tree: leave no __pycache__ there.
 sys.dont_write_bytecode = True
 from sessiond_files import DataDirectory, FileError
-from sessiond_framing import FrameError, FrameReader, encode_frame, read_frame_blocking, write_all
+from sessiond_framing import (MAX_FRAME_BYTES, FrameError, FrameReader, encode_frame, read_frame_blocking,
+                               write_all)
+from sessiond_handover import (DEFAULT_MAX_OUTPUT_CHARS, DEFAULT_TIMEOUT_MS, MAX_OUTPUT_CHARS, TIMEOUT_MESSAGE,
+                               Handover, append_line, parse_execute)
 
 PROTOCOL_VERSION = 1
 AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
 NODE = "/usr/bin/node"
 BASH = "/bin/bash"
 
-DEFAULT_TIMEOUT_MS = 100_000
-DEFAULT_MAX_OUTPUT_CHARS = 4096
-# Two capped streams must fit in one 64 MiB frame, escapes included.
-MAX_OUTPUT_CHARS = 8 << 20
 # A cell gets this long to stop after SIGINT before its interpreter is
 # replaced. Seconds, not less: a microVM without KVM on a busy host may run
 # the cell's signal handler that late.
@@ -53,7 +53,6 @@ HOST_POLL_S = 0.05
 # Above any fd a forked worker keeps; close_range makes the bound free.
 MAX_FD = 1 << 20
 
-TIMEOUT_MESSAGE = "Request timed out waiting for code execution to complete"
 # A shell command that timed out reports what timeout(1) reports.
 TIMEOUT_EXIT_CODE = 124
 SHELL_TERM_GRACE_S = 2.0
@@ -225,7 +224,7 @@ class ForkedWorker:
     its pool's zygote warmed up (sessiond_worker.Warm), so a new one costs a
     fork instead of a Python start. Offers what Worker uses of Popen."""
 
-    def __init__(self, control, warm):
+    def __init__(self, control, warm, handover=None):
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         parent = os.getpid()
@@ -238,9 +237,18 @@ class ForkedWorker:
                 null = os.open(os.devnull, os.O_RDONLY)
                 for fd, target in ((null, 0), (out_w, 1), (err_w, 2), (control.fileno(), 3)):
                     os.dup2(fd, target)
-                os.closerange(4, MAX_FD)
+                kept = []
+                if handover is not None:
+                    # The pipes' read ends and the shared files and timer, at
+                    # 4 and up: first above anything the moves could land on.
+                    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100)
+                            for fd in (out_r, err_r, *handover.worker_fds())]
+                    for target, fd in enumerate(high, start=4):
+                        os.dup2(fd, target, inheritable=False)
+                    kept = list(range(4, 4 + len(high)))
+                os.closerange(4 + len(kept), MAX_FD)
                 import sessiond_worker
-                code = sessiond_worker.serve(3, parent, warm)
+                code = sessiond_worker.serve(3, parent, warm, handover and (kept, handover.record))
             except BaseException:
                 traceback.print_exc()
             finally:
@@ -248,6 +256,9 @@ class ForkedWorker:
         os.close(out_w)
         os.close(err_w)
         self.pid = pid
+        # Polled beside the control socket: ends at the worker's exit even
+        # when a forked child of a cell keeps the socket open.
+        self.pidfd = os.pidfd_open(pid)
         self.stdout = os.fdopen(out_r, "rb", 0)
         self.stderr = os.fdopen(err_r, "rb", 0)
         self.returncode = None
@@ -268,7 +279,7 @@ class ForkedWorker:
 class Worker:
     """A running sessiond_worker.py process and the agent's ends of its pipes."""
 
-    def __init__(self, language, preload, warm=None):
+    def __init__(self, language, preload, warm=None, handover=None):
         ours, theirs = socket.socketpair()
         env = dict(os.environ, MPLBACKEND="Agg")
         common = ["--control-fd", str(theirs.fileno()), "--parent-pid", str(os.getpid())]
@@ -279,7 +290,7 @@ class Worker:
                 + ["--preload", ",".join(preload)]
         try:
             if warm is not None and language == "python":
-                self.proc = ForkedWorker(theirs, warm)
+                self.proc = ForkedWorker(theirs, warm, handover)
             else:
                 self.proc = subprocess.Popen(
                     command,
@@ -291,8 +302,15 @@ class Worker:
         finally:
             theirs.close()
         self.control = ours
-        self.control_reader = FrameReader()
+        # A handed-back request comes whole, behind its length.
+        self.control_reader = FrameReader(MAX_FRAME_BYTES + 4)
         self.control_eof = False
+        # Such a worker captures its own output (sessiond_handover.py): the
+        # agent reads the pipes only to drain them after the worker's end.
+        self.captures_itself = handover is not None and isinstance(self.proc, ForkedWorker)
+        self.returned = None    # the channel came back: the "returned" message
+        self.handed_back = None  # and the bytes of the request it read
+        self.exited = False      # it ended at a cell's exit(), already answered
         self.streams = {self.proc.stdout.fileno(): "out", self.proc.stderr.fileno(): "err"}
         self.captures = {"out": None, "err": None}
         self.ready = False
@@ -301,7 +319,7 @@ class Worker:
         self.preload_errors = []
 
     def fds(self):
-        fds = list(self.streams)
+        fds = [] if self.captures_itself else list(self.streams)
         if not self.control_eof:
             fds.append(self.control.fileno())
         return fds
@@ -320,7 +338,10 @@ class Worker:
                 return
             self.control_reader.feed(data)
             while (body := self.control_reader.next_body()) is not None:
-                self._on_message(json.loads(body))
+                if self.returned is not None and self.handed_back is None:
+                    self.handed_back = body  # raw: the frame behind "returned"
+                else:
+                    self._on_message(json.loads(body))
             return
         name = self.streams[fd]
         if not data:
@@ -338,6 +359,10 @@ class Worker:
             self.runtime = message.get("runtime")  # the node worker names its version
         elif message.get("type") == "done":
             self.done = message
+        elif message.get("type") == "returned":
+            self.returned = message
+        elif message.get("type") == "exited":
+            self.exited = True
 
     def send(self, message):
         try:
@@ -367,6 +392,8 @@ class Worker:
         self.control.close()
         self.proc.stdout.close()
         self.proc.stderr.close()
+        if isinstance(self.proc, ForkedWorker):
+            os.close(self.proc.pidfd)
 
 
 class Agent:
@@ -393,6 +420,16 @@ class Agent:
         self.warm = warm
         self.state_lost_since_last_reply = False
         self.limits = LimitsCgroup(limits_cgroup)
+        # A worker forked from a warm interpreter is lent the channel while
+        # it is ready, and answers executions itself: the agent then stays off
+        # a cell's path (sessiond_handover.py). A microVM's agent keeps it,
+        # and so does one that reports refused forks with each execution.
+        self.handover = Handover() if warm is not None and language == "python" and host_connected \
+            and not limits_cgroup else None
+        self.lent = False          # the worker holds the channel
+        self.keep_channel = False  # the worker handed a request back: keep it until an execution
+        self.lent_with = None      # (id, record seq) of an execution lent with the channel
+        self.interrupted_seq = None  # the cell interrupted for its timeout
         if language == "shell":
             # A shell sandbox has no worker: every child left after a
             # command is the command's, and is killed (execute_shell).
@@ -459,7 +496,7 @@ class Agent:
     # -- worker lifecycle ---------------------------------------------------
 
     def start_worker(self):
-        self.worker = Worker(self.language, self.preload, self.warm)
+        self.worker = Worker(self.language, self.preload, self.warm, self.handover)
 
     def wait_worker_ready(self):
         """Starts a worker if there is none and waits until it is warm; an
@@ -479,6 +516,7 @@ class Agent:
         """Kills the worker and its subprocesses; drains what they wrote
         into the current captures. Returns how the worker ended."""
         worker = self.worker
+        worker.captures_itself = False
         worker.kill()
         deadline = time.monotonic() + EXIT_DRAIN_S
         while worker.streams and time.monotonic() < deadline:
@@ -505,6 +543,8 @@ class Agent:
         their own, over the path a daemon's request takes: the channel
         buffer, the frame reader, handle(), the reply's encoding and write."""
         from sessiond_worker import WARM_UP_CELLS  # imported already: the zygote holds it
+        if self.handover is not None:
+            return self.warm_up_lent(WARM_UP_CELLS)
         host_end, agent_end = socket.socketpair()
         channel, connected = self.channel_fd, self.host_connected
         self.channel_fd, self.host_connected = agent_end.fileno(), True
@@ -529,6 +569,152 @@ class Agent:
         self.worker.send({"type": "reset"})
         return self.wait_worker_ready()
 
+    def warm_up_lent(self, cells):
+        """warm_up for a worker that will hold the channel: the cells go to
+        it over a socket pair lent as the channel is, along the path a
+        request will take in it."""
+        host_end, agent_end = socket.socketpair()
+        try:
+            self.lend_channel(agent_end.fileno())
+            agent_end.close()  # the worker's copy alone: its end is host_end's
+            replies = FrameReader()
+            for code in cells:
+                host_end.sendall(encode_frame({"type": "execute", "id": None, "code": code}))
+                if read_frame_blocking(host_end.fileno(), replies) is None:
+                    break
+            host_end.shutdown(socket.SHUT_WR)  # it reads the end and hands the pair back
+            while self.lent:
+                self.supervise(answering=False)
+        finally:
+            agent_end.close()
+            host_end.close()
+        self.keep_channel = False
+        self.state_lost_since_last_reply = False
+        if self.worker is None or not self.worker.alive():
+            return "the interpreter exited during its warm-up"
+        self.worker.ready = False
+        self.worker.send({"type": "reset"})
+        return self.wait_worker_ready()
+
+    # -- the channel lent to the worker ---------------------------------------
+
+    def can_lend(self):
+        return self.handover is not None and not self.keep_channel and self.worker is not None \
+            and self.worker.ready and self.worker.alive() and not self.channel_reader.buffer
+
+    def lend_channel(self, fd, pending=None):
+        """Gives the worker `fd` to read requests from and answer them on,
+        starting with `pending`, an execution the agent read."""
+        message = {"type": "serve", "stateLost": self.state_lost_since_last_reply}
+        if pending is not None:
+            message["pending"] = pending
+            self.lent_with = (pending.get("id"), self.handover.record.read().seq)
+        self.state_lost_since_last_reply = False
+        self.keep_channel = False
+        self.lent = True
+        try:
+            socket.send_fds(self.worker.control, [encode_frame(message)], [fd])
+        except OSError:
+            self.worker.control_eof = True  # dead: supervise() answers for it
+
+    def supervise(self, answering=True):
+        """Sleeps while the worker holds the channel, until it hands it back,
+        dies, or overruns a cell's timeout. Not `answering` (the warm-up's
+        lent socket pair), a dead worker just ends the loan."""
+        worker = self.worker
+        poller = select.poll()
+        poller.register(worker.control.fileno(), select.POLLIN)
+        poller.register(worker.proc.pidfd, select.POLLIN)
+        if answering:
+            poller.register(self.handover.timer.fd, select.POLLIN)
+        for fd, _ in poller.poll(IDLE_POLL_S * 1000):
+            if fd == self.handover.timer.fd:
+                self.on_timer()
+                if self.worker is not worker:
+                    return  # killed and replaced
+            elif fd == worker.control.fileno():
+                worker.on_readable(fd)
+        if worker.returned is not None and worker.handed_back is not None:
+            self.take_channel_back()
+        elif not worker.alive():
+            if answering:
+                self.answer_for_worker(self.handover.record.read())
+            else:
+                self.lent = False
+
+    def take_channel_back(self):
+        worker = self.worker
+        returned, data = worker.returned, worker.handed_back
+        worker.returned = worker.handed_back = None
+        self.lent = False
+        self.lent_with = None
+        if returned.get("stateLost"):
+            self.state_lost_since_last_reply = True  # still to be reported
+        # The request it read (or what it read before the channel's end),
+        # read here as if it came from the channel; the channel stays here
+        # until an execution comes.
+        self.channel_reader.feed(data)
+        self.keep_channel = True
+
+    def on_timer(self):
+        """A cell's timeout passed: interrupt it, as a cell the agent runs;
+        if it is still running once the grace has passed too, kill it."""
+        if not self.handover.timer.fired():
+            return
+        cell = self.handover.record.read()
+        if not cell.in_flight:
+            return
+        early = cell.deadline - time.monotonic()
+        if self.interrupted_seq != cell.seq and early > 0:
+            self.handover.timer.arm(early)  # set for an earlier cell
+            return
+        if self.interrupted_seq != cell.seq:
+            self.interrupted_seq = cell.seq
+            self.handover.record.mark_timed_out()
+            self.worker.interrupt()
+            self.handover.timer.arm(INTERRUPT_GRACE_S)
+        else:
+            self.answer_for_worker(cell)
+
+    def answer_for_worker(self, cell):
+        """The worker holding the channel died, or was killed for ignoring
+        an interrupt: answers the request it was running, from the output
+        it had moved to the shared files and what is left in its pipes, and
+        starts another worker."""
+        self.handover.timer.arm(None)
+        out = err = None
+        if cell.in_flight:
+            out, err = Capture(None, cell.max_chars), Capture(None, cell.max_chars)
+            out.feed(self.handover.files.contents(0, cell.starts[0]))
+            err.feed(self.handover.files.contents(1, cell.starts[1]))
+            self.worker.captures = {"out": out, "err": err}
+        exited = self.worker.exited
+        ended = self.discard_worker()
+        self.lent = False
+        lent_with, self.lent_with = self.lent_with, None
+        if out is not None:
+            out.omitted += cell.dropped[0]
+            err.omitted += cell.dropped[1]
+            if cell.timed_out:
+                status, line = "timeout", TIMEOUT_MESSAGE
+            else:
+                status, line = "error", f"Execution aborted: the interpreter exited ({ended}); " \
+                                        "its state was lost and a new interpreter was started"
+            self.send({"type": "result", "id": cell.request_id, "status": status, "stdout": out.text(),
+                       "stderr": append_line(err.text(), line), "result": "",
+                       "durationMs": int((time.monotonic() - cell.started) * 1000), "stateLost": True})
+            self.state_lost_since_last_reply = False
+        elif lent_with is not None and lent_with[1] == cell.seq:  # died before it began that cell
+            self.send({"type": "result", "id": lent_with[0], "status": "error", "stdout": "",
+                       "stderr": f"Execution aborted: the interpreter exited ({ended}); its state "
+                                 "was lost and a new interpreter was started",
+                       "result": "", "durationMs": 0, "stateLost": True})
+            self.state_lost_since_last_reply = False
+        elif not exited:
+            log(f"the interpreter exited between requests ({ended}); restarting it")
+            self.state_lost_since_last_reply = True
+        self.start_worker()
+
     # -- requests -------------------------------------------------------------
 
     def serve(self):
@@ -547,8 +733,14 @@ class Agent:
                    "runtime": (self.worker and self.worker.runtime) or runtime(self.language),
                    "agentPid": os.getpid()})
         while True:
+            if self.lent:
+                self.supervise()
+                continue
             body = self.channel_reader.next_body()
             if body is None:
+                if self.can_lend():
+                    self.lend_channel(self.channel_fd)
+                    continue
                 self.pump(timeout=IDLE_POLL_S)
                 self.replace_dead_idle_worker()
                 continue
@@ -570,7 +762,8 @@ class Agent:
         elif kind == "execute":
             refused = self.limits.refused_forks()
             reply = self.execute_shell(message) if self.language == "shell" else self.execute(message)
-            self.send(self.limits.annotate(reply, refused))
+            if reply is not None:  # None: the worker it was lent to answers
+                self.send(self.limits.annotate(reply, refused))
         elif kind == "describe":
             self.send(dict(describe(self.language), type="description", id=request_id))
         elif kind in FILE_OPERATIONS:
@@ -589,15 +782,12 @@ class Agent:
 
     def execute(self, message):
         request_id = message.get("id")
-        code = message.get("code")
-        timeout_ms = message.get("timeoutMs", DEFAULT_TIMEOUT_MS)
-        max_chars = message.get("maxOutputChars", DEFAULT_MAX_OUTPUT_CHARS)
-        if not isinstance(code, str) or not isinstance(timeout_ms, int) \
-                or not isinstance(max_chars, int) or timeout_ms < 0 or max_chars < 0:
+        fields = parse_execute(message)
+        if fields is None:
             return {"type": "error", "id": request_id,
                     "message": "execute needs a string code and non-negative integer "
                                "timeoutMs and maxOutputChars"}
-        max_chars = min(max_chars, MAX_OUTPUT_CHARS)
+        code, timeout_ms, max_chars = fields
 
         reply = {"type": "result", "id": request_id, "status": "ok", "stdout": "",
                  "stderr": "", "result": "", "durationMs": 0, "stateLost": False}
@@ -608,6 +798,9 @@ class Agent:
             self.start_worker()  # the next request tries again
             reply.update(status="error", stateLost=True, stderr=f"Execution aborted: {error}")
             return reply
+        if self.handover is not None:
+            self.lend_channel(self.channel_fd, pending=message)
+            return None
 
         worker = self.worker
         sentinel = f"\x00sessiond-end-{secrets.token_hex(16)}\x00"
@@ -641,9 +834,9 @@ class Agent:
                      stateLost=self.state_lost_since_last_reply or not finished or exiting)
         self.state_lost_since_last_reply = False
         if timed_out:
-            reply.update(status="timeout", stderr=_append_line(reply["stderr"], TIMEOUT_MESSAGE))
+            reply.update(status="timeout", stderr=append_line(reply["stderr"], TIMEOUT_MESSAGE))
         elif not finished:
-            reply.update(status="error", stderr=_append_line(
+            reply.update(status="error", stderr=append_line(
                 reply["stderr"], f"Execution aborted: the interpreter exited ({ended}); "
                                  "its state was lost and a new interpreter was started"))
         else:
@@ -687,7 +880,7 @@ class Agent:
         kill_leftovers()
         reply.update(status="timeout" if timed_out else ("ok" if exit_code == 0 else "error"),
                      exitCode=exit_code, stdout=out.text(),
-                     stderr=_append_line(err.text(), TIMEOUT_MESSAGE) if timed_out else err.text(),
+                     stderr=append_line(err.text(), TIMEOUT_MESSAGE) if timed_out else err.text(),
                      durationMs=int((time.monotonic() - started) * 1000))
         return reply
 
@@ -941,12 +1134,6 @@ def runtime(language):
     return {"name": "python", "version": platform.python_version()}
 
 
-def _append_line(text, line):
-    if text and not text.endswith("\n"):
-        text += "\n"
-    return text + line
-
-
 def open_transport(args):
     """The channel's fd, and whether its host end is known to be open."""
     if args.fd is not None:
@@ -966,6 +1153,9 @@ def main():
                         help="the interpreter sessions run code in")
     parser.add_argument("--preload", default="", help="comma-separated modules to import before hello")
     parser.add_argument("--workdir", help="working directory for user code, if it exists")
+    parser.add_argument("--fork-workers", action="store_true",
+                        help="prepare the interpreter once in the agent and fork every worker from it, "
+                             "as a zygote's sessions do (Python only)")
     parser.add_argument("--limits-cgroup", help="the cgroup v2 directory holding the agent under the "
                                                 "pool's process limit, whose refused forks it reports")
     args = parser.parse_args()
@@ -973,8 +1163,13 @@ def main():
     if args.workdir and os.path.isdir(args.workdir):
         os.chdir(args.workdir)
     channel_fd, host_connected = open_transport(args)
-    return run(channel_fd, host_connected, args.language, parse_modules(args.preload),
-               limits_cgroup=args.limits_cgroup)
+    preload = parse_modules(args.preload)
+    warm = None
+    if args.fork_workers and args.language == "python":
+        import sessiond_worker
+        os.environ["MPLBACKEND"] = "Agg"  # as a started worker's, and a zygote's
+        warm = sessiond_worker.Warm(preload)
+    return run(channel_fd, host_connected, args.language, preload, warm, args.limits_cgroup)
 
 
 def parse_modules(text):

@@ -10,13 +10,24 @@ travel over a private socket using the agent's framing:
                     {"type":"reset"}    a fresh session: forget every cell,
                                         then answer "ready" again
                     {"type":"reseed"}   new seeds for the random state it holds
+                    {"type":"serve","stateLost":B,"pending":REQUEST?} with an
+                        fd: the channel, lent (see below)
   worker -> agent   {"type":"ready","preloadErrors":[S]}   when warm, and
                                                            after each reset
                     {"type":"done","status":"ok"|"error","result":ANY,
                      "interrupted":B,"exiting":B}
+                    {"type":"returned","stateLost":B} then one frame holding
+                        the bytes it read: the channel is the agent's again
+                    {"type":"exited"}   it ends at a cell's exit(), answered
 
 After each cell the worker writes the sentinel to fd 1 and fd 2 before sending
 "done", so the agent knows where the cell's output ends on each pipe.
+
+A worker forked by an agent that keeps a Handover (sessiond_handover.py)
+captures its own output, and may be lent the agent's channel: it then reads
+the requests itself, runs each execution and answers it on the channel in
+the agent's reply, and returns the channel with the first request that is
+not one.
 
 A cell's "result" is an image object ({"type":"image","format":"png",
 "base64_data":S}) when the cell showed a PNG: see _CellImages.
@@ -31,17 +42,23 @@ import functools
 import gc
 import importlib
 import io
+import json
 import math
 import os
+import select
 import signal
 import _signal
+import socket
 import sys
+import threading
+import time
 import traceback
 import warnings
 
 # The agent may run from a read-only or shared tree: leave no __pycache__ there.
 sys.dont_write_bytecode = True
-from sessiond_framing import FrameReader, encode_frame, read_frame_blocking, write_all
+from sessiond_framing import MAX_FRAME_BYTES, FrameReader, encode_frame, write_all
+from sessiond_handover import TIMEOUT_MESSAGE, CellTimer, append_line, parse_execute, truncated
 sys.dont_write_bytecode = False  # user code behaves as usual
 
 def _ignore_interrupt(signum, frame):
@@ -617,11 +634,13 @@ def main():
     return _serve(args.control_fd, warm)
 
 
-def serve(control, parent_pid, warm):
-    """Runs a worker forked from a process holding `warm`."""
+def serve(control, parent_pid, warm, handover=None):
+    """Runs a worker forked from a process holding `warm`; `handover`: the
+    fds it kept of its agent's Handover (the pipes' read ends, the files,
+    the timer) and the shared CellRecord."""
     _prepare_process(control, parent_pid)
     _reseed()
-    return _serve(control, warm)
+    return _serve(control, warm, handover)
 
 
 def _prepare_process(control, parent_pid):
@@ -635,15 +654,34 @@ def _prepare_process(control, parent_pid):
     _volunteer_for_oom_killer()
 
 
-def _serve(control, warm):
+def _next_message(sock, reader, fds):
+    """The next control message (None at end of file); fds that came with
+    it go to `fds`."""
+    while (body := reader.next_body()) is None:
+        data, received, _, _ = socket.recv_fds(sock, 1 << 16, 1, socket.MSG_CMSG_CLOEXEC)
+        fds.extend(received)
+        if not data:
+            return None
+        reader.feed(data)
+    return json.loads(body.decode("utf-8"))
+
+
+def _serve(control, warm, handover=None):
     libc = _libc()
     shell = warm.shell
     reader = FrameReader()
+    sock = socket.socket(fileno=control)
+    fds = []
+    server = _ChannelServer(handover, control, libc, shell) if handover is not None else None
     write_all(control, encode_frame({"type": "ready", "preloadErrors": warm.preload_errors}))
     while True:
-        message = read_frame_blocking(control, reader)
+        message = _next_message(sock, reader, fds)
         if message is None:
             return 0
+        if message.get("type") == "serve" and server is not None and fds:
+            if server.serve(fds.pop(0), message):
+                return 0
+            continue
         if message.get("type") == "reset":
             warm.reset()
             write_all(control, encode_frame({"type": "ready", "preloadErrors": []}))
@@ -667,6 +705,219 @@ def _serve(control, warm):
                                          "interrupted": interrupted, "exiting": shell.exit_now}))
         if shell.exit_now:
             return 0
+
+
+# -- answering on a lent channel ------------------------------------------------
+
+_CONTINUATION = bytes(range(0x80, 0xC0))
+# Past this, a file is emptied before the next cell.
+_FILE_REUSE_BYTES = 1 << 20
+
+
+def _chars(data):
+    # The UTF-8 characters `data` holds: its bytes that do not continue one.
+    return len(data.translate(None, _CONTINUATION))
+
+
+class _Stream:
+    """One output stream's progress through a cell: it fills its file from
+    `start` on, up to `cap` bytes, and counts the characters past them."""
+
+    def __init__(self, start=0, cap=0):
+        self.start = start
+        self.cap = cap
+        self.size = 0
+        self.dropped = 0
+
+
+class _OutputReader:
+    """Moves what fd 1 and 2 receive into the shared files while a cell
+    runs, with splice(2), up to room for the output limit, then counts the
+    characters dropped; between cells it discards what comes. Its thread
+    keeps the pipes from filling during a cell, so a cell's output wakes no
+    other process; at the cell's end the cell's own thread takes what is
+    left, as all a finished cell wrote is in the pipes by then."""
+
+    def __init__(self, pipes, files, record):
+        self.pipes, self.files, self.record = pipes, files, record
+        for fd in pipes:
+            os.set_blocking(fd, False)  # both threads read: neither may wait
+        for fd in files:
+            os.ftruncate(fd, 0)  # what an earlier worker left
+        self.lock = threading.Lock()
+        self.streams = [_Stream(), _Stream()]
+        self.running = False
+        threading.Thread(target=self._run, name="sessiond-output", daemon=True).start()
+
+    def begin(self, max_chars):
+        """Where the cell's output starts in each file."""
+        with self.lock:
+            for i, fd in enumerate(self.files):
+                s = self.streams[i]
+                start = s.start + s.size
+                if start > _FILE_REUSE_BYTES:
+                    os.ftruncate(fd, 0)
+                    start = 0
+                self.streams[i] = _Stream(start, 4 * max_chars + 4)  # UTF-8: up to 4 bytes a character
+            self.running = True
+            return self.streams[0].start, self.streams[1].start
+
+    def end(self):
+        """After the cell: each stream's kept bytes and dropped characters."""
+        with self.lock:
+            for i in (0, 1):
+                # A pipe holds 64 KiB: a few chunks, unless something the
+                # cell left running keeps writing.
+                for _ in range(16):
+                    if self._move(i) != "more":
+                        break
+            self.running = False
+            return [(os.pread(fd, s.size, s.start) if s.size else b"", s.dropped)
+                    for fd, s in zip(self.files, self.streams)]
+
+    def _run(self):
+        # Signals sent to the process are the cell's (an interrupt must stop
+        # a sleep): this thread takes none.
+        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        poller = select.poll()
+        for fd in self.pipes:
+            poller.register(fd, select.POLLIN)
+        left = len(self.pipes)
+        while left:
+            for fd, _ in poller.poll():
+                with self.lock:
+                    moved = self._move(self.pipes.index(fd))
+                if moved is None:
+                    poller.unregister(fd)
+                    left -= 1
+
+    def _move(self, i):
+        """Takes one chunk of what pipe `i` holds: "more" if the pipe may
+        hold more, "taken" if this emptied it, "empty", or None at its
+        end."""
+        s, pipe = self.streams[i], self.pipes[i]
+        want = 1 << 16
+        try:
+            if self.running and s.size < s.cap:
+                want = min(s.cap - s.size, want)
+                n = os.splice(pipe, self.files[i], want, offset_dst=s.start + s.size)
+                s.size += n
+                if not n:
+                    return None
+                return "more" if n == want else "taken"
+            data = os.read(pipe, want)
+        except BlockingIOError:
+            return "empty"
+        if not data:
+            return None
+        if self.running:
+            n = _chars(data)
+            s.dropped += n
+            self.record.add_dropped(i, n)
+        return "more" if len(data) == want else "taken"
+
+
+def _read_frame(fd):
+    """The bytes of one frame, its length included, read exactly: nothing
+    of the next is taken. Fewer at the channel's end; only the length of a
+    frame over the limit."""
+    data = b""
+    while len(data) < 4:
+        more = os.read(fd, 4 - len(data))
+        if not more:
+            return data
+        data += more
+    length = int.from_bytes(data, "big")
+    if length > MAX_FRAME_BYTES:
+        return data  # the agent refuses it
+    parts, left = [data], length
+    while left:
+        more = os.read(fd, min(left, 1 << 20))
+        if not more:
+            break
+        parts.append(more)
+        left -= len(more)
+    return b"".join(parts)
+
+
+class _ChannelServer:
+    """Answers executions on the channel the agent lends."""
+
+    def __init__(self, handover, control, libc, shell):
+        fds, self.record = handover
+        self.control, self.libc, self.shell = control, libc, shell
+        self.output = _OutputReader(fds[0:2], fds[2:4], self.record)
+        self.timer = CellTimer(fds[4])
+        self.timer_due = None  # when the timer fires as this worker set it
+
+    def serve(self, channel, message):
+        """Until a request that is not an execution comes, or the channel's
+        end: it then goes back to the agent. True if the interpreter is to
+        exit."""
+        state_lost = message.get("stateLost", False)
+        request = message.get("pending")
+        try:
+            while True:
+                data = b""
+                if request is None:
+                    data = _read_frame(channel)
+                    request = _execution(data)
+                if request is None:
+                    write_all(self.control, encode_frame({"type": "returned", "stateLost": state_lost}) +
+                              len(data).to_bytes(4, "big") + data)
+                    return False
+                exiting = self.answer(channel, request, state_lost)
+                state_lost = False
+                request = None
+                if exiting:
+                    write_all(self.control, encode_frame({"type": "exited"}))
+                    return True
+        except OSError:  # the channel broke: the agent finds out when it reads it
+            write_all(self.control, encode_frame({"type": "returned", "stateLost": state_lost}) +
+                      (0).to_bytes(4, "big"))
+            return False
+        finally:
+            os.close(channel)
+
+    def answer(self, channel, request, state_lost):
+        code, timeout_ms, max_chars = parse_execute(request)
+        started = time.monotonic()
+        deadline = started + timeout_ms / 1000
+        self.record.begin(request.get("id"), started, deadline, max_chars, self.output.begin(max_chars))
+        due = self.timer_due
+        if due is None or due <= started or due > deadline:
+            self.timer.arm(timeout_ms / 1000)
+            self.timer_due = deadline
+        try:
+            status, result, _ = _run(self.shell, code)
+        except MemoryError:  # in the worker's own handling of the cell
+            status, result = "error", ""
+            gc.collect()
+            print(OUT_OF_MEMORY_MESSAGE, file=sys.stderr)
+        _flush_all(self.libc)
+        (out, out_dropped), (err, err_dropped) = self.output.end()
+        exiting = self.shell.exit_now
+        reply = {"type": "result", "id": request.get("id"), "status": status,
+                 "stdout": truncated(out.decode("utf-8", "replace"), max_chars, out_dropped),
+                 "stderr": truncated(err.decode("utf-8", "replace"), max_chars, err_dropped),
+                 "result": result, "durationMs": int((time.monotonic() - started) * 1000),
+                 "stateLost": state_lost or exiting}
+        if self.record.timed_out():
+            reply.update(status="timeout", result="", stderr=append_line(reply["stderr"], TIMEOUT_MESSAGE))
+        write_all(channel, encode_frame(reply))
+        self.record.end()
+        return exiting
+
+
+def _execution(data):
+    """The execution request `data` holds, or None for anything else."""
+    try:
+        request = json.loads(data[4:].decode("utf-8")) if len(data) > 4 else None
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if isinstance(request, dict) and request.get("type") == "execute" and parse_execute(request):
+        return request
+    return None
 
 
 if __name__ == "__main__":
