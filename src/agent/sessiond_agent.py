@@ -579,7 +579,9 @@ class Agent:
             agent_end.close()  # the worker's copy alone: its end is host_end's
             replies = FrameReader()
             for code in cells:
-                host_end.sendall(encode_frame({"type": "execute", "id": None, "code": code}))
+                # In the daemon's key order: the worker takes only what
+                # starts as an execution does (sessiond_worker._EXECUTION_START).
+                host_end.sendall(encode_frame({"code": code, "id": None, "type": "execute"}))
                 if read_frame_blocking(host_end.fileno(), replies) is None:
                     break
             host_end.shutdown(socket.SHUT_WR)  # it reads the end and hands the pair back

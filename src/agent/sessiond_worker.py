@@ -817,6 +817,22 @@ class _OutputReader:
         return "more" if len(data) == want else "taken"
 
 
+# The daemon's JSON has its keys in order, so an execution's body starts
+# with this; any other request is left in the channel for the agent, unread.
+_EXECUTION_START = b'{"code":'
+
+
+def _execution_next(sock):
+    """Whether the channel's next frame may be an execution: False only if
+    its start, as far as it has come, shows it is not one."""
+    head = sock.recv(4 + len(_EXECUTION_START), socket.MSG_PEEK)  # waits for a byte, not for all
+    if len(head) < 4:
+        return True  # read it, or its end, whole
+    body = head[4:4 + int.from_bytes(head[:4], "big")]
+    return _EXECUTION_START.startswith(body) if len(body) < len(_EXECUTION_START) \
+        else body == _EXECUTION_START
+
+
 def _read_frame(fd):
     """The bytes of one frame, its length included, read exactly: nothing
     of the next is taken. Fewer at the channel's end; only the length of a
@@ -856,10 +872,11 @@ class _ChannelServer:
         exit."""
         state_lost = message.get("stateLost", False)
         request = message.get("pending")
+        sock = socket.socket(fileno=channel)
         try:
             while True:
                 data = b""
-                if request is None:
+                if request is None and _execution_next(sock):
                     data = _read_frame(channel)
                     request = _execution(data)
                 if request is None:
@@ -877,7 +894,7 @@ class _ChannelServer:
                       (0).to_bytes(4, "big"))
             return False
         finally:
-            os.close(channel)
+            sock.close()
 
     def answer(self, channel, request, state_lost):
         code, timeout_ms, max_chars = parse_execute(request)
