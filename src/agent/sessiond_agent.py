@@ -30,7 +30,7 @@ from sessiond_files import DataDirectory, FileError
 from sessiond_framing import (MAX_FRAME_BYTES, FrameError, FrameReader, encode_frame, read_frame_blocking,
                                write_all)
 from sessiond_handover import (DEFAULT_MAX_OUTPUT_CHARS, DEFAULT_TIMEOUT_MS, MAX_OUTPUT_CHARS, TIMEOUT_MESSAGE,
-                               Handover, append_line, parse_execute)
+                               Handover, append_line, parse_execute, truncated)
 
 PROTOCOL_VERSION = 1
 AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -58,6 +58,11 @@ TIMEOUT_EXIT_CODE = 124
 SHELL_TERM_GRACE_S = 2.0
 # A file chunk, read or written, in one frame (base64 makes it 4/3 larger).
 MAX_FILE_CHUNK = 8 << 20
+
+
+def interpreter_exited(ended):
+    return f"Execution aborted: the interpreter exited ({ended}); its state was lost and a new interpreter " \
+           "was started"
 
 
 def log(text):
@@ -213,10 +218,7 @@ class Capture:
         if not self.complete:
             self._take(self.pending, final=True)
             self.pending = b""
-        out = "".join(self.parts)
-        if self.omitted:
-            out += f"\n[output truncated: {self.omitted} characters omitted]"
-        return out
+        return truncated("".join(self.parts), self.limit, self.omitted)
 
 
 class ForkedWorker:
@@ -700,16 +702,14 @@ class Agent:
             if cell.timed_out:
                 status, line = "timeout", TIMEOUT_MESSAGE
             else:
-                status, line = "error", f"Execution aborted: the interpreter exited ({ended}); " \
-                                        "its state was lost and a new interpreter was started"
+                status, line = "error", interpreter_exited(ended)
             self.send({"type": "result", "id": cell.request_id, "status": status, "stdout": out.text(),
                        "stderr": append_line(err.text(), line), "result": "",
                        "durationMs": int((time.monotonic() - cell.started) * 1000), "stateLost": True})
             self.state_lost_since_last_reply = False
         elif lent_with is not None and lent_with[1] == cell.seq:  # died before it began that cell
             self.send({"type": "result", "id": lent_with[0], "status": "error", "stdout": "",
-                       "stderr": f"Execution aborted: the interpreter exited ({ended}); its state "
-                                 "was lost and a new interpreter was started",
+                       "stderr": interpreter_exited(ended),
                        "result": "", "durationMs": 0, "stateLost": True})
             self.state_lost_since_last_reply = False
         elif not exited:
@@ -838,9 +838,7 @@ class Agent:
         if timed_out:
             reply.update(status="timeout", stderr=append_line(reply["stderr"], TIMEOUT_MESSAGE))
         elif not finished:
-            reply.update(status="error", stderr=append_line(
-                reply["stderr"], f"Execution aborted: the interpreter exited ({ended}); "
-                                 "its state was lost and a new interpreter was started"))
+            reply.update(status="error", stderr=append_line(reply["stderr"], interpreter_exited(ended)))
         else:
             reply.update(status=worker.done["status"], result=worker.done["result"])
         if self.worker is None:
